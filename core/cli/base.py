@@ -1,0 +1,89 @@
+"""`vlscope info` and `vlscope cache stats|list|clear|delete`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from core.cache import open_cache
+from core.settings import load_settings
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from core.status import environment
+
+    settings = load_settings()
+    env = environment(settings)
+    with open_cache(settings) as cache:
+        stats = cache.stats()
+    if args.json:
+        print(json.dumps({"environment": env.to_dict(), "cache": stats.to_dict(), "settings": json.loads(settings.model_dump_json())}, indent=2))
+        return 0
+    print(f"Python {env.python}; " + ", ".join(f"{k} {v}" for k, v in env.packages.items()))
+    gpus = ", ".join(f"{g.name} ({_human(g.memory_total_bytes)})" for g in env.gpus) or "none (CPU only)"
+    print(f"Device: {env.device}; GPUs: {gpus}")
+    print(f"Model: {settings.model}: {'available' if env.model.available else 'NOT available'}")
+    if not env.model.available:
+        print(f"  {env.model.message}")
+    for eng in env.ocr_engines:
+        state = "available" if eng.available else "not available"
+        langs = f" ({', '.join(eng.languages)})" if eng.languages else ""
+        print(f"OCR {eng.name}: {state}{langs}; {eng.message}")
+    print(
+        f"Cache {stats.directory}: {stats.entries} entries for {stats.inputs} inputs, "
+        f"{_human(stats.volume_bytes)} of {_human(stats.size_limit_bytes)}; hits {stats.hits}, misses {stats.misses}"
+    )
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_cache(settings) as cache:
+        if args.action == "stats":
+            stats = cache.stats()
+            if args.json:
+                print(json.dumps(stats.to_dict(), indent=2))
+            else:
+                print(f"folder:   {stats.directory}")
+                print(f"entries:  {stats.entries} ({stats.inputs} inputs)")
+                print(f"size:     {_human(stats.volume_bytes)} of {_human(stats.size_limit_bytes)}")
+                print(f"hits:     {stats.hits}")
+                print(f"misses:   {stats.misses}")
+                print(f"corrupt:  {stats.corrupt}")
+        elif args.action == "list":
+            entries = cache.entries(args.input)
+            if args.json:
+                print(json.dumps([e.__dict__ for e in entries], indent=2))
+            else:
+                for e in entries:
+                    when = dt.datetime.fromtimestamp(e.stored_at).strftime("%Y-%m-%d %H:%M:%S")
+                    print(f"{when}  {e.input_hash[:16]}  {e.stage:<20} {_human(e.size_bytes):>10}  {e.key}")
+                print(f"{len(entries)} entries")
+        elif args.action == "delete":
+            if not args.input:
+                print("error: cache delete needs --input HASH (see `vlscope cache list`)")
+                return 2
+            print(f"deleted {cache.delete_input(args.input)} entries of {args.input}")
+        elif args.action == "clear":
+            print(f"deleted {cache.clear()} entries")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="environment, model availability and cache statistics")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+    c = sub.add_parser("cache", help="result cache: stats, list, delete one input's entries, clear")
+    c.add_argument("action", choices=["stats", "list", "delete", "clear"])
+    c.add_argument("--input", help="content hash of one input (list/delete)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cache)

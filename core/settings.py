@@ -1,0 +1,138 @@
+"""One typed settings object for the whole product.
+
+Values come, lowest priority first, from the defaults below, an optional TOML file
+(``vlscope.toml`` in the working folder, or the file named by ``VLSCOPE_CONFIG``), and
+environment variables named ``VLSCOPE_<FIELD>`` (e.g. ``VLSCOPE_MODEL``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "VLSCOPE_"
+DEFAULT_CONFIG_FILE = "vlscope.toml"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting and the fix."""
+
+
+class Settings(BaseModel):
+    """Every setting of VLScope, with its default and meaning (the README table is built from this)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    model: str = Field(
+        "Qwen/Qwen3-VL-4B-Instruct",
+        description="Hugging Face model id (local HF cache first) or a local folder holding the weights.",
+    )
+    device: str = Field("auto", description="`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`.")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Weights precision: `auto` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
+    )
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="bitsandbytes 8-bit or 4-bit (nf4) quantisation of the language model (vision tower stays "
+        "unquantised; CUDA only, needs the `quant` extra). FP8 checkpoints load as they are with `none`.",
+    )
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="Attention kernel: `auto` is flash-attention when installed on CUDA, else sdpa."
+    )
+    max_new_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap, in tokens.")
+    cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
+    cache_size_limit_gb: float = Field(
+        20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first."
+    )
+    max_upload_mb: int = Field(2048, ge=1, description="Largest file accepted through the browser upload, in MiB.")
+    media_root: Path | None = Field(
+        None,
+        description="Server folder whose files can be opened by path (for files too large to upload); "
+        "nothing outside it can be opened. Unset: opening by path is off.",
+    )
+    max_image_pixels: int = Field(
+        178_956_970, ge=1, description="Images with more pixels than this are refused (decompression-bomb guard)."
+    )
+    offline: bool = Field(
+        False, description="Never try to download model weights; use the local HF cache or a local folder only."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+
+    @property
+    def model_is_local_folder(self) -> bool:
+        """True when `model` names an existing folder rather than a hub id."""
+        return Path(self.model).expanduser().is_dir()
+
+
+def _env_values(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    fields = Settings.model_fields
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in fields:
+            values[name] = raw
+    return values
+
+
+def config_file_path(environ: dict[str, str] | None = None) -> Path | None:
+    """The TOML settings file in use, or None when there is none."""
+    environ = dict(os.environ) if environ is None else environ
+    named = environ.get(ENV_PREFIX + "CONFIG")
+    if named:
+        return Path(named).expanduser()
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(environ: dict[str, str] | None = None, config_file: Path | None = None) -> Settings:
+    """Build the settings from defaults, the TOML file and `VLSCOPE_*` variables.
+
+    Raises SettingsError naming the offending setting and where it came from.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    path = config_file or config_file_path(environ)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"Settings file {path} does not exist; create it or unset VLSCOPE_CONFIG.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"Settings file {path} is not valid TOML: {exc}") from exc
+        # Accept either top-level keys or a [vlscope] table.
+        file_values = dict(data.get("vlscope", data))
+    merged = {**file_values, **_env_values(environ)}
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            source = f"environment variable {ENV_PREFIX}{name.upper()}" if name in _env_values(environ) else (
+                f"{path}" if path else "defaults"
+            )
+            problems.append(f"setting `{name}` ({source}): {err['msg']}")
+        raise SettingsError("Invalid settings: " + "; ".join(problems)) from exc
+
+
+def settings_table_markdown() -> str:
+    """A Markdown table of every setting: variable, default and meaning (used for the README)."""
+    rows = ["| Setting (env var) | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows)

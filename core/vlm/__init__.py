@@ -1,0 +1,50 @@
+"""Vision-language engines behind one interface (`Engine`): local transformers now, remote later."""
+
+from core.vlm.base import (
+    Engine,
+    EngineError,
+    EngineInfo,
+    InvalidRequest,
+    ModelUnavailable,
+    OutOfMemory,
+    RequestRecord,
+    TextStream,
+)
+from core.vlm.types import (
+    GenerationParams,
+    GenerationResult,
+    ImagePart,
+    Message,
+    Metrics,
+    TextPart,
+    VideoPart,
+    user,
+)
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "GenerationParams",
+    "GenerationResult",
+    "ImagePart",
+    "InvalidRequest",
+    "Message",
+    "Metrics",
+    "ModelUnavailable",
+    "OutOfMemory",
+    "RequestRecord",
+    "TextPart",
+    "TextStream",
+    "VideoPart",
+    "create_engine",
+    "user",
+]
+
+
+def create_engine(settings=None) -> Engine:
+    """The engine the settings describe (today: the local transformers engine; not yet loaded)."""
+    from core.settings import load_settings
+    from core.vlm.local import LocalEngine
+
+    return LocalEngine(settings or load_settings())

@@ -1,0 +1,509 @@
+"""The local engine: Qwen3-VL through Hugging Face transformers on this machine's GPU or CPU."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.settings import Settings
+from core.vlm.base import (
+    Engine,
+    EngineError,
+    EngineInfo,
+    InvalidRequest,
+    Ledger,
+    ModelUnavailable,
+    OutOfMemory,
+    RequestRecord,
+    TextStream,
+)
+from core.vlm.types import (
+    GenerationParams,
+    GenerationResult,
+    ImagePart,
+    Message,
+    Metrics,
+    TextPart,
+    VideoPart,
+    to_rgb_array,
+)
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+
+
+def pick_device(requested: str) -> str:
+    """`auto` -> `cuda` when a CUDA GPU is usable, else `cpu`; other values are checked."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(
+            f"Setting `device` is {requested!r} but no CUDA GPU is usable here (driver or CUDA build of "
+            "torch missing). Set VLSCOPE_DEVICE=auto or cpu."
+        )
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """`auto` -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if requested != "auto":
+        return table[requested]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def pick_attention(requested: str, device: str) -> str:
+    """`auto` -> flash_attention_2 when the flash-attn package is installed on CUDA, else sdpa."""
+    if requested != "auto":
+        if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise EngineError(
+                "Setting `attn_implementation` is flash_attention_2 but the flash-attn package is not "
+                "installed. Install the `flash` extra (pip install '.[flash]') or use sdpa."
+            )
+        return requested
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def dtype_name(dtype: Any) -> str:
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(str(dtype), str(dtype))
+
+
+def resolve_model(model: str, offline: bool) -> Path:
+    """Find the model's files: a local folder, the local HF cache, or (when allowed) a download."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelUnavailable(model, f"folder {path} has no config.json (not a saved model)")
+        return path
+    if not _HUB_ID.match(model):
+        raise ModelUnavailable(model, f"folder {path} does not exist and it is not a hub id like 'Qwen/Qwen3-VL-4B-Instruct'")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True, allow_patterns=_WEIGHT_PATTERNS))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not in the local cache"
+        local_reason = f"{type(exc).__name__}"
+    if offline or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelUnavailable(model, "it is not in the local Hugging Face cache and offline mode is on")
+    try:
+        return Path(snapshot_download(model, allow_patterns=_WEIGHT_PATTERNS))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelUnavailable(
+            model, f"it is not in the local Hugging Face cache ({local_reason}) and could not be fetched ({type(exc).__name__})"
+        ) from exc
+
+
+class _CancelCriteria:
+    """Stops generation when the stream is closed or abandoned."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class PresencePenalty:
+    """Subtracts `penalty` from the logits of every token already generated (vLLM semantics)."""
+
+    def __init__(self, penalty: float, prompt_length: int) -> None:
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = input_ids[:, self.prompt_length:]
+        if generated.shape[1] == 0 or self.penalty == 0:
+            return scores
+        mask = scores.new_zeros(scores.shape, dtype=scores.dtype)
+        mask.scatter_(1, generated, 1.0)
+        return scores - self.penalty * mask
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class LocalEngine(Engine):
+    """Runs Qwen3-VL with transformers. Load lazily with `load()`; one request at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ledger = Ledger()
+        self._model: Any = None
+        self._processor: Any = None
+        self._device = ""
+        self._dtype: Any = None
+        self._attn = ""
+        self._quant = settings.quantization
+        self._error: str | None = None
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    # -- loading ------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> Any:
+        self.load()
+        return self._model
+
+    @property
+    def processor(self) -> Any:
+        self.load()
+        return self._processor
+
+    @property
+    def generation_lock(self) -> threading.Lock:
+        """Held while the model runs; hold it to use the model directly (e.g. cache reuse)."""
+        return self._gen_lock
+
+    def load(self) -> None:
+        """Load weights and processor once; raises ModelUnavailable or EngineError with the fix."""
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is not None:
+                return
+            try:
+                self._load()
+                self._error = None
+            except EngineError as exc:
+                self._error = str(exc)
+                raise
+
+    def _quantization_config(self, dtype: Any) -> Any:
+        if self.settings.quantization == "none":
+            return None
+        if not self._device.startswith("cuda"):
+            raise EngineError(
+                f"Setting `quantization` is {self.settings.quantization} but bitsandbytes needs a CUDA GPU. "
+                "Set VLSCOPE_QUANTIZATION=none on this machine."
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise EngineError(
+                "Setting `quantization` needs the bitsandbytes package: pip install '.[quant]' (or set it to none)."
+            )
+        from transformers import BitsAndBytesConfig
+
+        skip = ["visual", "lm_head"]  # the vision tower stays unquantised
+        if self.settings.quantization == "8bit":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=skip,
+        )
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        started = time.perf_counter()
+        path = resolve_model(self.settings.model, self.settings.offline)
+        self._device = pick_device(self.settings.device)
+        self._dtype = pick_dtype(self.settings.dtype, self._device)
+        self._attn = pick_attention(self.settings.attn_implementation, self._device)
+        quant = self._quantization_config(self._dtype)
+        kwargs: dict[str, Any] = {"dtype": self._dtype, "attn_implementation": self._attn}
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+            kwargs["device_map"] = self._device if self._device != "cuda" else "cuda:0"
+        try:
+            processor = AutoProcessor.from_pretrained(str(path))
+            model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelUnavailable(self.settings.model, f"loading from {path} failed ({type(exc).__name__}: {exc})") from exc
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemory("while loading the weights") from exc
+        if quant is None:
+            model.to(self._device)
+        model.eval()
+        qcfg = getattr(model.config, "quantization_config", None)
+        if qcfg is not None and self.settings.quantization == "none":
+            method = qcfg.get("quant_method") if isinstance(qcfg, dict) else getattr(qcfg, "quant_method", "")
+            self._quant = f"{method} (checkpoint)"
+        self._model, self._processor = model, processor
+        self.load_seconds = time.perf_counter() - started
+        log.info("loaded %s on %s (%s, %s) in %.1fs", path, self._device, dtype_name(self._dtype), self._attn,
+                 self.load_seconds)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            backend="local",
+            model=self.settings.model,
+            loaded=self.loaded,
+            device=self._device,
+            dtype=dtype_name(self._dtype) if self._dtype is not None else "",
+            quantization=self._quant,
+            attn_implementation=self._attn,
+            error=self._error,
+        )
+
+    def close(self) -> None:
+        with self._gen_lock:
+            self._model = None
+            self._processor = None
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- inputs -------------------------------------------------------------------------
+    def build_inputs(self, messages: list[Message]) -> Any:
+        """Chat messages -> the processor's tensors (on the model's device), with real video timestamps."""
+        from transformers.video_utils import VideoMetadata
+
+        if not messages:
+            raise InvalidRequest("The request has no messages; ask a question.")
+        processor = self.processor
+        hf_messages: list[dict[str, Any]] = []
+        images: list[np.ndarray] = []
+        videos: list[np.ndarray] = []
+        metadata: list[Any] = []
+        video_size: dict[str, int] | None = None
+        for message in messages:
+            content: list[dict[str, Any]] = []
+            for part in message.parts():
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                elif isinstance(part, ImagePart):
+                    try:
+                        images.append(to_rgb_array(part.image))
+                    except ValueError as exc:
+                        raise InvalidRequest(f"Image could not be used: {exc}") from exc
+                    content.append({"type": "image"})
+                elif isinstance(part, VideoPart):
+                    frames = [to_rgb_array(f) for f in part.frames]
+                    shapes = {f.shape for f in frames}
+                    if len(shapes) != 1:
+                        raise InvalidRequest(f"Video frames must all have one size, got {sorted(shapes)}")
+                    stack = np.stack(frames)
+                    videos.append(stack)
+                    total = part.total_frames or (part.frame_indices[-1] + 1)
+                    metadata.append(
+                        VideoMetadata(
+                            total_num_frames=int(total),
+                            fps=float(part.source_fps),
+                            width=int(stack.shape[2]),
+                            height=int(stack.shape[1]),
+                            duration=float(total) / float(part.source_fps),
+                            frames_indices=[int(i) for i in part.frame_indices],
+                        )
+                    )
+                    if getattr(part, "max_pixels_total", None):
+                        video_size = {"longest_edge": int(part.max_pixels_total),
+                                      "shortest_edge": int(getattr(part, "min_pixels_total", 0) or 4096)}
+                    content.append({"type": "video"})
+                else:
+                    raise InvalidRequest(f"Unknown message part {type(part).__name__}")
+            hf_messages.append({"role": message.role, "content": content})
+        text = processor.apply_chat_template(hf_messages, tokenize=False, add_generation_prompt=True)
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+            kwargs["video_metadata"] = metadata
+            kwargs["do_sample_frames"] = False
+            if video_size:
+                kwargs["size"] = video_size
+        try:
+            inputs = processor(**kwargs)
+        except ValueError as exc:
+            raise InvalidRequest(f"The processor refused the input: {exc}") from exc
+        return inputs.to(self._device)
+
+    def count_visual_tokens(self, input_ids: Any) -> int:
+        cfg = self.model.config
+        ids = input_ids[0]
+        return int(((ids == cfg.image_token_id) | (ids == cfg.video_token_id)).sum().item())
+
+    def decode(self, token_ids: Any) -> str:
+        return self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def _generation_kwargs(self, params: GenerationParams, prompt_length: int) -> dict[str, Any]:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        gc = copy.deepcopy(self.model.generation_config) if self.model.generation_config else GenerationConfig()
+        gc.max_new_tokens = params.max_new_tokens
+        gc.repetition_penalty = params.repetition_penalty
+        if params.greedy:
+            gc.do_sample = False
+            gc.temperature = None
+            gc.top_p = None
+            gc.top_k = None
+        else:
+            gc.do_sample = True
+            gc.temperature = params.temperature
+            gc.top_p = params.top_p
+            gc.top_k = params.top_k if params.top_k > 0 else None
+        kwargs: dict[str, Any] = {"generation_config": gc}
+        if params.presence_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList([PresencePenalty(params.presence_penalty, prompt_length)])
+        return kwargs
+
+    # -- generation ---------------------------------------------------------------------
+    def stream(self, messages: list[Message], params: GenerationParams | None = None, kind: str = "chat") -> TextStream:
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        params = params or GenerationParams(max_new_tokens=self.settings.max_new_tokens)
+        t0 = time.perf_counter()
+        self.load()
+        record = RequestRecord(started_at=time.time(), kind=kind, model=self.settings.model, status="running")
+        try:
+            inputs = self.build_inputs(messages)
+        except EngineError as exc:
+            record.status, record.error = "error", str(exc)
+            self.ledger.add(record)
+            raise
+        t1 = time.perf_counter()
+        prompt_length = int(inputs["input_ids"].shape[1])
+        visual = self.count_visual_tokens(inputs["input_ids"])
+
+        cancel = threading.Event()
+        first_token: list[float] = []
+
+        class _Streamer(TextIteratorStreamer):
+            def put(self, value: Any) -> None:  # noqa: D401 - transformers hook
+                if not (self.skip_prompt and self.next_tokens_are_prompt) and not first_token:
+                    first_token.append(time.perf_counter())
+                super().put(value)
+
+        streamer = _Streamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(inputs)
+        kwargs.update(self._generation_kwargs(params, prompt_length))
+        kwargs["streamer"] = streamer
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelCriteria(cancel)])
+
+        self._gen_lock.acquire()
+        t2 = time.perf_counter()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+        cuda = self._device.startswith("cuda")
+
+        def work() -> None:
+            try:
+                if params.seed is not None:
+                    from transformers import set_seed
+
+                    set_seed(params.seed)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                with torch.inference_mode():
+                    outcome["output"] = self._model.generate(**kwargs)
+                if cuda:
+                    outcome["peak"] = int(torch.cuda.max_memory_allocated())
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                if _is_oom(exc):
+                    outcome["error"] = OutOfMemory(f"{visual} visual tokens, {prompt_length} prompt tokens")
+                    if cuda:
+                        torch.cuda.empty_cache()
+                else:
+                    log.exception("generation failed")
+                    outcome["error"] = EngineError(f"Generation failed: {type(exc).__name__}: {exc}")
+                streamer.end()
+            finally:
+                outcome["t_end"] = time.perf_counter()
+                self._gen_lock.release()
+                done.set()
+
+        threading.Thread(target=work, name="vlscope-generate", daemon=True).start()
+
+        def finish() -> GenerationResult:
+            done.wait()
+            t_end = outcome["t_end"]
+            error = outcome.get("error")
+            metrics = Metrics(
+                preprocess_ms=(t1 - t0) * 1000,
+                queue_ms=(t2 - t1) * 1000,
+                visual_tokens=visual,
+                total_ms=(t_end - t0) * 1000,
+                peak_gpu_memory_bytes=outcome.get("peak"),
+            )
+            if error is not None:
+                record.status, record.error = "error", str(error)
+                self._fill_record(record, metrics, prompt_length, 0)
+                self.ledger.add(record)
+                raise error
+            new_ids = outcome["output"][0, prompt_length:]
+            eos = self._eos_ids()
+            ids = [int(t) for t in new_ids.tolist()]
+            stopped_on_eos = bool(ids) and ids[-1] in eos
+            while ids and (ids[-1] in eos):
+                ids.pop()
+            completion = len(ids) + (1 if stopped_on_eos else 0)
+            if first_token:
+                metrics.prefill_ms = (first_token[0] - t2) * 1000
+                metrics.ttft_ms = (first_token[0] - t0) * 1000
+                metrics.decode_ms = (t_end - first_token[0]) * 1000
+                if completion > 1 and metrics.decode_ms > 0:
+                    metrics.decode_tokens_per_s = (completion - 1) / (metrics.decode_ms / 1000)
+            if cancel.is_set() and not stopped_on_eos and completion < params.max_new_tokens:
+                reason = "cancelled"
+            elif stopped_on_eos:
+                reason = "stop"
+            else:
+                reason = "length" if completion >= params.max_new_tokens else "stop"
+            result = GenerationResult(
+                text=self.decode(ids),
+                prompt_tokens=prompt_length,
+                completion_tokens=completion,
+                finish_reason=reason,
+                metrics=metrics,
+                model=self.settings.model,
+            )
+            record.status = reason
+            self._fill_record(record, metrics, prompt_length, completion)
+            self.ledger.add(record)
+            return result
+
+        return TextStream(iter(streamer), cancel.set, finish)
+
+    def _eos_ids(self) -> set[int]:
+        eos = self._model.generation_config.eos_token_id
+        if eos is None:
+            return set()
+        return set(eos if isinstance(eos, list) else [eos])
+
+    @staticmethod
+    def _fill_record(record: RequestRecord, m: Metrics, prompt: int, completion: int) -> None:
+        record.prompt_tokens, record.completion_tokens = prompt, completion
+        record.visual_tokens = m.visual_tokens
+        record.preprocess_ms, record.queue_ms = m.preprocess_ms, m.queue_ms
+        record.prefill_ms, record.ttft_ms, record.total_ms = m.prefill_ms, m.ttft_ms, m.total_ms
+        record.decode_tokens_per_s = m.decode_tokens_per_s
+        record.peak_gpu_memory_bytes = m.peak_gpu_memory_bytes
