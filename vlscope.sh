@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 case "${1:-start}" in
   start)
     bash scripts/setup.sh app
-    exec .venv/bin/streamlit run Home.py --server.headless true --server.port "${PORT:-8501}"
+    exec .venv/bin/vlscope dashboard --port "${PORT:-8501}"
     ;;
   test)
     bash scripts/setup.sh test

@@ -49,11 +49,6 @@ class Settings(BaseModel):
         20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first."
     )
     max_upload_mb: int = Field(2048, ge=1, description="Largest file accepted through the browser upload, in MiB.")
-    media_root: Path | None = Field(
-        None,
-        description="Server folder whose files can be opened by path (for files too large to upload); "
-        "nothing outside it can be opened. Unset: opening by path is off.",
-    )
     max_image_pixels: int = Field(
         178_956_970, ge=1, description="Images with more pixels than this are refused (decompression-bomb guard)."
     )

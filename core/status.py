@@ -86,7 +86,13 @@ def model_status(settings: Settings) -> ModelStatus:
         path = resolve_model(settings.model, offline=True)
         return ModelStatus(settings.model, True, str(path), f"found at {path}")
     except ModelUnavailable as exc:
-        return ModelStatus(settings.model, False, None, str(exc))
+        message = str(exc)
+        if "offline mode is on" in exc.reason and not settings.offline:
+            message = message.replace(
+                "it is not in the local Hugging Face cache and offline mode is on",
+                "it is not in the local Hugging Face cache (a download is tried on first use)",
+            )
+        return ModelStatus(settings.model, False, None, message)
 
 
 def tesseract_languages() -> list[str] | None:

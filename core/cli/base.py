@@ -87,3 +87,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--input", help="content hash of one input (list/delete)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_cache)
+    register_dashboard(sub)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Start the Streamlit dashboard with the upload limit from settings."""
+    import os
+    import sys
+    from pathlib import Path
+
+    settings = load_settings()
+    home = Path(__file__).resolve().parents[2] / "Home.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(home), "--server.headless", "true",
+            "--server.port", str(args.port), "--server.address", args.address,
+            "--server.maxUploadSize", str(settings.max_upload_mb)]
+    os.chdir(home.parent)
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def register_dashboard(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("dashboard", help="start the Streamlit dashboard (headless)")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--address", default="0.0.0.0", help="interface to listen on (0.0.0.0: every interface)")
+    d.set_defaults(func=cmd_dashboard)

@@ -338,6 +338,9 @@ class LocalEngine(Engine):
             kwargs["videos"] = videos
             kwargs["video_metadata"] = metadata
             kwargs["do_sample_frames"] = False
+            if hasattr(type(processor.video_processor), "cap_pixels_per_frame"):
+                # the reference (qwen-vl-utils) per-frame pixel cap; transformers >= 5.21 knows it
+                kwargs["cap_pixels_per_frame"] = True
             if video_size:
                 kwargs["size"] = video_size
         try:

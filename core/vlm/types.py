@@ -162,13 +162,13 @@ def to_rgb_array(image: Any) -> np.ndarray:
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as im:
-                return np.asarray(im.convert("RGB"))
+                return np.array(im.convert("RGB"))
         except FileNotFoundError as exc:
             raise ValueError(f"image file {image} does not exist") from exc
         except (OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"image file {image} could not be read: {exc}") from exc
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:

@@ -1,0 +1,34 @@
+"""VLScope dashboard entry point: `streamlit run Home.py`. Builds the navigation; pages live in pages/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="VLScope", page_icon=":material/movie:", layout="wide")
+
+HERE = Path(__file__).parent
+
+# (file, title, icon). A page is listed only once its file exists, i.e. once it works.
+PAGES = [
+    ("pages/video.py", "Video Q&A", ":material/movie:"),
+    ("pages/summaries.py", "Summaries", ":material/list_alt:"),
+    ("pages/ocr.py", "OCR", ":material/document_scanner:"),
+    ("pages/library.py", "Library", ":material/folder_open:"),
+    ("pages/gpu_monitor.py", "GPU monitor", ":material/memory:"),
+]
+
+
+def home() -> None:
+    from ui.home import render
+
+    render([p for p in available_pages()])
+
+
+def available_pages() -> list[st.Page]:
+    return [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()]
+
+
+pages = [st.Page(home, title="Home", icon=":material/home:", default=True), *available_pages()]
+st.navigation(pages).run()

@@ -1,0 +1,59 @@
+"""Process-wide resources (one engine and one cache for every browser session) and the sidebar."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.cache import ResultCache, open_cache
+from core.settings import Settings, SettingsError, load_settings
+from core.vlm import Engine, GenerationParams, create_engine
+
+
+@st.cache_resource(show_spinner=False)
+def get_settings() -> Settings:
+    """Settings read once per server process (restart the app to apply changes)."""
+    return load_settings()
+
+
+def settings_or_stop() -> Settings:
+    """The settings, or an error box naming the bad setting (and the page stops)."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        st.error(str(exc))
+        st.stop()
+        raise
+
+
+@st.cache_resource(show_spinner=False)
+def get_engine() -> Engine:
+    """The single model engine shared by every session; it loads its weights on first use."""
+    return create_engine(get_settings())
+
+
+@st.cache_resource(show_spinner=False)
+def get_cache() -> ResultCache:
+    """The result cache shared by every session."""
+    return open_cache(get_settings())
+
+
+def sidebar_generation_params() -> GenerationParams:
+    """Sidebar: engine status and the generation settings every page uses; returns them."""
+    settings = settings_or_stop()
+    engine = get_engine()
+    info = engine.info()
+    with st.sidebar:
+        st.subheader("Model")
+        st.text(f"{settings.model}")
+        if info.loaded:
+            st.caption(f"Loaded on {info.device} · {info.dtype} · {info.attn_implementation} · quantisation {info.quantization}")
+        elif info.error:
+            st.caption("Not loaded: see Home for the cause and fix.")
+        else:
+            st.caption(f"Not loaded yet (loads on first question) · precision {settings.dtype} · quantisation {settings.quantization}")
+        st.caption("Model and precision come from settings (VLSCOPE_MODEL, VLSCOPE_DTYPE, VLSCOPE_QUANTIZATION); restart to change.")
+        max_new = st.number_input("Max new tokens", min_value=1, max_value=32768, value=settings.max_new_tokens, step=64,
+                                  key="gen_max_new_tokens")
+        temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, 0.7, 0.05, key="gen_temperature")
+        top_p = st.slider("Top p", 0.05, 1.0, 0.8, 0.05, key="gen_top_p")
+    return GenerationParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p))
