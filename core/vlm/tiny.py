@@ -60,7 +60,7 @@ _CORPUS = [
 ]
 
 
-def _tokenizer(folder: Path) -> Any:
+def _tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
@@ -86,6 +86,30 @@ def _tokenizer(folder: Path) -> Any:
     return tok
 
 
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """Ids of Qwen's special tokens in `tokenizer`."""
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+
+def build_processor(image_size: dict[str, int] | None = None, video_size: dict[str, int] | None = None) -> Any:
+    """A real Qwen3VLProcessor over the small BPE tokenizer; sizes default to the hub's Qwen3-VL values."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    tokenizer = _tokenizer()
+    common = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor = Qwen2VLImageProcessor(
+        size=image_size or {"shortest_edge": 65536, "longest_edge": 16777216}, **common
+    )
+    video_processor = Qwen3VLVideoProcessor(
+        size=video_size or {"shortest_edge": 4096, "longest_edge": 25165824}, fps=2, min_frames=4, max_frames=768,
+        **common,
+    )
+    return Qwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
 def build_tiny_model(folder: str | Path, seed: int = 0, init_std: float = 0.6) -> Path:
     """Build, randomise and save a tiny Qwen3-VL (model + processor) into `folder`.
 
@@ -93,31 +117,16 @@ def build_tiny_model(folder: str | Path, seed: int = 0, init_std: float = 0.6) -
     and tests that compare outputs pass trivially.
     """
     import torch
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(folder)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-
-    common = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 256}, **common)
-    video_processor = Qwen3VLVideoProcessor(
-        size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 2 * 512}, fps=2, min_frames=4, max_frames=768,
-        **common,
+    processor = build_processor(
+        image_size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 256},
+        video_size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 2 * 512},
     )
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
+    tokenizer = processor.tokenizer
+    ids = special_token_ids(tokenizer)
 
     vocab = len(tokenizer)
     config = Qwen3VLConfig(

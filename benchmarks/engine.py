@@ -1,0 +1,205 @@
+"""Engine speed and memory on the real Qwen3-VL architecture with random weights (no download).
+
+Builds the exact shape of a released Instruct model (default 4B), saves it, loads it back through
+the users' path (LocalEngine), and prints:
+  - load time from a local folder;
+  - decode tokens/s at batch 1 over 256 tokens, against the memory-bound limit measured in the same
+    process (weight bytes / device copy bandwidth);
+  - prefill time, visual tokens and peak GPU memory for one 1080p image and for a 600-frame video
+    at the processor's default budget.
+Random weights mean random text; the figures measure the machinery. Needs a CUDA GPU.
+
+    python benchmarks/engine.py --size 4b [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def gib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 1024**3:.2f} GiB"
+
+
+def copy_bandwidth_bytes_per_s(torch) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second), the decode roofline's denominator."""
+    x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    n = 10
+    for _ in range(n):
+        y.copy_(x)
+    end.record()
+    torch.cuda.synchronize()
+    seconds = start.elapsed_time(end) / 1000
+    del x, y
+    torch.cuda.empty_cache()
+    return 2 * 2 * 1024**3 * n / seconds
+
+
+def build_random_model(size: str, folder: Path) -> float:
+    """Random weights of the exact shape + a processor with the hub's defaults, saved to `folder`."""
+    import torch
+    from transformers import AutoModelForImageTextToText, Qwen3VLConfig
+
+    from core.vlm.shapes import qwen3_vl_config_dict
+    from core.vlm.tiny import build_processor, special_token_ids
+
+    processor = build_processor()
+    ids = special_token_ids(processor.tokenizer)
+    cfg = qwen3_vl_config_dict(
+        size,
+        token_ids={
+            "image": ids["<|image_pad|>"], "video": ids["<|video_pad|>"], "vision_start": ids["<|vision_start|>"],
+            "vision_end": ids["<|vision_end|>"], "eos": ids["<|im_end|>"], "pad": ids["<|endoftext|>"],
+        },
+    )
+    t = time.perf_counter()
+    with torch.device("cuda"):
+        model = AutoModelForImageTextToText.from_config(Qwen3VLConfig(**cfg), dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = None  # random weights: never stop early, decode the full length
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    del model
+    torch.cuda.empty_cache()
+    return time.perf_counter() - t
+
+
+def cpu_smoke(args: argparse.Namespace) -> int:
+    """Run the same requests on the CPU with the tiny model (checks the script, measures nothing useful)."""
+    from core.settings import Settings
+    from core.vlm import GenerationParams, ImagePart, VideoPart, user
+    from core.vlm.local import LocalEngine
+    from core.vlm.tiny import build_tiny_model
+
+    folder = build_tiny_model(tempfile.mkdtemp(prefix="vlscope-smoke-"))
+    engine = LocalEngine(Settings(model=str(folder), device="cpu", cache_dir=folder / "cache"))
+    engine.load()
+    engine.model.generation_config.eos_token_id = None
+    r = engine.generate([user("story")], GenerationParams(max_new_tokens=32, temperature=0.0, presence_penalty=0.0))
+    print("decode", r.completion_tokens, r.metrics.decode_tokens_per_s)
+    rng = np.random.default_rng(0)
+    one = GenerationParams(max_new_tokens=1, temperature=0.0, presence_penalty=0.0)
+    img = engine.generate([user(ImagePart(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)), "x")], one)
+    print("image", img.metrics.visual_tokens, img.metrics.prefill_ms)
+    frames = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(args.frames)]
+    part = VideoPart(frames, [15 * i for i in range(args.frames)], source_fps=30.0, total_frames=15 * args.frames)
+    vid = engine.generate([user(part, "x")], one)
+    print("video", vid.metrics.visual_tokens, vid.prompt_tokens, vid.metrics.preprocess_ms)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="4b", choices=["2b", "4b", "8b"])
+    parser.add_argument("--decode-tokens", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--folder", help="where to save the random model (default: a temporary folder)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU with the tiny model")
+    args = parser.parse_args()
+    if args.cpu_smoke:
+        return cpu_smoke(args)
+
+    import torch
+    import transformers
+
+    if not torch.cuda.is_available():
+        print("This benchmark needs a CUDA GPU (it measures GPU speed and memory).")
+        return 2
+    from core.settings import Settings
+    from core.vlm import GenerationParams, ImagePart, VideoPart, user
+    from core.vlm.local import LocalEngine
+
+    out: dict[str, object] = {
+        "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "transformers": transformers.__version__,
+        "size": args.size,
+    }
+    print(f"# engine benchmark: Qwen3-VL-{args.size.upper()} shape, random bf16 weights, {out['gpu']}, "
+          f"torch {torch.__version__}, transformers {transformers.__version__}")
+    bandwidth = copy_bandwidth_bytes_per_s(torch)
+    out["copy_bandwidth_TBps"] = bandwidth / 1e12
+    print(f"device copy bandwidth (baseline): {bandwidth / 1e12:.2f} TB/s")
+
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="vlscope-bench-"))
+    build_s = build_random_model(args.size, folder)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    print(f"built and saved random weights in {build_s:.1f} s ({weights / 1e9:.2f} GB of safetensors)")
+
+    engine = LocalEngine(Settings(model=str(folder), device="cuda", dtype="bf16", cache_dir=folder / "cache"))
+    t = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t
+    out["load_s"] = load_s
+    info = engine.info()
+    print(f"load through LocalEngine: {load_s:.1f} s ({info.dtype}, {info.attn_implementation}; files in page cache)")
+    engine.model.generation_config.eos_token_id = None
+
+    # -- decode at batch 1 ------------------------------------------------------------------
+    prompt = [user("Write a long, detailed story about a door that opens and closes, a car, and a kitchen.")]
+    greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
+    engine.generate(prompt, GenerationParams(max_new_tokens=16, temperature=0.0, presence_penalty=0.0))  # warm-up
+    runs = [engine.generate(prompt, greedy) for _ in range(2)]
+    tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
+    limit = bandwidth / weights  # each decoded token reads every weight once
+    out["decode_tokens_per_s"] = tps
+    out["decode_limit_tokens_per_s"] = limit
+    print(f"decode batch 1, {runs[0].completion_tokens} tokens, plain generate: "
+          + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; memory-bound limit {limit:.0f} tokens/s "
+          f"(ratio {max(tps) / limit:.3f}); ttft {runs[-1].metrics.ttft_ms:.0f} ms")
+
+    # -- one 1080p image --------------------------------------------------------------------
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    one = GenerationParams(max_new_tokens=1, temperature=0.0, presence_penalty=0.0)
+    engine.generate([user(ImagePart(image), "Describe this image.")], one)  # warm-up
+    img = engine.generate([user(ImagePart(image), "Describe this image.")], one)
+    out["image_1080p"] = {"visual_tokens": img.metrics.visual_tokens, "preprocess_ms": img.metrics.preprocess_ms,
+                          "prefill_ms": img.metrics.prefill_ms, "peak_bytes": img.metrics.peak_gpu_memory_bytes}
+    print(f"1080p image: {img.metrics.visual_tokens} visual tokens, preprocess {img.metrics.preprocess_ms:.0f} ms, "
+          f"prefill {img.metrics.prefill_ms:.0f} ms, peak GPU memory {gib(img.metrics.peak_gpu_memory_bytes)} "
+          f"(weights {gib(weights)})")
+
+    # -- a 600-frame video at the default budget ----------------------------------------------
+    for (h, w) in ((360, 640), (720, 1280)):
+        frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(args.frames)]
+        # 600 frames sampled at 2 fps from a 30 fps source: a 5-minute video
+        part = VideoPart(frames, [15 * i for i in range(args.frames)], source_fps=30.0, total_frames=15 * args.frames)
+        q = [user(part, "What happens in this video?")]
+        engine.generate(q, one)  # warm-up
+        vid = engine.generate(q, one)
+        key = f"video_{args.frames}f_{w}x{h}"
+        out[key] = {"visual_tokens": vid.metrics.visual_tokens, "prompt_tokens": vid.prompt_tokens,
+                    "preprocess_ms": vid.metrics.preprocess_ms, "prefill_ms": vid.metrics.prefill_ms,
+                    "peak_bytes": vid.metrics.peak_gpu_memory_bytes}
+        print(f"{args.frames}-frame video {w}x{h}: {vid.metrics.visual_tokens} visual tokens "
+              f"({vid.prompt_tokens} prompt tokens), preprocess {vid.metrics.preprocess_ms:.0f} ms, "
+              f"prefill {vid.metrics.prefill_ms:.0f} ms, peak GPU memory {gib(vid.metrics.peak_gpu_memory_bytes)}")
+        del frames, part, q
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if not args.folder:
+        for f in folder.iterdir():
+            if f.is_file():
+                f.unlink()
+    os.environ.pop("_", None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
