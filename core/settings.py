@@ -44,6 +44,10 @@ class Settings(BaseModel):
         "auto", description="Attention kernel: `auto` is flash-attention when installed on CUDA, else sdpa."
     )
     max_new_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap, in tokens.")
+    prefix_cache_gb: float = Field(
+        4.0, ge=0, description="Memory (GPU, or RAM on CPU) kept for videos' prefix KV caches so follow-up questions "
+        "skip re-encoding; least recently used first out. 0 turns reuse off.",
+    )
     cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
     cache_size_limit_gb: float = Field(
         20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first."

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import logging
 import os
 import re
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +151,83 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+@dataclass
+class _Prefix:
+    """A kept prefix: its token ids, grids, KV cache and the rope deltas generate needs with it."""
+
+    key: str
+    input_ids: Any
+    mm_token_type_ids: Any
+    grids: dict[str, Any]
+    kv: Any
+    rope_deltas: Any
+    nbytes: int
+    cache_kwarg: str
+
+
+def _cache_nbytes(kv: Any) -> int:
+    import torch
+
+    total = 0
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int = 0) -> None:
+        nonlocal total
+        if depth > 4 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            for item in vars(obj).values():
+                visit(item, depth + 1)
+
+    visit(kv)
+    return total
+
+
+class PrefixStore:
+    """Kept prefix KV caches, bounded in bytes, least recently used evicted first. Thread-safe."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._items: OrderedDict[str, _Prefix] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> _Prefix | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item
+
+    def put(self, item: _Prefix) -> None:
+        with self._lock:
+            self._items[item.key] = item
+            self._items.move_to_end(item.key)
+            while self._items and self.nbytes > self.limit_bytes:
+                self._items.popitem(last=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(i.nbytes for i in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 class LocalEngine(Engine):
     """Runs Qwen3-VL with transformers. Load lazily with `load()`; one request at a time."""
 
@@ -164,6 +244,7 @@ class LocalEngine(Engine):
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self.load_seconds: float | None = None
+        self.prefixes = PrefixStore(int(settings.prefix_cache_gb * 1024**3))
 
     # -- loading ------------------------------------------------------------------------
     @property
@@ -271,6 +352,7 @@ class LocalEngine(Engine):
 
     def close(self) -> None:
         with self._gen_lock:
+            self.prefixes.clear()
             self._model = None
             self._processor = None
             try:
@@ -282,8 +364,8 @@ class LocalEngine(Engine):
                 pass
 
     # -- inputs -------------------------------------------------------------------------
-    def build_inputs(self, messages: list[Message]) -> Any:
-        """Chat messages -> the processor's tensors (on the model's device), with real video timestamps."""
+    def _render(self, messages: list[Message]) -> dict[str, Any]:
+        """Chat messages -> prompt text (before token expansion) and the visual inputs, checked."""
         from transformers.video_utils import VideoMetadata
 
         if not messages:
@@ -294,6 +376,7 @@ class LocalEngine(Engine):
         videos: list[np.ndarray] = []
         metadata: list[Any] = []
         video_size: dict[str, int] | None = None
+        visual_parts: list[Any] = []
         for message in messages:
             content: list[dict[str, Any]] = []
             for part in message.parts():
@@ -305,6 +388,7 @@ class LocalEngine(Engine):
                     except ValueError as exc:
                         raise InvalidRequest(f"Image could not be used: {exc}") from exc
                     content.append({"type": "image"})
+                    visual_parts.append(part)
                 elif isinstance(part, VideoPart):
                     frames = [to_rgb_array(f) for f in part.frames]
                     shapes = {f.shape for f in frames}
@@ -323,14 +407,21 @@ class LocalEngine(Engine):
                             frames_indices=[int(i) for i in part.frame_indices],
                         )
                     )
-                    if getattr(part, "max_pixels_total", None):
+                    if part.max_pixels_total:
                         video_size = {"longest_edge": int(part.max_pixels_total),
-                                      "shortest_edge": int(getattr(part, "min_pixels_total", 0) or 4096)}
+                                      "shortest_edge": int(part.min_pixels_total or 4096)}
                     content.append({"type": "video"})
+                    visual_parts.append(part)
                 else:
                     raise InvalidRequest(f"Unknown message part {type(part).__name__}")
             hf_messages.append({"role": message.role, "content": content})
         text = processor.apply_chat_template(hf_messages, tokenize=False, add_generation_prompt=True)
+        return {"text": text, "images": images, "videos": videos, "metadata": metadata,
+                "video_size": video_size, "visual_parts": visual_parts}
+
+    def _process(self, text: str, images: list[np.ndarray], videos: list[np.ndarray], metadata: list[Any],
+                 video_size: dict[str, int] | None) -> Any:
+        processor = self.processor
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
         if images:
             kwargs["images"] = images
@@ -348,6 +439,28 @@ class LocalEngine(Engine):
         except ValueError as exc:
             raise InvalidRequest(f"The processor refused the input: {exc}") from exc
         return inputs.to(self._device)
+
+    def build_inputs(self, messages: list[Message]) -> Any:
+        """Chat messages -> the processor's tensors (on the model's device), with real video timestamps."""
+        r = self._render(messages)
+        return self._process(r["text"], r["images"], r["videos"], r["metadata"], r["video_size"])
+
+    def _split_prefix(self, rendered: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(cache key, prefix text, suffix text) when the request's one visual input asks to be kept."""
+        parts = rendered["visual_parts"]
+        if self.settings.prefix_cache_gb <= 0 or len(parts) != 1 or not parts[0].cache_key:
+            return None
+        text: str = rendered["text"]
+        pad = "<|video_pad|>" if isinstance(parts[0], VideoPart) else "<|image_pad|>"
+        at = text.find(pad)
+        end_tag = "<|vision_end|>"
+        close = text.find(end_tag, at)
+        if at < 0 or close < 0:
+            return None
+        cut = close + len(end_tag)
+        prefix, suffix = text[:cut], text[cut:]
+        material = f"{self.settings.model}|{dtype_name(self._dtype)}|{parts[0].cache_key}|{prefix}"
+        return hashlib.sha256(material.encode("utf-8")).hexdigest(), prefix, suffix
 
     def count_visual_tokens(self, input_ids: Any) -> int:
         cfg = self.model.config
@@ -379,7 +492,37 @@ class LocalEngine(Engine):
         return kwargs
 
     # -- generation ---------------------------------------------------------------------
+    def _cache_kwarg(self) -> str:
+        """`cache` on transformers >= 5.24, `past_key_values` before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
+
+    def _prefill_prefix(self, key: str, prefix_inputs: Any) -> "_Prefix":
+        """Run the model over the prefix (visual input included) once and keep its KV cache. Holds the lock."""
+        import torch
+
+        name = self._cache_kwarg()
+        with torch.inference_mode():
+            out = self._model(**prefix_inputs, use_cache=True)
+        kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        rope = self._model.model.rope_deltas
+        grids = {k: prefix_inputs[k] for k in ("image_grid_thw", "video_grid_thw") if k in prefix_inputs}
+        entry = _Prefix(
+            key=key,
+            input_ids=prefix_inputs["input_ids"],
+            mm_token_type_ids=prefix_inputs.get("mm_token_type_ids"),
+            grids=grids,
+            kv=kv,
+            rope_deltas=None if rope is None else rope.clone(),
+            nbytes=_cache_nbytes(kv),
+            cache_kwarg=name,
+        )
+        self.prefixes.put(entry)
+        return entry
+
     def stream(self, messages: list[Message], params: GenerationParams | None = None, kind: str = "chat") -> TextStream:
+        """Start answering; a visual input with a `cache_key` keeps its KV cache so follow-ups skip re-encoding."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -387,15 +530,36 @@ class LocalEngine(Engine):
         t0 = time.perf_counter()
         self.load()
         record = RequestRecord(started_at=time.time(), kind=kind, model=self.settings.model, status="running")
+        prefix_plan: dict[str, Any] | None = None
         try:
-            inputs = self.build_inputs(messages)
+            rendered = self._render(messages)
+            split = self._split_prefix(rendered)
+            if split is None:
+                inputs = self._process(rendered["text"], rendered["images"], rendered["videos"],
+                                       rendered["metadata"], rendered["video_size"])
+                prompt_ids = inputs["input_ids"]
+            else:
+                key, prefix_text, suffix_text = split
+                tok = self.processor.tokenizer
+                suffix_ids = tok(suffix_text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self._device)
+                cached = self.prefixes.get(key)
+                prefix_inputs = None
+                if cached is None:
+                    prefix_inputs = self._process(prefix_text, rendered["images"], rendered["videos"],
+                                                  rendered["metadata"], rendered["video_size"])
+                    prefix_ids = prefix_inputs["input_ids"]
+                else:
+                    prefix_ids = cached.input_ids
+                prompt_ids = torch.cat([prefix_ids, suffix_ids], dim=1)
+                prefix_plan = {"key": key, "cached": cached, "prefix_inputs": prefix_inputs, "suffix_ids": suffix_ids}
+                inputs = None
         except EngineError as exc:
             record.status, record.error = "error", str(exc)
             self.ledger.add(record)
             raise
         t1 = time.perf_counter()
-        prompt_length = int(inputs["input_ids"].shape[1])
-        visual = self.count_visual_tokens(inputs["input_ids"])
+        prompt_length = int(prompt_ids.shape[1])
+        visual = self.count_visual_tokens(prompt_ids)
 
         cancel = threading.Event()
         first_token: list[float] = []
@@ -407,16 +571,34 @@ class LocalEngine(Engine):
                 super().put(value)
 
         streamer = _Streamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(inputs)
-        kwargs.update(self._generation_kwargs(params, prompt_length))
-        kwargs["streamer"] = streamer
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelCriteria(cancel)])
+        gen_kwargs = self._generation_kwargs(params, prompt_length)
+        gen_kwargs["streamer"] = streamer
+        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelCriteria(cancel)])
 
         self._gen_lock.acquire()
         t2 = time.perf_counter()
-        outcome: dict[str, Any] = {}
+        outcome: dict[str, Any] = {"reused": 0}
         done = threading.Event()
         cuda = self._device.startswith("cuda")
+
+        def model_inputs() -> dict[str, Any]:
+            if prefix_plan is None:
+                return dict(inputs)
+            entry = prefix_plan["cached"]
+            if entry is None:
+                entry = self._prefill_prefix(prefix_plan["key"], prefix_plan["prefix_inputs"])
+            else:
+                outcome["reused"] = int(entry.input_ids.shape[1])
+            suffix = prefix_plan["suffix_ids"]
+            full = torch.cat([entry.input_ids, suffix], dim=1)
+            kw: dict[str, Any] = {"input_ids": full, "attention_mask": torch.ones_like(full)}
+            if entry.mm_token_type_ids is not None:
+                kw["mm_token_type_ids"] = torch.cat([entry.mm_token_type_ids, torch.zeros_like(suffix)], dim=1)
+            kw.update(entry.grids)
+            kw[entry.cache_kwarg] = copy.deepcopy(entry.kv)
+            # generate reads the model's shared rope_deltas: restore the ones of this prefix
+            self._model.model.rope_deltas = None if entry.rope_deltas is None else entry.rope_deltas.clone()
+            return kw
 
         def work() -> None:
             try:
@@ -426,13 +608,16 @@ class LocalEngine(Engine):
                     set_seed(params.seed)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
+                kw = model_inputs()
+                kw.update(gen_kwargs)
                 with torch.inference_mode():
-                    outcome["output"] = self._model.generate(**kwargs)
+                    outcome["output"] = self._model.generate(**kw)
                 if cuda:
                     outcome["peak"] = int(torch.cuda.max_memory_allocated())
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 if _is_oom(exc):
                     outcome["error"] = OutOfMemory(f"{visual} visual tokens, {prompt_length} prompt tokens")
+                    self.prefixes.clear()
                     if cuda:
                         torch.cuda.empty_cache()
                 else:
@@ -454,6 +639,7 @@ class LocalEngine(Engine):
                 preprocess_ms=(t1 - t0) * 1000,
                 queue_ms=(t2 - t1) * 1000,
                 visual_tokens=visual,
+                reused_prefix_tokens=outcome["reused"],
                 total_ms=(t_end - t0) * 1000,
                 peak_gpu_memory_bytes=outcome.get("peak"),
             )

@@ -25,6 +25,8 @@ class ImagePart:
 
     image: Any
     type: Literal["image"] = "image"
+    cache_key: str | None = None
+    """Set it (e.g. the image's content hash) to keep its KV cache for follow-up questions."""
 
 
 @dataclass
@@ -45,6 +47,9 @@ class VideoPart:
     max_pixels_total: int | None = None
     min_pixels_total: int | None = None
     type: Literal["video"] = "video"
+
+    cache_key: str | None = None
+    """Set it (e.g. content hash + sampling plan) to keep this video's KV cache for follow-up questions."""
 
     def __post_init__(self) -> None:
         if len(self.frames) == 0:
@@ -137,6 +142,7 @@ class Metrics:
     total_ms: float = 0.0
     decode_tokens_per_s: float | None = None
     visual_tokens: int = 0
+    reused_prefix_tokens: int = 0
     peak_gpu_memory_bytes: int | None = None
 
 
