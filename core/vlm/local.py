@@ -365,17 +365,10 @@ class LocalEngine(Engine):
 
     # -- inputs -------------------------------------------------------------------------
     def _render(self, messages: list[Message]) -> dict[str, Any]:
-        """Chat messages -> prompt text (before token expansion) and the visual inputs, checked."""
-        from transformers.video_utils import VideoMetadata
-
+        """Chat messages -> prompt text (before token expansion) and the visual parts, in order."""
         if not messages:
             raise InvalidRequest("The request has no messages; ask a question.")
-        processor = self.processor
         hf_messages: list[dict[str, Any]] = []
-        images: list[np.ndarray] = []
-        videos: list[np.ndarray] = []
-        metadata: list[Any] = []
-        video_size: dict[str, int] | None = None
         visual_parts: list[Any] = []
         for message in messages:
             content: list[dict[str, Any]] = []
@@ -383,45 +376,56 @@ class LocalEngine(Engine):
                 if isinstance(part, TextPart):
                     content.append({"type": "text", "text": part.text})
                 elif isinstance(part, ImagePart):
-                    try:
-                        images.append(to_rgb_array(part.image))
-                    except ValueError as exc:
-                        raise InvalidRequest(f"Image could not be used: {exc}") from exc
                     content.append({"type": "image"})
                     visual_parts.append(part)
                 elif isinstance(part, VideoPart):
-                    frames = [to_rgb_array(f) for f in part.frames]
-                    shapes = {f.shape for f in frames}
-                    if len(shapes) != 1:
-                        raise InvalidRequest(f"Video frames must all have one size, got {sorted(shapes)}")
-                    stack = np.stack(frames)
-                    videos.append(stack)
-                    total = part.total_frames or (part.frame_indices[-1] + 1)
-                    metadata.append(
-                        VideoMetadata(
-                            total_num_frames=int(total),
-                            fps=float(part.source_fps),
-                            width=int(stack.shape[2]),
-                            height=int(stack.shape[1]),
-                            duration=float(total) / float(part.source_fps),
-                            frames_indices=[int(i) for i in part.frame_indices],
-                        )
-                    )
-                    if part.max_pixels_total:
-                        video_size = {"longest_edge": int(part.max_pixels_total),
-                                      "shortest_edge": int(part.min_pixels_total or 4096)}
                     content.append({"type": "video"})
                     visual_parts.append(part)
                 else:
                     raise InvalidRequest(f"Unknown message part {type(part).__name__}")
             hf_messages.append({"role": message.role, "content": content})
-        text = processor.apply_chat_template(hf_messages, tokenize=False, add_generation_prompt=True)
-        return {"text": text, "images": images, "videos": videos, "metadata": metadata,
-                "video_size": video_size, "visual_parts": visual_parts}
+        text = self.processor.apply_chat_template(hf_messages, tokenize=False, add_generation_prompt=True)
+        return {"text": text, "visual_parts": visual_parts}
 
-    def _process(self, text: str, images: list[np.ndarray], videos: list[np.ndarray], metadata: list[Any],
-                 video_size: dict[str, int] | None) -> Any:
+    def _process(self, text: str, visual_parts: list[Any]) -> Any:
+        """Prompt text + visual parts -> the processor's tensors on the model's device."""
+        from transformers.video_utils import VideoMetadata
+
         processor = self.processor
+        images: list[np.ndarray] = []
+        videos: list[np.ndarray] = []
+        metadata: list[Any] = []
+        video_size: dict[str, int] | None = None
+        for part in visual_parts:
+            if isinstance(part, ImagePart):
+                try:
+                    images.append(to_rgb_array(part.image))
+                except ValueError as exc:
+                    raise InvalidRequest(f"Image could not be used: {exc}") from exc
+                continue
+            try:
+                frames = [to_rgb_array(f) for f in part.frames]
+            except ValueError as exc:
+                raise InvalidRequest(f"Video frame could not be used: {exc}") from exc
+            shapes = {f.shape for f in frames}
+            if len(shapes) != 1:
+                raise InvalidRequest(f"Video frames must all have one size, got {sorted(shapes)}")
+            stack = np.stack(frames)
+            videos.append(stack)
+            total = part.total_frames or (part.frame_indices[-1] + 1)
+            metadata.append(
+                VideoMetadata(
+                    total_num_frames=int(total),
+                    fps=float(part.source_fps),
+                    width=int(stack.shape[2]),
+                    height=int(stack.shape[1]),
+                    duration=float(total) / float(part.source_fps),
+                    frames_indices=[int(i) for i in part.frame_indices],
+                )
+            )
+            if part.max_pixels_total:
+                video_size = {"longest_edge": int(part.max_pixels_total),
+                              "shortest_edge": int(part.min_pixels_total or 4096)}
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
         if images:
             kwargs["images"] = images
@@ -443,7 +447,7 @@ class LocalEngine(Engine):
     def build_inputs(self, messages: list[Message]) -> Any:
         """Chat messages -> the processor's tensors (on the model's device), with real video timestamps."""
         r = self._render(messages)
-        return self._process(r["text"], r["images"], r["videos"], r["metadata"], r["video_size"])
+        return self._process(r["text"], r["visual_parts"])
 
     def _split_prefix(self, rendered: dict[str, Any]) -> tuple[str, str, str] | None:
         """(cache key, prefix text, suffix text) when the request's one visual input asks to be kept."""
@@ -535,8 +539,7 @@ class LocalEngine(Engine):
             rendered = self._render(messages)
             split = self._split_prefix(rendered)
             if split is None:
-                inputs = self._process(rendered["text"], rendered["images"], rendered["videos"],
-                                       rendered["metadata"], rendered["video_size"])
+                inputs = self._process(rendered["text"], rendered["visual_parts"])
                 prompt_ids = inputs["input_ids"]
             else:
                 key, prefix_text, suffix_text = split
@@ -545,8 +548,7 @@ class LocalEngine(Engine):
                 cached = self.prefixes.get(key)
                 prefix_inputs = None
                 if cached is None:
-                    prefix_inputs = self._process(prefix_text, rendered["images"], rendered["videos"],
-                                                  rendered["metadata"], rendered["video_size"])
+                    prefix_inputs = self._process(prefix_text, rendered["visual_parts"])
                     prefix_ids = prefix_inputs["input_ids"]
                 else:
                     prefix_ids = cached.input_ids
