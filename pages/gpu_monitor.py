@@ -37,6 +37,10 @@ def _gib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / GIB:.1f}"
 
 
+def _last(minutes: int) -> str:
+    return "The last minute" if minutes == 1 else f"The last {minutes} minutes"
+
+
 def render_gpu(gpu: GpuReading) -> None:
     with st.container(border=True):
         st.markdown(f"**GPU {gpu.index} · {gpu.name}**")
@@ -64,7 +68,7 @@ def render_gpus(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     st.caption(f"{len(snap.gpus)} NVIDIA GPU(s) · driver {snap.driver_version or 'unknown'}")
     for gpu in snap.gpus:
         render_gpu(gpu)
-    st.subheader(f"The last {minutes} minutes")
+    st.subheader(_last(minutes))
     st.plotly_chart(gpu_history_figure(samples), key="gpu_history")
 
 
@@ -80,7 +84,7 @@ def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
                 help=f"{h.memory_percent:.0f} % of this machine's memory")
     c[3].metric("This app's memory", f"{h.process_rss_bytes / GIB:.2f} GiB",
                 help="memory held by the dashboard process, including the model once it is loaded")
-    st.subheader(f"The last {minutes} minutes")
+    st.subheader(_last(minutes))
     st.plotly_chart(host_history_figure(samples), key="host_history")
 
 
@@ -92,7 +96,8 @@ def render_ledger() -> None:
                 "from any page or browser tab, appears here with what it cost: visual tokens, prefill time, "
                 "time to first token, tokens per second and peak GPU memory.")
         return
-    st.caption(f"The last {len(records)} requests to the model since the dashboard started, newest first.")
+    n = len(records)
+    st.caption(f"{n} request{'s' if n != 1 else ''} to the model since the dashboard started, newest first.")
     st.dataframe(ledger_table(records), hide_index=True, key="ledger_table",
                  column_config={"Time": st.column_config.DatetimeColumn(format="HH:mm:ss")})
     st.plotly_chart(ledger_figure(records), key="ledger_chart")
@@ -121,7 +126,7 @@ def live() -> None:
         render_host(snap, samples, minutes)
     state = "paused" if paused else f"refreshing every {interval} s"
     st.caption(f"Reading of {datetime.fromtimestamp(snap.taken_at):%H:%M:%S} · {state} · "
-               f"sampled every {SAMPLE_EVERY_S:.0f} s in the background, {len(samples)} sample(s) in the chart")
+               f"sampled every {SAMPLE_EVERY_S:.0f} s in the background ({len(samples)} in the chart)")
     render_ledger()
 
 

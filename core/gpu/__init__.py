@@ -11,7 +11,7 @@ No Streamlit here: the GPU monitor page and the CLI read the same objects.
 from core.gpu.history import History, Sampler
 from core.gpu.host import HostReader
 from core.gpu.monitor import Monitor, default_monitor, read_snapshot
-from core.gpu.nvml import NvmlReader, NvmlUnavailable, explain_nvml_error
+from core.gpu.nvml import NvmlReader, NvmlUnavailable, explain_nvml_error, nvml_available
 from core.gpu.readings import GpuProcess, GpuReading, HostReading, Snapshot
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "Snapshot",
     "default_monitor",
     "explain_nvml_error",
+    "nvml_available",
     "read_snapshot",
 ]

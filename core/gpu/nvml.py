@@ -36,6 +36,21 @@ def explain_nvml_error(exc: BaseException) -> str:
     return f"NVML failed to start: {exc}."
 
 
+def nvml_available() -> bool:
+    """True when NVML starts here (an NVIDIA driver is loaded); opens and closes NVML once."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - ImportError or any NVMLError means "no"
+        return False
+    try:
+        pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    return True
+
+
 def _try(fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args), or None when the GPU does not support or report this field."""
     import pynvml

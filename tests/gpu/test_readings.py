@@ -22,21 +22,11 @@ from core.gpu import (
     Sampler,
     Snapshot,
     explain_nvml_error,
+    nvml_available,
 )
 
 
-def _nvml_works() -> bool:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        pynvml.nvmlShutdown()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-HAS_NVML = _nvml_works()
+HAS_NVML = nvml_available()
 no_driver_only = pytest.mark.skipif(HAS_NVML, reason="an NVIDIA driver is present: the no-GPU path cannot be seen here")
 
 
