@@ -6,7 +6,7 @@ Rules (qwen-vl-utils / the Qwen3-VL processor): frames = duration x fps, clamped
 [min_frames, max_frames] and to the frames available, rounded down to a multiple of 2; frame
 numbers evenly spaced over the window (linspace, rounded); each frame resized to sides that are
 multiples of 32 within a per-frame pixel cap of min(max_pixels, total_pixels / frames) (never below
-1.05 x min_pixels_total), keeping the aspect ratio.
+1.05 x min_pixels), keeping the aspect ratio.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class SamplingPlan:
     start/end: a time window in seconds (None: the whole video).
     min_pixels/max_pixels: per-frame pixel bounds (128 and 768 visual tokens of 32x32 pixels).
     total_pixels: pixel budget over ALL frames (the processor's video size.longest_edge).
-    min_pixels_total: lower bound over all frames (the processor's video size.shortest_edge).
+    Per frame the cap is max(min(max_pixels, total_pixels / frames), 1.05 x min_pixels), as in
+    qwen-vl-utils; the processor applies the same rule given size.shortest_edge = min_pixels.
     mode: "auto" (fastest path), "dense" (decode every frame, exact frame numbers) or "keyframes".
     """
 
@@ -46,7 +47,6 @@ class SamplingPlan:
     min_pixels: int = 128 * FACTOR * FACTOR
     max_pixels: int = 768 * FACTOR * FACTOR
     total_pixels: int = 25_165_824
-    min_pixels_total: int = 4096
     mode: str = "auto"
 
     def __post_init__(self) -> None:
@@ -62,6 +62,9 @@ class SamplingPlan:
             raise VideoError(f"the window end ({self.end} s) must be after its start ({self.start} s).")
         if self.max_pixels < FACTOR * FACTOR or self.min_pixels > self.max_pixels:
             raise VideoError("per-frame pixels: need 1024 <= min_pixels <= max_pixels.")
+        if self.max_pixels > 768 * FACTOR * FACTOR:
+            raise VideoError("max_pixels above 786,432 (768 visual tokens) per frame is beyond the Qwen3-VL "
+                             "processor's per-frame ceiling; lower it.")
         if self.total_pixels < FACTOR * FACTOR * TEMPORAL:
             raise VideoError("total_pixels is too small for even two 32x32 frames.")
         if self.mode not in ("auto", "dense", "keyframes"):
@@ -187,8 +190,8 @@ def schedule_frames(info: VideoInfo, plan: SamplingPlan) -> FrameSchedule:
                          "Widen the window.")
     n = frame_count_for((last - first + 1) / fps, available, plan)
     indices = [int(i) for i in np.linspace(first, last, n).round().astype(int)]
-    cap = max(min(plan.max_pixels, plan.total_pixels // n), int(plan.min_pixels_total * 1.05))
-    height, width = smart_resize_video(n, info.height, info.width, plan.min_pixels_total, cap * n)
+    cap = max(min(plan.max_pixels, plan.total_pixels // n), int(plan.min_pixels * 1.05))
+    height, width = smart_resize_video(n, info.height, info.width, plan.min_pixels, cap * n)
 
     interval = (last - first) / fps / max(1, n - 1)
     kf = info.keyframe_interval
@@ -245,7 +248,7 @@ class SampledVideo:
         if not self.frames:
             raise VideoError("no frame could be decoded from this video; it may be damaged. Re-export it.")
         total_px = plan.total_pixels if plan else None
-        min_total = plan.min_pixels_total if plan else None
+        min_total = plan.min_pixels if plan else None
         return VideoPart(frames=[f.image for f in self.frames], frame_indices=[f.index for f in self.frames],
                          source_fps=self.schedule.source_fps, total_frames=self.schedule.total_frames,
                          max_pixels_total=total_px, min_pixels_total=min_total, cache_key=cache_key)
