@@ -69,12 +69,13 @@ def render_gpus(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     for gpu in snap.gpus:
         render_gpu(gpu)
     st.subheader(_last(minutes))
-    st.plotly_chart(gpu_history_figure(samples), key="gpu_history")
+    st.plotly_chart(gpu_history_figure(samples, window_s=minutes * 60, now=snap.taken_at), key="gpu_history")
 
 
 def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
-    st.warning(f"**No NVIDIA GPU available.** {snap.reason} Showing this machine's CPU and RAM instead; "
-               "the model runs on the CPU here, which works but is slow.", icon=":material/memory:")
+    st.warning("**No NVIDIA GPU available, so this page shows the CPU and RAM instead.** "
+               "The model runs on the CPU here: it works, but slowly.", icon=":material/memory:")
+    st.caption(f"Why: {snap.reason}")
     h = snap.host
     c = st.columns(4)
     c[0].metric("CPU load", f"{h.cpu_percent:.0f} %",
@@ -85,7 +86,7 @@ def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     c[3].metric("This app's memory", f"{h.process_rss_bytes / GIB:.2f} GiB",
                 help="memory held by the dashboard process, including the model once it is loaded")
     st.subheader(_last(minutes))
-    st.plotly_chart(host_history_figure(samples), key="host_history")
+    st.plotly_chart(host_history_figure(samples, window_s=minutes * 60, now=snap.taken_at), key="host_history")
 
 
 def render_ledger() -> None:

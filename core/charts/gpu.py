@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Sequence
 
@@ -13,6 +14,7 @@ from core.gpu.readings import Snapshot
 
 GIB = 1024**3
 PALETTE = qualitative.Plotly
+PERCENT_TOP = 105  # a little room above 100 % so a line at full load stays visible
 
 # (panel title, value of one GPU reading)
 GPU_PANELS: list[tuple[str, str]] = [
@@ -31,11 +33,22 @@ def _gib(n: int | None) -> float | None:
     return None if n is None else n / GIB
 
 
-def gpu_history_figure(samples: Sequence[Snapshot], height: int = 720) -> go.Figure:
+def _time_axis(fig: go.Figure, rows: int, window_s: float | None, now: float | None) -> None:
+    """Clock-time ticks; with `window_s`, the axis spans the whole window ending at `now` (data fills in from the right)."""
+    fig.update_xaxes(tickformat="%H:%M:%S")
+    if window_s is not None:
+        end = now if now is not None else time.time()
+        fig.update_xaxes(range=[_time(end - window_s), _time(end)])
+    fig.update_xaxes(title_text="time", row=rows, col=1)
+
+
+def gpu_history_figure(samples: Sequence[Snapshot], height: int = 720, window_s: float | None = None,
+                       now: float | None = None) -> go.Figure:
     """Utilisation, memory, temperature and power over time: four stacked panels sharing the time axis,
     one line per GPU in each (same colour and legend entry per GPU). Missing values leave gaps.
 
     The memory panel's axis runs up to the largest card's memory, the utilisation axis to 100 %.
+    With `window_s`, the time axis shows the whole window (the last `window_s` seconds before `now`).
     """
     fig = make_subplots(rows=len(GPU_PANELS), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[title for title, _ in GPU_PANELS])
@@ -62,19 +75,21 @@ def gpu_history_figure(samples: Sequence[Snapshot], height: int = 720) -> go.Fig
                            hovertemplate=f"GPU {index} · {title}: %{{y:.1f}}<extra></extra>"),
                 row=row, col=1,
             )
-    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, PERCENT_TOP], row=1, col=1)
     if max_total:
         fig.update_yaxes(range=[0, max_total * 1.02], row=2, col=1)
-    fig.update_xaxes(title_text="time", row=len(GPU_PANELS), col=1)
+    _time_axis(fig, len(GPU_PANELS), window_s, now)
     fig.update_layout(height=height, margin={"l": 40, "r": 20, "t": 40, "b": 40}, hovermode="x unified",
                       legend={"orientation": "h", "y": -0.08})
     return fig
 
 
-def host_history_figure(samples: Sequence[Snapshot], height: int = 420) -> go.Figure:
+def host_history_figure(samples: Sequence[Snapshot], height: int = 420, window_s: float | None = None,
+                        now: float | None = None) -> go.Figure:
     """CPU load (all cores, %) and RAM used (GiB) over time: two panels sharing the time axis.
 
     The RAM axis runs up to the machine's total memory, so the chart shows how full it is.
+    `window_s` and `now` as in `gpu_history_figure`.
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=["CPU load, all cores (%)", "RAM used (GiB)"])
@@ -87,10 +102,10 @@ def host_history_figure(samples: Sequence[Snapshot], height: int = 420) -> go.Fi
                              name="RAM used", line={"color": PALETTE[1]},
                              hovertemplate="RAM used: %{y:.2f} GiB<extra></extra>"), row=2, col=1)
     total = max((_gib(s.host.memory_total_bytes) or 0.0 for s in samples), default=0.0)
-    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, PERCENT_TOP], row=1, col=1)
     if total:
         fig.update_yaxes(range=[0, total * 1.02], row=2, col=1)
-    fig.update_xaxes(title_text="time", row=2, col=1)
+    _time_axis(fig, 2, window_s, now)
     fig.update_layout(height=height, margin={"l": 40, "r": 20, "t": 40, "b": 40}, hovermode="x unified",
                       showlegend=False)
     return fig

@@ -55,12 +55,19 @@ def test_gpu_history_has_one_line_per_gpu_in_each_panel_with_the_readings() -> N
     # one legend entry per GPU, same colour in every panel
     assert sum(tr.showlegend for tr in fig.data) == 2
     assert len({tr.line.color for tr in fig.data if tr.name == gpu1}) == 1
-    assert tuple(fig.layout.yaxis.range) == (0, 100)
+    assert tuple(fig.layout.yaxis.range) == (0, 105)
     assert fig.layout.yaxis2.range[1] == pytest.approx(140 * 1.02)
 
 
 def test_gpu_history_of_nothing_is_an_empty_chart() -> None:
     assert len(gpu_history_figure([]).data) == 0
+
+
+def test_history_time_axis_spans_the_chosen_window() -> None:
+    fig = gpu_history_figure(_gpu_samples(), window_s=300, now=T0 + 2)
+    assert tuple(fig.layout.xaxis.range) == (datetime.fromtimestamp(T0 - 298), datetime.fromtimestamp(T0 + 2))
+    assert fig.layout.xaxis.tickformat == "%H:%M:%S"
+    assert gpu_history_figure(_gpu_samples()).layout.xaxis.range is None  # without a window: fit the data
 
 
 def test_host_history_shows_real_cpu_and_ram_readings() -> None:

@@ -43,6 +43,7 @@ def test_without_gpu_the_page_says_so_and_shows_cpu_and_ram(app_env: Path) -> No
     assert at.title[0].value == "GPU monitor"
     warning = at.warning[0].value
     assert "No NVIDIA GPU available" in warning and "CPU and RAM instead" in warning
+    assert any(c.value.startswith("Why: No NVIDIA driver") and "libnvidia-ml.so.1" in c.value for c in at.caption)
     metrics = {m.label: m.value for m in at.metric}
     assert set(metrics) == {"CPU load", "CPU cores", "RAM used", "This app's memory"}
     assert metrics["CPU cores"] == str(psutil.cpu_count())
