@@ -43,6 +43,11 @@ class Settings(BaseModel):
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="Attention kernel: `auto` is flash-attention when installed on CUDA, else sdpa."
     )
+    fast_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Static KV cache with the decode step replayed as a CUDA graph (much faster decoding); "
+        "`auto` uses it on CUDA, `off` uses plain `generate`. Falls back to plain steps if capture fails.",
+    )
     max_new_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap, in tokens.")
     prefix_cache_gb: float = Field(
         4.0, ge=0, description="Memory (GPU, or RAM on CPU) kept for videos' prefix KV caches so follow-up questions "

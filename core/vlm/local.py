@@ -245,6 +245,7 @@ class LocalEngine(Engine):
         self._gen_lock = threading.Lock()
         self.load_seconds: float | None = None
         self.prefixes = PrefixStore(int(settings.prefix_cache_gb * 1024**3))
+        self._fast: Any = None
 
     # -- loading ------------------------------------------------------------------------
     @property
@@ -350,8 +351,34 @@ class LocalEngine(Engine):
             error=self._error,
         )
 
+    @property
+    def fast_decode_enabled(self) -> bool:
+        """Whether requests decode through the static-cache / CUDA-graph path."""
+        mode = self.settings.fast_decode
+        return mode == "on" or (mode == "auto" and self._device.startswith("cuda"))
+
+    def _fast_generate(self, kw: dict[str, Any], params: GenerationParams, streamer: Any, cancel: threading.Event,
+                       prefix: tuple[Any, int, Any] | None) -> Any:
+        """Decode with FastDecoder; returns prompt + new ids like `generate` does."""
+        import torch
+
+        from core.vlm.fastdecode import FastDecoder, make_picker
+
+        if self._fast is None:
+            self._fast = FastDecoder(self._model, use_cuda_graph=self._device.startswith("cuda"))
+        prompt = kw["input_ids"]
+        streamer.put(prompt.cpu())
+        inputs = {k: v for k, v in kw.items() if k not in ("past_key_values", "cache")}
+        new = self._fast.generate(
+            inputs, params.max_new_tokens, make_picker(params, prompt), self._eos_ids(),
+            on_tokens=lambda ids: streamer.put(ids.cpu()), should_stop=cancel.is_set, prefix=prefix,
+        )
+        streamer.end()
+        return torch.cat([prompt, new], dim=1)
+
     def close(self) -> None:
         with self._gen_lock:
+            self._fast = None
             self.prefixes.clear()
             self._model = None
             self._processor = None
@@ -583,6 +610,8 @@ class LocalEngine(Engine):
         done = threading.Event()
         cuda = self._device.startswith("cuda")
 
+        fast_prefix: list[Any] = []
+
         def model_inputs() -> dict[str, Any]:
             if prefix_plan is None:
                 return dict(inputs)
@@ -597,6 +626,11 @@ class LocalEngine(Engine):
             if entry.mm_token_type_ids is not None:
                 kw["mm_token_type_ids"] = torch.cat([entry.mm_token_type_ids, torch.zeros_like(suffix)], dim=1)
             kw.update(entry.grids)
+            rope = entry.rope_deltas
+            fast_prefix.append((entry.kv, int(entry.input_ids.shape[1]),
+                                rope if rope is not None else torch.zeros(1, 1, dtype=torch.long, device=full.device)))
+            if self.fast_decode_enabled:
+                return kw  # the fast path copies the kept cache into its static cache itself
             kw[entry.cache_kwarg] = copy.deepcopy(entry.kv)
             # generate reads the model's shared rope_deltas: restore the ones of this prefix
             self._model.model.rope_deltas = None if entry.rope_deltas is None else entry.rope_deltas.clone()
@@ -611,9 +645,14 @@ class LocalEngine(Engine):
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 kw = model_inputs()
-                kw.update(gen_kwargs)
-                with torch.inference_mode():
-                    outcome["output"] = self._model.generate(**kw)
+                if self.fast_decode_enabled:
+                    outcome["output"] = self._fast_generate(kw, params, streamer, cancel,
+                                                            fast_prefix[0] if fast_prefix else None)
+                    outcome["fast"] = self._fast.last_stats
+                else:
+                    kw.update(gen_kwargs)
+                    with torch.inference_mode():
+                        outcome["output"] = self._model.generate(**kw)
                 if cuda:
                     outcome["peak"] = int(torch.cuda.max_memory_allocated())
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -642,6 +681,8 @@ class LocalEngine(Engine):
                 queue_ms=(t2 - t1) * 1000,
                 visual_tokens=visual,
                 reused_prefix_tokens=outcome["reused"],
+                decode_path=("static+graph" if outcome["fast"].used_graph else "static") if outcome.get("fast")
+                else "plain",
                 total_ms=(t_end - t0) * 1000,
                 peak_gpu_memory_bytes=outcome.get("peak"),
             )

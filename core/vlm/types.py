@@ -144,6 +144,8 @@ class Metrics:
     visual_tokens: int = 0
     reused_prefix_tokens: int = 0
     peak_gpu_memory_bytes: int | None = None
+    decode_path: str = ""
+    """"plain" (transformers generate), "static+graph" (CUDA graph replay) or "static" (same loop, eager)."""
 
 
 @dataclass
