@@ -1,0 +1,385 @@
+"""OCR engines behind one interface: RapidOCR (default, models inside the wheel) and Tesseract (Debian
+packs: Arabic, Devanagari, vertical CJK...). The Qwen3-VL engine lives in core.ocr.vlm.
+
+Engines read an already preprocessed RGB image and return lines in that image's pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import shutil
+import subprocess
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from core.ocr.scripts import LANGUAGES, OSD_SCRIPTS, detect_script, order_lines
+from core.ocr.types import OcrError, OcrLine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineOutput:
+    """What an engine read on one image: lines (reading order), language hint used, script found."""
+
+    lines: list[OcrLine]
+    engine: str
+    language: str = ""
+    script: str = ""
+    vertical: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mean_confidence(self) -> float:
+        """Character-weighted mean confidence (0 when empty)."""
+        total = sum(len(ln.text) for ln in self.lines)
+        return sum(ln.confidence * len(ln.text) for ln in self.lines) / total if total else 0.0
+
+
+class OcrEngine(ABC):
+    """An OCR backend: `read(image, lang, vertical)` -> EngineOutput."""
+
+    name: str = ""
+
+    @abstractmethod
+    def available(self) -> bool:
+        """True when the engine can run here."""
+
+    @abstractmethod
+    def languages(self) -> list[str]:
+        """Language hints this engine reads here."""
+
+    @abstractmethod
+    def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None) -> EngineOutput:
+        """Read an RGB image; `vertical` True forces vertical columns, False horizontal, None decides."""
+
+    def version(self) -> str:
+        """A version string that goes into cache keys."""
+        return self.name
+
+
+def _box_of(points: np.ndarray | list) -> list[list[float]]:
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in np.asarray(points).reshape(-1, 2)]
+
+
+def _is_tall(box: list[list[float]]) -> bool:
+    pts = np.asarray(box)
+    w = np.linalg.norm(pts[1] - pts[0])
+    h = np.linalg.norm(pts[3] - pts[0])
+    return h > 1.5 * w
+
+
+class RapidOcrEngine(OcrEngine):
+    """RapidOCR (PP-OCR models shipped in the wheel): Chinese, English, Japanese, Latin-script languages."""
+
+    name = "rapidocr"
+    _lock = threading.Lock()
+    _instance = None
+
+    def available(self) -> bool:
+        """True when the rapidocr package imports."""
+        try:
+            import rapidocr  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def languages(self) -> list[str]:
+        """Hints RapidOCR's bundled models read."""
+        return [k for k, v in LANGUAGES.items() if v[1]]
+
+    def version(self) -> str:
+        """rapidocr and its package version."""
+        import importlib.metadata
+
+        return f"rapidocr-{importlib.metadata.version('rapidocr')}"
+
+    def _engine(self):
+        with RapidOcrEngine._lock:
+            if RapidOcrEngine._instance is None:
+                try:
+                    from rapidocr import RapidOCR
+                except ImportError as exc:
+                    raise OcrError("RapidOCR is not installed; pip install rapidocr onnxruntime") from exc
+                RapidOcrEngine._instance = RapidOCR(params={"Global.log_level": "critical", "Det.limit_type": "max",
+                                                             "Det.limit_side_len": 1600})
+            return RapidOcrEngine._instance
+
+    def _call(self, img: np.ndarray, det: bool = True, cls: bool = True, rec: bool = True):
+        eng = self._engine()
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+        with RapidOcrEngine._lock:  # the RapidOCR object keeps per-call state
+            return eng(bgr, use_det=det, use_cls=cls, use_rec=rec)
+
+    def recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        """Text and score of single-line crops (no detection)."""
+        out = []
+        for crop in crops:
+            r = self._call(crop, det=False, cls=False, rec=True)
+            txt = (r.txts or ("",))[0] if getattr(r, "txts", None) else ""
+            score = float((r.scores or (0.0,))[0]) if getattr(r, "scores", None) else 0.0
+            out.append((txt, score))
+        return out
+
+    def detect(self, img: np.ndarray) -> list[list[list[float]]]:
+        """Text boxes (polygons) found on the image."""
+        r = self._call(img, det=True, cls=False, rec=False)
+        boxes = getattr(r, "boxes", None)
+        return [] if boxes is None else [_box_of(b) for b in boxes]
+
+    def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None) -> EngineOutput:
+        """Detect, classify (0/180) and recognise every line."""
+        if lang and not LANGUAGES.get(lang, ("", False, ""))[1]:
+            raise OcrError(f"RapidOCR's bundled models do not read {lang!r}; use --engine tesseract (or auto)")
+        r = self._call(image)
+        lines: list[OcrLine] = []
+        if getattr(r, "boxes", None) is not None and r.txts:
+            for box, txt, score in zip(r.boxes, r.txts, r.scores):
+                if txt.strip():
+                    b = _box_of(box)
+                    lines.append(OcrLine(txt.strip(), b, round(float(score), 4), _is_tall(b)))
+        if not lines:
+            # a single-line crop often has no detectable box: recognise the whole image as one line
+            h, w = image.shape[:2]
+            if w >= 2 * h or h >= 2 * w:
+                crop = image if w >= h else cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+                rr = self._call(crop, det=False, cls=True, rec=True)
+                if getattr(rr, "txts", None) and rr.txts[0].strip() and rr.scores[0] > 0.5:
+                    box = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
+                    lines.append(OcrLine(rr.txts[0].strip(), box, round(float(rr.scores[0]), 4), h > w))
+        text = "".join(ln.text for ln in lines)
+        script = detect_script(text)
+        vert = sum(len(ln.text) for ln in lines if ln.vertical) > 0.5 * max(1, len(text))
+        if vertical is not None:
+            vert = vertical
+        lines = order_lines(lines, vertical=vert, rtl=script in ("Arabic", "Hebrew"))
+        return EngineOutput(lines, self.name, lang or "", script, vert)
+
+    def orientation(self, image: np.ndarray, allow_vertical: bool = True) -> tuple[int, float, bool]:
+        """(degrees clockwise to turn the page upright, confidence, page looks like vertical CJK text),
+        from recognition scores of the largest text boxes read at each candidate turn."""
+        h, w = image.shape[:2]
+        scale = min(1.0, 1600 / max(h, w))
+        small = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
+        boxes = self.detect(small)
+        if not boxes:
+            return 0, 0.0, False
+        rects = []
+        for b in boxes:
+            pts = np.asarray(b)
+            x0, y0 = np.maximum(pts.min(axis=0).astype(int), 0)
+            x1, y1 = pts.max(axis=0).astype(int)
+            if x1 - x0 >= 4 and y1 - y0 >= 4:
+                rects.append((x0, y0, x1, y1))
+        if not rects:
+            return 0, 0.0, False
+        tall_area = sum((r[2] - r[0]) * (r[3] - r[1]) for r in rects if (r[3] - r[1]) > 1.5 * (r[2] - r[0]))
+        wide_area = sum((r[2] - r[0]) * (r[3] - r[1]) for r in rects if (r[2] - r[0]) > 1.5 * (r[3] - r[1]))
+        rects.sort(key=lambda r: -(r[2] - r[0]) * (r[3] - r[1]))
+        crops = [small[y0:y1, x0:x1] for x0, y0, x1, y1 in rects[:6]]
+        tall = tall_area > wide_area
+        candidates = (90, 270) if tall else (0, 180)
+        scores: dict[int, float] = {}
+        texts: dict[int, str] = {}
+        for turn in candidates:
+            code = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}[turn]
+            rotated = [c if code is None else cv2.rotate(c, code) for c in crops]
+            res = self.recognise(rotated)
+            n = sum(max(len(t), 1) for t, _ in res)
+            scores[turn] = sum(s * max(len(t), 1) for t, s in res) / n
+            texts[turn] = "".join(t for t, _ in res)
+        best = max(scores, key=lambda k: scores[k])
+        other = min(scores, key=lambda k: scores[k])
+        conf = float(scores[best] - scores[other]) if len(scores) > 1 else float(scores[best])
+        if tall and allow_vertical and detect_script(texts[best]) in ("Han", "Japanese", "Hangul"):
+            return 0, float(scores[best]), True  # upright vertical CJK columns, not a turned page
+        if conf < 0.05 or scores[best] < 0.75:
+            return 0, conf, False  # unsure (e.g. a script RapidOCR cannot read): leave the page as it is
+        return best, conf, False
+
+
+_TESS_LOCK = threading.Lock()
+
+
+def tesseract_path() -> str | None:
+    """Path of the tesseract executable, or None."""
+    return shutil.which("tesseract")
+
+
+def tesseract_languages() -> list[str]:
+    """Installed tesseract language packs (empty when tesseract is missing)."""
+    from core.status import tesseract_languages as langs
+
+    return langs() or []
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+    if not ok:
+        raise OcrError("could not encode the image for tesseract")
+    return buf.tobytes()
+
+
+class TesseractEngine(OcrEngine):
+    """Tesseract 5 through its command line (Debian packs): Arabic, Devanagari, vertical CJK and more."""
+
+    name = "tesseract"
+
+    def __init__(self, timeout_s: float = 180.0) -> None:
+        self.timeout_s = timeout_s
+
+    def available(self) -> bool:
+        """True when the tesseract executable is on PATH."""
+        return tesseract_path() is not None
+
+    def version(self) -> str:
+        """tesseract's version line."""
+        exe = tesseract_path()
+        if not exe:
+            return "tesseract-missing"
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "tesseract"
+
+    def languages(self) -> list[str]:
+        """Language hints whose tesseract pack is installed."""
+        packs = set(tesseract_languages())
+        return [k for k, v in LANGUAGES.items() if v[2] in packs]
+
+    def _run(self, image: np.ndarray, args: list[str]) -> str:
+        exe = tesseract_path()
+        if not exe:
+            raise OcrError("tesseract is not installed; apt-get install tesseract-ocr tesseract-ocr-eng "
+                           "(plus tesseract-ocr-<lang> packs), or use --engine rapidocr")
+        try:
+            out = subprocess.run([exe, "stdin", "stdout", *args], input=_png(image), capture_output=True,
+                                 timeout=self.timeout_s, env={"OMP_THREAD_LIMIT": "1", "PATH": "/usr/bin:/bin"})
+        except subprocess.TimeoutExpired as exc:
+            raise OcrError(f"tesseract took more than {self.timeout_s:.0f} s on one page; lower the DPI") from exc
+        if out.returncode != 0:
+            err = out.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise OcrError(f"tesseract failed: {err[-1] if err else out.returncode}")
+        return out.stdout.decode("utf-8", "replace")
+
+    def pack_for(self, lang: str | None, vertical: bool = False) -> str:
+        """The tesseract -l value for a language hint (e.g. "chi_sim_vert"); raises OcrError if missing."""
+        packs = set(tesseract_languages())
+        code = LANGUAGES[lang][2] if lang else "eng"
+        if lang == "sa" and "san" in packs and "hin" in packs:
+            code = "san+hin"
+        if vertical and f"{code}_vert" in packs:
+            code = f"{code}_vert"
+        for part in code.split("+"):
+            if part not in packs:
+                raise OcrError(f"tesseract has no {part!r} language pack; apt-get install tesseract-ocr-"
+                               f"{part.replace('_', '-')} (installed: {', '.join(sorted(packs)) or 'none'})")
+        return code
+
+    def osd(self, image: np.ndarray) -> tuple[int, str, float]:
+        """(degrees clockwise to turn upright, script name, script confidence) from tesseract's OSD;
+        raises OcrError when OSD cannot decide (too little text) or the osd pack is missing."""
+        if "osd" not in tesseract_languages():
+            raise OcrError("tesseract's osd pack is missing; apt-get install tesseract-ocr-osd")
+        try:
+            text = self._run(image, ["--psm", "0"])
+        except OcrError as exc:
+            raise OcrError(f"orientation and script detection found too little text ({exc})") from exc
+        rot = re.search(r"Rotate:\s*(\d+)", text)
+        script = re.search(r"Script:\s*(\S+)", text)
+        conf = re.search(r"Script confidence:\s*([\d.]+)", text)
+        if not rot or not script:
+            raise OcrError("orientation and script detection found too little text")
+        return int(rot.group(1)), script.group(1), float(conf.group(1)) if conf else 0.0
+
+    def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None,
+             pack: str | None = None) -> EngineOutput:
+        """Run tesseract (TSV output) and group its words into lines with boxes and confidences."""
+        vert = bool(vertical)
+        code = pack or self.pack_for(lang, vertical=vert)
+        psm = "5" if vert else "3"
+        with _TESS_LOCK:
+            tsv = self._run(image, ["-l", code, "--psm", psm, "tsv"])
+        rows = list(csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE))
+        groups: dict[tuple[str, str, str, str], list[dict]] = {}
+        for r in rows:
+            if r.get("level") != "5" or not (r.get("text") or "").strip():
+                continue
+            try:
+                if float(r["conf"]) < 0:
+                    continue
+            except (TypeError, ValueError):
+                continue
+            groups.setdefault((r["page_num"], r["block_num"], r["par_num"], r["line_num"]), []).append(r)
+        lines: list[OcrLine] = []
+        for words in groups.values():
+            x0 = min(int(w["left"]) for w in words)
+            y0 = min(int(w["top"]) for w in words)
+            x1 = max(int(w["left"]) + int(w["width"]) for w in words)
+            y1 = max(int(w["top"]) + int(w["height"]) for w in words)
+            joiner = "" if any(detect_script(w["text"]) in ("Han", "Japanese") for w in words) else " "
+            text = joiner.join(w["text"].strip() for w in words)
+            conf = sum(float(w["conf"]) for w in words) / len(words) / 100.0
+            box = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
+            lines.append(OcrLine(text, box, round(conf, 4), vert))
+        script = detect_script("".join(ln.text for ln in lines))
+        if vert:
+            lines = order_lines(lines, vertical=True)
+        return EngineOutput(lines, self.name, lang or code, script, vert)
+
+
+def script_from_osd(engine: TesseractEngine, image: np.ndarray) -> str | None:
+    """A language hint from tesseract's script detection, or None when it cannot tell."""
+    try:
+        _, script, conf = engine.osd(image)
+    except OcrError:
+        return None
+    return OSD_SCRIPTS.get(script) if conf > 0.5 else None
+
+
+_ENGINES: dict[str, OcrEngine] = {}
+
+
+def get_engine(name: str, settings=None) -> OcrEngine:
+    """The engine called `name` (rapidocr, tesseract or vlm); raises OcrError when unknown or unavailable."""
+    name = (name or "").lower()
+    if name == "vlm":
+        from core.ocr.vlm import VlmOcrEngine
+
+        return VlmOcrEngine.shared(settings)
+    if name not in ("rapidocr", "tesseract"):
+        raise OcrError(f"unknown OCR engine {name!r}; choose rapidocr, tesseract, vlm or auto")
+    if name not in _ENGINES:
+        _ENGINES[name] = RapidOcrEngine() if name == "rapidocr" else TesseractEngine()
+    eng = _ENGINES[name]
+    if not eng.available():
+        hint = "pip install rapidocr onnxruntime" if name == "rapidocr" else "apt-get install tesseract-ocr"
+        raise OcrError(f"OCR engine {name} is not available here; {hint}")
+    return eng
+
+
+@dataclass
+class EngineStatus:
+    """Whether an engine runs here, its languages and how to add more."""
+
+    name: str
+    available: bool
+    languages: list[str]
+    how_to_add: str
+
+
+def engine_status() -> list[EngineStatus]:
+    """Every OCR engine with its languages (for the dashboard's language list)."""
+    rapid = RapidOcrEngine()
+    tess = TesseractEngine()
+    return [
+        EngineStatus("rapidocr", rapid.available(), rapid.languages() if rapid.available() else [],
+                     "models ship inside the rapidocr wheel (pip install rapidocr onnxruntime)"),
+        EngineStatus("tesseract", tess.available(), tess.languages() + [f"pack:{p}" for p in tesseract_languages()],
+                     "apt-get install tesseract-ocr-<pack> (e.g. tesseract-ocr-ara, tesseract-ocr-jpn-vert)"),
+    ]

@@ -1,0 +1,257 @@
+"""Document loading: images (PNG, JPEG, TIFF multi-page, WebP, BMP, GIF) and PDFs page by page.
+
+Pages are produced one at a time (bounded memory). PDF pages with a real text layer carry
+their text lines so OCR can be skipped for them.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from core.ocr.types import OcrError, OcrLine
+
+DEFAULT_MAX_PAGES = 300
+MIN_SIDE = 8
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jfif", ".pbm", ".pgm", ".ppm"}
+
+Progress = Callable[[int, int, str], None]
+"""progress(done, total, message): called as pages are handled."""
+
+
+@dataclass
+class PageImage:
+    """One page to read: its RGB pixels and, for PDF pages with a text layer, the text lines found there."""
+
+    index: int
+    image: np.ndarray  # HxWx3 uint8 RGB
+    text_layer: list[OcrLine] | None = None
+    dpi: float = 72.0
+
+
+def parse_pages(spec: str | None, count: int) -> list[int]:
+    """0-based page indices from a 1-based spec like "1-3,5,8-" (None or "" or "all" = every page)."""
+    if spec is None or not str(spec).strip() or str(spec).strip().lower() == "all":
+        return list(range(count))
+    out: list[int] = []
+    for part in str(spec).replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                start = int(a) if a else 1
+                end = int(b) if b else count
+            else:
+                start = end = int(part)
+        except ValueError as exc:
+            raise OcrError(f"page range {spec!r} is not understood; write e.g. 1-3,5 (pages count from 1)") from exc
+        if start < 1 or end < start:
+            raise OcrError(f"page range {part!r} is empty or starts before page 1; write e.g. 1-3")
+        if start > count:
+            raise OcrError(f"page range {part!r} starts after the last page ({count} pages); choose pages 1-{count}")
+        out.extend(i - 1 for i in range(start, min(end, count) + 1) if i - 1 not in out)
+    if not out:
+        raise OcrError(f"page range {spec!r} selects no page; the document has {count} pages")
+    return out
+
+
+def _read_source(source: str | Path | bytes) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    path = Path(source)
+    if not path.exists():
+        raise OcrError(f"file {path} does not exist; check the path")
+    if path.is_dir():
+        raise OcrError(f"{path} is a folder; give one image or PDF file")
+    return path.read_bytes()
+
+
+def is_pdf(data: bytes) -> bool:
+    """True when the bytes start like a PDF file."""
+    return data[:1024].lstrip().startswith(b"%PDF") or b"%PDF-" in data[:1024]
+
+
+def _to_rgb(frame: Image.Image) -> np.ndarray:
+    frame = ImageOps.exif_transpose(frame)
+    if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):
+        rgba = frame.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        frame = Image.alpha_composite(white, rgba)
+    elif frame.mode == "I;16" or frame.mode == "I":
+        arr = np.asarray(frame, dtype=np.float64)
+        span = max(arr.max() - arr.min(), 1)
+        frame = Image.fromarray(((arr - arr.min()) * 255 / span).astype(np.uint8))
+    return np.array(frame.convert("RGB"))
+
+
+def _check_size(w: int, h: int, max_pixels: int, what: str) -> None:
+    if w * h > max_pixels:
+        raise OcrError(
+            f"{what} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (decompression-bomb guard); "
+            "shrink the image or raise VLSCOPE_MAX_IMAGE_PIXELS if you trust the file"
+        )
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise OcrError(f"{what} is only {w}x{h} pixels, too small to hold readable text; give an image at least "
+                       f"{MIN_SIDE}x{MIN_SIDE} pixels (ideally text 20+ pixels high)")
+
+
+def count_pages(source: str | Path | bytes) -> int:
+    """Number of pages (PDF pages or image frames) in the source."""
+    data = _read_source(source)
+    if is_pdf(data):
+        pdf = _open_pdf(data)
+        try:
+            return len(pdf)
+        finally:
+            pdf.close()
+    with _open_image(data) as im:
+        return getattr(im, "n_frames", 1)
+
+
+def _open_image(data: bytes) -> Image.Image:
+    if not data:
+        raise OcrError("the file is empty (0 bytes); give an image or PDF file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, against our own setting
+            try:
+                return Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except UnidentifiedImageError as exc:
+        raise OcrError("the file is neither a PDF nor an image format that can be read (PNG, JPEG, TIFF, WebP, "
+                       "BMP, GIF); check that it is not damaged or convert it") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise OcrError(f"the image could not be opened ({exc}); it may be damaged: re-export or convert it") from exc
+
+
+def iter_image_pages(data: bytes, pages: str | None, max_pixels: int, max_pages: int) -> Iterator[PageImage]:
+    """Frames of an image file (several for multi-page TIFF) as RGB pages."""
+    im = _open_image(data)
+    with im:
+        n = getattr(im, "n_frames", 1)
+        wanted = parse_pages(pages, n)
+        if len(wanted) > max_pages:
+            raise OcrError(f"{len(wanted)} pages selected, above the limit of {max_pages}; choose a page range "
+                           "(e.g. --pages 1-50) or raise the page limit")
+        for i, frame in enumerate(ImageSequence.Iterator(im)):
+            if i not in wanted:
+                continue
+            _check_size(frame.width, frame.height, max_pixels, f"page {i + 1} of the image")
+            try:
+                rgb = _to_rgb(frame)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise OcrError(f"page {i + 1} of the image could not be decoded ({exc}); the file is damaged or "
+                               "truncated: re-export it") from exc
+            dpi = float((frame.info.get("dpi") or (0, 0))[0] or 0) or 72.0
+            yield PageImage(i, rgb, None, dpi)
+
+
+def _open_pdf(data: bytes):
+    import pypdfium2 as pdfium
+
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        msg = str(exc).lower()
+        if "password" in msg or "security" in msg:
+            raise OcrError("the PDF is encrypted (password protected); remove the password (e.g. `qpdf --decrypt "
+                           "--password=... in.pdf out.pdf`) and try again") from exc
+        raise OcrError(f"the PDF could not be opened ({exc}); it is damaged or not really a PDF: repair it "
+                       "(e.g. `qpdf in.pdf out.pdf`) or export it again") from exc
+
+
+def _text_layer_lines(page, scale: float, height_pt: float) -> list[OcrLine]:
+    textpage = page.get_textpage()
+    try:
+        lines: list[OcrLine] = []
+        for i in range(textpage.count_rects()):
+            left, bottom, right, top = textpage.get_rect(i)
+            text = textpage.get_text_bounded(left, bottom, right, top).strip()
+            text = " ".join(text.split())
+            if not text:
+                continue
+            x0, x1 = left * scale, right * scale
+            y0, y1 = (height_pt - top) * scale, (height_pt - bottom) * scale
+            lines.append(OcrLine(text, [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], 1.0))
+        return lines
+    finally:
+        textpage.close()
+
+
+def has_text_layer(lines: list[OcrLine]) -> bool:
+    """True when text-layer lines hold enough real text to use instead of OCR."""
+    chars = sum(len(ln.text.strip()) for ln in lines)
+    return chars >= 10
+
+
+def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, max_pages: int,
+                   use_text_layer: bool = True) -> Iterator[PageImage]:
+    """PDF pages rendered at `dpi`, with their text layer lines when the page has one."""
+    pdf = _open_pdf(data)
+    try:
+        n = len(pdf)
+        if n == 0:
+            raise OcrError("the PDF has no pages; export it again")
+        wanted = parse_pages(pages, n)
+        if len(wanted) > max_pages:
+            raise OcrError(f"{len(wanted)} of the PDF's {n} pages are selected, above the limit of {max_pages}; "
+                           "choose a page range (e.g. --pages 1-50) or raise the page limit")
+        scale = dpi / 72.0
+        for i in wanted:
+            try:
+                page = pdf[i]
+            except Exception as exc:  # noqa: BLE001 - pdfium raises various errors for a broken page
+                raise OcrError(f"page {i + 1} of the PDF could not be read ({exc}); repair the PDF") from exc
+            try:
+                w_pt, h_pt = page.get_size()
+                w, h = int(round(w_pt * scale)), int(round(h_pt * scale))
+                if w * h > max_pixels:
+                    raise OcrError(f"page {i + 1} rendered at {dpi:g} DPI would be {w}x{h} pixels, above the limit "
+                                   f"of {max_pixels:,}; choose a lower DPI")
+                layer = _text_layer_lines(page, scale, h_pt) if use_text_layer else []
+                bitmap = page.render(scale=scale)
+                rgb = np.array(bitmap.to_pil().convert("RGB"))
+                bitmap.close()
+            finally:
+                page.close()
+            yield PageImage(i, rgb, layer if has_text_layer(layer) else None, dpi)
+    finally:
+        pdf.close()
+
+
+def iter_pages(source: str | Path | bytes, pages: str | None = None, dpi: float = 200, max_pixels: int = 178_956_970,
+               max_pages: int = DEFAULT_MAX_PAGES, use_text_layer: bool = True) -> Iterator[PageImage]:
+    """Every selected page of a PDF or image, one at a time (raises OcrError on bad input)."""
+    data = _read_source(source)
+    if is_pdf(data):
+        yield from iter_pdf_pages(data, pages, dpi, max_pixels, max_pages, use_text_layer)
+    else:
+        yield from iter_image_pages(data, pages, max_pixels, max_pages)
+
+
+def load_image(source: str | Path | bytes | np.ndarray | Image.Image, max_pixels: int = 178_956_970) -> np.ndarray:
+    """One RGB image (the first page of a file) as an HxWx3 uint8 array."""
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise OcrError(f"an image array must be HxW or HxWx3, not {arr.shape}")
+        _check_size(arr.shape[1], arr.shape[0], max_pixels, "the image")
+        return np.ascontiguousarray(arr[:, :, :3]).astype(np.uint8)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, max_pixels, "the image")
+        return _to_rgb(source)
+    for page in iter_pages(source, "1", max_pixels=max_pixels, max_pages=1):
+        return page.image
+    raise OcrError("the file holds no page")

@@ -1,0 +1,308 @@
+"""OpenCV preprocessing: EXIF orientation (done at load), 90/180/270 orientation, deskew up to 45 degrees,
+denoise, contrast (CLAHE), gamma for dark photos, binarisation, upscale. Each step is switchable and
+can keep before/after images for display.
+
+Every geometric step updates a 3x3 matrix mapping original pixels to processed pixels, so line
+boxes found on the processed image can be mapped back onto the original page.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal
+
+import cv2
+import numpy as np
+
+from core.ocr.types import OcrError, PreprocessInfo
+
+Switch = Literal["auto", "on", "off"]
+
+
+@dataclass
+class PreprocessOptions:
+    """Which preprocessing steps run: "auto" runs a step only when the image needs it."""
+
+    orientation: Switch = "auto"  # 90/180/270 detection and correction
+    deskew: Switch = "auto"  # small and large tilts, up to 45 degrees
+    denoise: Switch = "auto"
+    contrast: Switch = "auto"  # CLAHE on low-contrast images
+    gamma: Switch = "auto"  # brighten dark photos
+    binarize: Switch = "off"  # adaptive threshold (rarely helps neural OCR)
+    upscale: Switch = "auto"  # enlarge small images
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "PreprocessOptions":
+        """Options from a dict, refusing unknown names or values."""
+        opts = cls()
+        for key, value in (d or {}).items():
+            if not hasattr(opts, key):
+                raise OcrError(f"unknown preprocessing step {key!r}; steps are {', '.join(asdict(opts))}")
+            if isinstance(value, bool):
+                value = "on" if value else "off"
+            if value not in ("auto", "on", "off"):
+                raise OcrError(f"preprocessing step {key} must be auto, on or off, not {value!r}")
+            setattr(opts, key, value)
+        return opts
+
+
+@dataclass
+class StepRecord:
+    """One preprocessing step: whether it changed the image, why, and (optionally) before/after images."""
+
+    name: str
+    applied: bool
+    detail: str
+    before: np.ndarray | None = field(default=None, repr=False)
+    after: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class Preprocessed:
+    """The processed image, the matrix original->processed pixels, and the record of every step."""
+
+    image: np.ndarray
+    matrix: np.ndarray
+    info: PreprocessInfo
+    steps: list[StepRecord]
+
+    def to_original(self, box: list[list[float]]) -> list[list[float]]:
+        """Map a polygon from processed-image pixels back to original-page pixels."""
+        inv = np.linalg.inv(self.matrix)
+        pts = np.hstack([np.asarray(box, dtype=np.float64), np.ones((len(box), 1))]) @ inv.T
+        return [[round(float(x), 1), round(float(y), 1)] for x, y in pts[:, :2]]
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """A single-channel uint8 copy of an RGB or gray image."""
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def _affine3(m: np.ndarray) -> np.ndarray:
+    return np.vstack([m, [0, 0, 1]])
+
+
+def rotate_bound(img: np.ndarray, angle: float, border: tuple[int, int, int] | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate counter-clockwise by `angle` degrees, enlarging the canvas; returns (image, 3x3 matrix)."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(math.ceil(h * sin + w * cos)), int(math.ceil(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    if border is None:
+        border = _border_value(img)
+    out = cv2.warpAffine(img, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=border)
+    return out, _affine3(m)
+
+
+def _border_value(img: np.ndarray) -> Any:
+    edge = np.concatenate([img[0].reshape(-1, img.shape[2] if img.ndim == 3 else 1),
+                           img[-1].reshape(-1, img.shape[2] if img.ndim == 3 else 1)])
+    med = np.median(edge, axis=0)
+    return tuple(int(v) for v in med) if img.ndim == 3 else int(med[0])
+
+
+def rotate90(img: np.ndarray, degrees_cw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the image clockwise by 0/90/180/270 degrees; returns (image, 3x3 matrix)."""
+    h, w = img.shape[:2]
+    k = (degrees_cw // 90) % 4
+    if k == 0:
+        return img, np.eye(3)
+    if k == 1:
+        return cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE), np.array([[0, -1, h - 1], [1, 0, 0], [0, 0, 1]], float)
+    if k == 2:
+        return cv2.rotate(img, cv2.ROTATE_180), np.array([[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1]], float)
+    return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE), np.array([[0, 1, 0], [-1, 0, w - 1], [0, 0, 1]], float)
+
+
+def text_mask(gray: np.ndarray) -> np.ndarray:
+    """Binary mask (255 = ink) of dark-on-light or light-on-dark text."""
+    blur = cv2.medianBlur(gray, 3)
+    if np.median(blur) < 110:  # light text on a dark background
+        blur = 255 - blur
+    block = max(15, (min(gray.shape[:2]) // 20) | 1)
+    return cv2.adaptiveThreshold(blur, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
+
+
+def _profile_score(mask: np.ndarray, angle: float) -> float:
+    h, w = mask.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rot = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    rows = rot.sum(axis=1, dtype=np.float64)
+    return float(np.sum(np.diff(rows) ** 2))
+
+
+def estimate_skew(img: np.ndarray, max_angle: float = 45.0) -> tuple[float, float]:
+    """(angle, strength): the counter-clockwise rotation in degrees that makes text lines horizontal
+    (or vertical), found by projection profiles; strength is how much better it scores than no rotation."""
+    gray = to_gray(img)
+    h, w = gray.shape
+    scale = min(1.0, 900.0 / max(h, w))
+    small = cv2.resize(gray, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+    mask = text_mask(small)
+    ink = float(mask.mean() / 255)
+    if ink < 0.002 or ink > 0.6:
+        return 0.0, 0.0
+    # pad to a square canvas so rotations do not clip the corners
+    side = int(math.hypot(*mask.shape)) + 2
+    canvas = np.zeros((side, side), np.uint8)
+    y0, x0 = (side - mask.shape[0]) // 2, (side - mask.shape[1]) // 2
+    canvas[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
+    base = _profile_score(canvas, 0.0)
+    coarse = np.arange(-max_angle, max_angle + 0.01, 1.0)
+    scores = [_profile_score(canvas, a) for a in coarse]
+    best = float(coarse[int(np.argmax(scores))])
+    fine = np.arange(best - 1.0, best + 1.01, 0.1)
+    fscores = [_profile_score(canvas, a) for a in fine]
+    angle = float(fine[int(np.argmax(fscores))])
+    strength = max(fscores) / base if base > 0 else 0.0
+    return round(angle, 2), strength
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """Estimated Gaussian noise standard deviation (Immerkaer's method)."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    conv = cv2.filter2D(gray.astype(np.float64), -1, kernel)
+    h, w = gray.shape
+    return float(np.sum(np.abs(conv[1:-1, 1:-1])) * math.sqrt(0.5 * math.pi) / (6 * (w - 2) * (h - 2)))
+
+
+def apply_gamma(img: np.ndarray, gamma: float) -> np.ndarray:
+    """Gamma correction (gamma < 1 brightens)."""
+    table = (np.linspace(0, 1, 256) ** gamma * 255).clip(0, 255).astype(np.uint8)
+    return cv2.LUT(img, table)
+
+
+def apply_clahe(img: np.ndarray, clip: float = 2.0) -> np.ndarray:
+    """Local contrast equalisation (CLAHE) on the lightness channel."""
+    if img.ndim == 2:
+        return cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(img)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def binarize(img: np.ndarray) -> np.ndarray:
+    """Black text on white via adaptive thresholding (returned as RGB)."""
+    mask = text_mask(to_gray(img))
+    return cv2.cvtColor(255 - mask, cv2.COLOR_GRAY2RGB)
+
+
+OrientationFn = Callable[[np.ndarray], tuple[int, float]]
+"""detect(image) -> (degrees clockwise to turn the image upright, confidence 0-1)."""
+
+
+def preprocess(img: np.ndarray, options: PreprocessOptions | None = None, orientation_fn: OrientationFn | None = None,
+               keep_images: bool = False, vertical: bool = False) -> Preprocessed:
+    """Run the switched-on steps in order; returns the processed image, the matrix and the step records."""
+    opts = options or PreprocessOptions()
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise OcrError("preprocessing needs an HxWx3 uint8 RGB image")
+    matrix = np.eye(3)
+    info = PreprocessInfo()
+    steps: list[StepRecord] = []
+    cur = img
+
+    def record(name: str, applied: bool, detail: str, before: np.ndarray, after: np.ndarray) -> None:
+        steps.append(StepRecord(name, applied, detail, before if keep_images else None,
+                                after if keep_images else None))
+        if applied:
+            info.steps.append(name)
+
+    gray = to_gray(cur)
+    mean = float(gray.mean())
+    std = float(gray.std())
+    info.details.update(mean_brightness=round(mean, 1), contrast=round(std, 1))
+
+    # upscale small images (text under ~20 px is read badly)
+    if opts.upscale != "off":
+        h, w = cur.shape[:2]
+        factor = 2.0 if opts.upscale == "on" else float(np.clip(1200 / max(h, w), 1.0, 3.0))
+        factor = factor if factor >= 1.5 else 1.0
+        if factor > 1 and h * w * factor * factor <= 40_000_000:
+            after = cv2.resize(cur, (int(w * factor), int(h * factor)), interpolation=cv2.INTER_CUBIC)
+            matrix = np.diag([factor, factor, 1.0]) @ matrix
+            record("upscale", True, f"enlarged {factor:g}x ({w}x{h} -> {after.shape[1]}x{after.shape[0]})", cur, after)
+            cur = after
+        else:
+            record("upscale", False, "large enough", cur, cur)
+
+    # denoise
+    if opts.denoise != "off":
+        sigma = noise_sigma(to_gray(cur))
+        info.details["noise_sigma"] = round(sigma, 2)
+        if opts.denoise == "on" or sigma > 10:
+            h = float(min(30, max(7, sigma * 1.2)))
+            after = cv2.fastNlMeansDenoisingColored(cur, None, h, h, 7, 21)
+            record("denoise", True, f"non-local means (noise sigma {sigma:.1f}, h {h:.0f})", cur, after)
+            cur = after
+        else:
+            record("denoise", False, f"noise sigma {sigma:.1f} is low", cur, cur)
+
+    # gamma for dark photos
+    if opts.gamma != "off":
+        m = float(to_gray(cur).mean())
+        if opts.gamma == "on" or m < 90:
+            gamma = float(np.clip(math.log(0.7) / math.log(max(m, 1.0) / 255.0), 0.25, 1.0)) if m > 0 else 0.5
+            if opts.gamma == "on" and gamma >= 0.99:
+                gamma = 0.7
+            after = apply_gamma(cur, gamma)
+            record("gamma", True, f"brightened dark image (mean {m:.0f}) with gamma {gamma:.2f}", cur, after)
+            cur = after
+        else:
+            record("gamma", False, f"brightness {m:.0f} is fine", cur, cur)
+
+    # contrast
+    if opts.contrast != "off":
+        g = to_gray(cur)
+        s = float(g.std())
+        spread = float(np.percentile(g, 99) - np.percentile(g, 1))
+        if opts.contrast == "on" or s < 35 or spread < 120:
+            lo, hi = np.percentile(g, 0.5), np.percentile(g, 99.5)
+            stretched = np.clip((cur.astype(np.float32) - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8)
+            after = apply_clahe(stretched)
+            record("contrast", True, f"stretched levels and CLAHE (contrast {s:.0f}, spread {spread:.0f})", cur, after)
+            cur = after
+        else:
+            record("contrast", False, f"contrast {s:.0f} is fine", cur, cur)
+
+    # deskew
+    if opts.deskew != "off":
+        angle, strength = estimate_skew(cur)
+        info.details["skew_strength"] = round(strength, 3)
+        if abs(angle) >= 0.5 and (opts.deskew == "on" or strength > 1.15):
+            after, m = rotate_bound(cur, angle)
+            matrix = m @ matrix
+            info.skew = angle
+            record("deskew", True, f"rotated {angle:+.1f} degrees (profile gain {strength:.2f})", cur, after)
+            cur = after
+        else:
+            record("deskew", False, f"tilt {angle:+.1f} degrees is negligible or uncertain", cur, cur)
+
+    # 90/180/270 orientation
+    if opts.orientation != "off" and orientation_fn is not None:
+        turn, conf = orientation_fn(cur)
+        info.details["orientation_confidence"] = round(conf, 3)
+        if turn % 360:
+            after, m = rotate90(cur, turn)
+            matrix = m @ matrix
+            info.orientation = turn % 360
+            record("orientation", True, f"turned {turn} degrees clockwise (confidence {conf:.2f})", cur, after)
+            cur = after
+        else:
+            record("orientation", False, f"upright (confidence {conf:.2f})", cur, cur)
+
+    if opts.binarize == "on":
+        after = binarize(cur)
+        record("binarize", True, "adaptive threshold", cur, after)
+        cur = after
+    else:
+        record("binarize", False, "off", cur, cur)
+    return Preprocessed(cur, matrix, info, steps)
