@@ -167,13 +167,13 @@ class SceneDetector:
             k = a
             while k - 1 >= 0 and a - (k - 1) <= max_f and luma[k - 1] > luma[k] + 0.05 and not black[k - 1]:
                 k -= 1
-            if k < a and luma[k] - luma[a] > p.black_level * 0.5:
+            if a - k >= 2 and luma[k] - luma[a] > p.black_level * 0.5:
                 in_fade[k:a] = True
                 fades.append(Fade("out", float(times[k]), float(times[a])))
             m = b
             while m + 1 < n and (m + 1) - b <= max_f and luma[m + 1] > luma[m] + 0.05 and not black[m + 1]:
                 m += 1
-            if m > b and luma[m] - luma[b] > p.black_level * 0.5:
+            if m - b >= 2 and luma[m] - luma[b] > p.black_level * 0.5:
                 in_fade[b + 1:m + 1] = True
                 fades.append(Fade("in", float(times[b] + 1.0 / fps), float(times[m])))
             fades.append(Fade("black", float(times[a]), float(times[b] + 1.0 / fps)))
