@@ -43,22 +43,24 @@ def _last(minutes: int) -> str:
 
 def render_gpu(gpu: GpuReading) -> None:
     with st.container(border=True):
-        st.markdown(f"**GPU {gpu.index} · {gpu.name}**")
+        st.markdown(f"**GPU {gpu.index} · {gpu.name}** · {_gib(gpu.memory_total_bytes)} GiB · "
+                    f"power limit {_num(gpu.power_limit_w, '.0f', ' W')}")
         c = st.columns(6)
-        c[0].metric("Utilisation", _num(gpu.utilization_percent, ".0f", " %"))
-        c[1].metric("Memory used", f"{_gib(gpu.memory_used_bytes)} / {_gib(gpu.memory_total_bytes)} GiB",
-                    help=f"{_num(gpu.memory_percent, '.0f', ' %')} of the card's memory")
+        c[0].metric("Utilisation", _num(gpu.utilization_percent, ".0f", " %"),
+                    help="share of the last sample period in which the GPU was running work")
+        c[1].metric("Memory used", f"{_gib(gpu.memory_used_bytes)} GiB",
+                    help=f"{_num(gpu.memory_percent, '.0f', ' %')} of the card's {_gib(gpu.memory_total_bytes)} GiB")
         c[2].metric("Temperature", _num(gpu.temperature_c, ".0f", " °C"))
-        c[3].metric("Power", f"{_num(gpu.power_draw_w, '.0f')} / {_num(gpu.power_limit_w, '.0f')} W",
-                    help="draw now / enforced limit")
-        c[4].metric("SM clock", _num(gpu.sm_clock_mhz, "d", " MHz"))
-        c[5].metric("Memory clock", _num(gpu.memory_clock_mhz, "d", " MHz"))
+        c[3].metric("Power", _num(gpu.power_draw_w, ".0f", " W"),
+                    help=f"drawn now; the driver's limit is {_num(gpu.power_limit_w, '.0f', ' W')}")
+        c[4].metric("SM clock (MHz)", _num(gpu.sm_clock_mhz, "d"), help="streaming multiprocessor (compute) clock")
+        c[5].metric("Memory clock (MHz)", _num(gpu.memory_clock_mhz, "d"))
         if gpu.processes:
             st.dataframe(
                 [{"PID": p.pid, "Process": p.name, "Type": p.kind,
                   "GPU memory (MiB)": None if p.used_memory_bytes is None else round(p.used_memory_bytes / MIB)}
                  for p in gpu.processes],
-                hide_index=True, key=f"gpu_procs_{gpu.index}",
+                hide_index=True, key=f"gpu_procs_{gpu.index}", placeholder="unknown",
             )
         else:
             st.caption("No process is using this GPU.")
@@ -99,7 +101,7 @@ def render_ledger() -> None:
         return
     n = len(records)
     st.caption(f"{n} request{'s' if n != 1 else ''} to the model since the dashboard started, newest first.")
-    st.dataframe(ledger_table(records), hide_index=True, key="ledger_table",
+    st.dataframe(ledger_table(records), hide_index=True, key="ledger_table", placeholder="–",
                  column_config={"Time": st.column_config.DatetimeColumn(format="HH:mm:ss")})
     st.plotly_chart(ledger_figure(records), key="ledger_chart")
 

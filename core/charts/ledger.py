@@ -23,8 +23,8 @@ PHASES: list[tuple[str, str]] = [
 ]
 
 TABLE_COLUMNS = [
-    "Time", "Kind", "Status", "Visual tokens", "Prompt tokens", "Output tokens", "Prefill (ms)",
-    "Time to first token (ms)", "Total (ms)", "Tokens/s", "Peak GPU memory (MiB)", "Error",
+    "Time", "Kind", "Status", "Visual tokens", "Prefill (ms)", "Time to first token (ms)", "Tokens/s",
+    "Peak GPU memory (MiB)", "Total (ms)", "Prompt tokens", "Output tokens", "Error",
 ]
 
 
@@ -38,8 +38,12 @@ def _clock(t: float) -> str:
 
 
 def request_labels(records: Sequence[RequestRecord]) -> list[str]:
-    """One x-axis label per request, in order: "#n HH:MM:SS kind" (unique even for equal times)."""
-    return [f"#{i} {_clock(r.started_at)} {r.kind}" for i, r in enumerate(records, start=1)]
+    """One x-axis label per request, in order: "#n HH:MM:SS kind", plus "(error)" or "(cancelled)" when it
+    did not finish normally (unique even for equal times)."""
+    return [
+        f"#{i} {_clock(r.started_at)} {r.kind}" + (f" ({r.status})" if r.status in ("error", "cancelled") else "")
+        for i, r in enumerate(records, start=1)
+    ]
 
 
 def ledger_table(records: Sequence[RequestRecord], newest_first: bool = True) -> pd.DataFrame:
@@ -93,6 +97,7 @@ def ledger_figure(records: Sequence[RequestRecord], height: int = 560) -> go.Fig
     fig.add_trace(go.Bar(x=x, y=[r.visual_tokens for r in records], name="Visual tokens",
                          marker_color=qualitative.Plotly[5], showlegend=False,
                          hovertemplate="%{y} visual tokens<extra></extra>"), row=3, col=1)
+    # the phases' legend sits to the right of the first panel, top to bottom in the order they happen
     fig.update_layout(barmode="stack", height=height, margin={"l": 40, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": 1.08})
+                      legend={"y": 1.0, "yanchor": "top", "traceorder": "normal", "title": {"text": "Phase"}})
     return fig

@@ -103,7 +103,8 @@ def test_ledger_chart_splits_each_request_into_its_phases() -> None:
     assert list(bars["Visual tokens"].y) == [3560, 0]
     assert fig.layout.barmode == "stack"
     labels = request_labels(records)
-    assert list(bars["Prefill"].x) == labels and labels[0].startswith("#1 ") and labels[1].endswith(" chat")
+    assert list(bars["Prefill"].x) == labels and labels[0].startswith("#1 ") and labels[0].endswith(" video_qa")
+    assert labels[1].startswith("#2 ") and labels[1].endswith(" chat (error)")
     assert "peak GPU memory 10300 MiB" in bars["Prefill"].customdata[0]
     assert "Out of GPU memory" in bars["Prefill"].customdata[1]
     assert decode_ms(records[0]) == pytest.approx(records[0].total_ms - records[0].ttft_ms)
