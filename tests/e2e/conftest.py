@@ -10,6 +10,8 @@ Fixtures (use them from any test under tests/e2e/, marked `@pytest.mark.e2e`):
                     errors are in page.console_errors. A failing test leaves test-artifacts/<test>-failure.png
     screenshot      (function) screenshot(page, "name") saves test-artifacts/name.png (the whole page) and
                     returns its Path
+    wait_idle       (function) wait_idle(page) waits until Streamlit has finished the current script run
+                    (its "running" indicator is gone); for pages without a live fragment
 
 Every test here is skipped, with the reason, when /usr/bin/chromium is missing (apt-get install chromium).
 Waits are on visible text (playwright's expect), never on fixed sleeps.
@@ -201,6 +203,21 @@ def save_screenshot(page, name: str) -> Path:
     finally:
         page.set_viewport_size(size)
     return path
+
+
+_RUNNING = ('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"], '
+            '[data-testid="stSkeleton"]')
+
+
+def wait_until_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit shows no "running" indicator and no loading skeleton."""
+    page.wait_for_function(f"() => !document.querySelector({_RUNNING!r})", timeout=timeout_ms)
+
+
+@pytest.fixture
+def wait_idle() -> Callable[..., None]:
+    """wait_idle(page, timeout_ms=60000): the current script run has finished."""
+    return wait_until_idle
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from core.gpu import nvml_available
 pytestmark = pytest.mark.e2e
 
 
-def test_home_shows_what_is_available_and_the_tiny_model(dashboard, browser_page, screenshot) -> None:
+def test_home_shows_what_is_available_and_the_tiny_model(dashboard, browser_page, screenshot, wait_idle) -> None:
     from playwright.sync_api import expect
 
     page = browser_page
@@ -21,6 +21,8 @@ def test_home_shows_what_is_available_and_the_tiny_model(dashboard, browser_page
     expect(model_metric).to_contain_text("found")
     expect(page.get_by_role("heading", name="Result cache")).to_be_visible()
     expect(page.get_by_role("button", name="Load the model now")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNav").get_by_text("GPU monitor")).to_be_visible()
+    wait_idle(page)
     path = screenshot(page, "home")
     assert path.stat().st_size > 10_000
 
