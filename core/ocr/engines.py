@@ -73,7 +73,7 @@ def _is_tall(box: list[list[float]]) -> bool:
     pts = np.asarray(box)
     w = np.linalg.norm(pts[1] - pts[0])
     h = np.linalg.norm(pts[3] - pts[0])
-    return h > 1.5 * w
+    return bool(h > 1.5 * w)
 
 
 class RapidOcrEngine(OcrEngine):

@@ -19,7 +19,7 @@ from core.ocr.engines import EngineOutput, OcrEngine, RapidOcrEngine, TesseractE
 from core.ocr.loading import DEFAULT_MAX_PAGES, PageImage, Progress, _read_source, count_pages, iter_pages
 from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, preprocess
 from core.ocr.scripts import LANGUAGES, RTL_SCRIPTS, normalise_lang, order_lines, script_language
-from core.ocr.types import ENGINE_NAMES, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
+from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class OcrOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        return jsonable(asdict(self))
 
     def page_key_params(self) -> dict[str, Any]:
         """The options that change one page's result (page selection and limits excluded)."""
@@ -305,7 +305,7 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
                 break
             page_result = ocr_page_image(page, options, settings)
             if cache is not None:
-                cache.put_json(keys[page.index], asdict(page_result))
+                cache.put_json(keys[page.index], page_result.to_dict())
             result.pages.append(page_result)
             del page
             if progress:

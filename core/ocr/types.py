@@ -14,6 +14,19 @@ Polygon = list[Point]
 ENGINE_NAMES = ("rapidocr", "tesseract", "vlm", "auto")
 
 
+def jsonable(value: Any) -> Any:
+    """The value with numpy scalars/arrays and tuples turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    return value
+
+
 class OcrError(ValueError):
     """A user-caused OCR problem (bad file, missing engine, unknown option); the message names cause and fix."""
 
@@ -112,6 +125,10 @@ class OcrPage:
             return 0.0
         return sum(ln.confidence * len(ln.text) for ln in self.lines) / total
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return jsonable(asdict(self))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OcrPage":
         """An OcrPage from its `asdict` form."""
@@ -181,7 +198,7 @@ class OcrResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OcrResult":

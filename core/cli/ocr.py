@@ -1,0 +1,89 @@
+"""`vlscope ocr FILE ...` (read a PDF or image) and `vlscope ocr eval [FOLDER]` (the accuracy report)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.cli.errors import CliError
+
+
+def _progress(done: int, total: int, message: str) -> None:
+    print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from core.ocr.exports import export
+    from core.ocr.pipeline import OcrOptions, run_ocr_cached
+    from core.ocr.preprocess import PreprocessOptions
+    from core.ocr.types import OcrError
+    from core.settings import load_settings
+
+    if args.file == "eval":
+        return cmd_eval(args)
+    settings = load_settings()
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"file {path} does not exist or is not a file")
+    try:
+        pre = PreprocessOptions.from_dict({k: v for k, v in (("deskew", args.deskew), ("orientation", args.orientation),
+                                                             ("denoise", args.denoise), ("contrast", args.contrast),
+                                                             ("gamma", args.gamma), ("binarize", args.binarize)) if v})
+        options = OcrOptions(engine=args.engine, lang=args.lang, pages=args.pages, dpi=args.dpi, enhanced=args.enhanced,
+                             vertical=args.vertical, use_text_layer=not args.no_text_layer, fields=args.fields,
+                             max_pages=args.max_pages, preprocess=pre)
+        result = run_ocr_cached(path, options, settings=settings, progress=None if args.quiet else _progress)
+        data = export(result, args.format, source=path, max_pixels=settings.max_image_pixels)
+    except OcrError as exc:
+        raise CliError(str(exc)) from exc
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({len(data):,} bytes)", file=sys.stderr)
+    elif args.format in ("xlsx", "pdf"):
+        if sys.stdout.isatty():
+            raise CliError(f"--format {args.format} is binary; write it to a file with -o FILE")
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.ocr.evaluate import default_eval_folder, run_eval
+
+    folder = Path(args.folder) if getattr(args, "folder", None) else default_eval_folder()
+    if folder is None or not folder.is_dir():
+        raise CliError("no evaluation folder: give one (vlscope ocr eval FOLDER) or clone the project beside ../shared/eval")
+    engines = [e.strip() for e in (args.engines or "rapidocr,tesseract").split(",") if e.strip()]
+    conditions = [c.strip() for c in args.conditions.split(",")] if args.conditions else None
+    run_eval(folder, engines=engines, conditions=conditions, limit=args.limit, out=sys.stdout,
+             json_path=Path(args.json) if args.json else None)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ocr", help="read text, tables and invoice fields from a PDF or image (or: ocr eval)",
+                       description="Read a PDF or image: `vlscope ocr FILE [options]`. "
+                       "`vlscope ocr eval [FOLDER]` prints the accuracy report.")
+    p.add_argument("file", help="PDF or image (PNG, JPEG, TIFF, WebP, BMP), or `eval` for the accuracy report")
+    p.add_argument("folder", nargs="?", help="(eval) folder with the evaluation set; default ../shared/eval")
+    p.add_argument("--engine", default="auto", choices=["auto", "rapidocr", "tesseract", "vlm"])
+    p.add_argument("--lang", default=None, help="language hint: en, de, fr, zh, zh-tw, ja, ar, fa, hi, sa (default: detect)")
+    p.add_argument("--pages", default=None, help="1-based page ranges, e.g. 1-3,5 (default: all)")
+    p.add_argument("--dpi", type=int, default=200, help="PDF render resolution (default 200)")
+    p.add_argument("--enhanced", action="store_true", help="slower, more accurate: try orientations and upscaling")
+    p.add_argument("--vertical", default="auto", choices=["auto", "on", "off"], help="vertical text columns")
+    p.add_argument("--format", default="txt", choices=["txt", "md", "json", "csv", "xlsx", "pdf", "html"])
+    p.add_argument("-o", "--output", help="write the export to this file instead of stdout")
+    p.add_argument("--fields", default="auto", choices=["auto", "on", "off"], help="invoice/receipt fields")
+    p.add_argument("--no-text-layer", action="store_true", help="OCR PDF pages even when they have a text layer")
+    p.add_argument("--max-pages", type=int, default=300, help="refuse more pages than this (default 300)")
+    for step in ("deskew", "orientation", "denoise", "contrast", "gamma", "binarize"):
+        p.add_argument(f"--{step}", choices=["auto", "on", "off"], default=None, help=f"preprocessing: {step}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--engines", default=None, help="(eval) engines to compare, e.g. rapidocr,tesseract,auto")
+    p.add_argument("--conditions", default=None, help="(eval) conditions, e.g. original,blur,tilt15")
+    p.add_argument("--limit", type=int, default=None, help="(eval) at most this many OCR files")
+    p.add_argument("--json", default=None, help="(eval) also write every measurement to this JSON file")
+    p.set_defaults(func=cmd_ocr)
