@@ -41,6 +41,7 @@ class FastDecoder:
         self.model = model
         self.use_cuda_graph = use_cuda_graph
         self._graph: Any = None
+        self._greedy_graph: Any = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
@@ -107,21 +108,27 @@ class FastDecoder:
         on_tokens: Callable[[Any], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         prefix: tuple[Any, int, Any] | None = None,
+        greedy: bool = False,
     ) -> Any:
         """Decode up to `max_new_tokens` after the prompt in `inputs`; returns the generated ids (B, n).
 
         `pick(logits, generated_so_far)` returns the next ids (B,); `on_tokens(ids)` sees each step's ids.
         `prefix` = (kept DynamicCache, its length, its rope deltas): only the rest of the prompt is prefilled.
+        `greedy=True` (argmax, no penalties; `pick` unused) runs steps back to back without host round trips.
         """
         import torch
 
         with torch.inference_mode():
-            return self._generate(inputs, max_new_tokens, pick, eos_ids, on_tokens, should_stop, prefix)
+            return self._generate(inputs, max_new_tokens, pick, eos_ids, on_tokens, should_stop, prefix, greedy)
 
     def _generate(self, inputs: dict[str, Any], max_new_tokens: int, pick: Callable[[Any, Any], Any],
                   eos_ids: set[int], on_tokens: Callable[[Any], None] | None,
-                  should_stop: Callable[[], bool] | None, prefix: tuple[Any, int, Any] | None) -> Any:
+                  should_stop: Callable[[], bool] | None, prefix: tuple[Any, int, Any] | None,
+                  greedy: bool) -> Any:
         import torch
+
+        self._used_graph = False
+        self._fallback = None
 
         model = self.model
         self._kw = _cache_kwarg(model)
@@ -134,6 +141,7 @@ class FastDecoder:
         if self._cache is None or self._graph_key != bucket:
             self._cache = self._new_cache(bucket[1], batch)
             self._graph = None
+            self._greedy_graph = None
             self._graph_key = bucket
             self._buffers = (
                 torch.zeros(batch, 1, dtype=torch.long, device=device),
@@ -156,50 +164,145 @@ class FastDecoder:
             positions = torch.arange(kept_len, prompt_len, device=device)
             logits = self._forward_tokens(suffix, positions, rope_deltas)
         rope_deltas = rope_deltas.to(device)
+        use_graph = self.use_cuda_graph and device.type == "cuda"
+        eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
+        if greedy:
+            generated = self._greedy_loop(logits, rope_deltas, prompt_len, max_new_tokens, eos, on_tokens,
+                                          should_stop, use_graph)
+        else:
+            generated = self._sampling_loop(logits, rope_deltas, prompt_len, max_new_tokens, pick, eos, on_tokens,
+                                            should_stop, use_graph)
+        self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=prompt_len,
+                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback)
+        return generated
+
+    def _greedy_step(self, tok: Any, pos: Any, rope: Any) -> Any:
+        """One greedy step that feeds itself: reads `tok` at `pos`, writes the argmax back, advances `pos`."""
+        logits = self._step(tok, pos, rope)
+        tok.copy_(logits.argmax(-1, keepdim=True))
+        pos.add_(1)
+        return tok
+
+    def _greedy_loop(self, logits: Any, rope_deltas: Any, prompt_len: int, max_new: int, eos: Any,
+                     on_tokens: Any, should_stop: Any, use_graph: bool, chunk: int = 8) -> Any:
+        """Greedy decoding with no host round trip per token: steps are queued back to back and the host
+        reads the new tokens every `chunk` steps (to stream them and to stop at EOS)."""
+        import torch
+
+        tok, pos, rope = self._buffers
+        batch = tok.shape[0]
+        device = tok.device
+        gen = torch.empty(batch, max_new, dtype=torch.long, device=device)
+        gen[:, 0] = logits.argmax(-1)
+        tok.copy_(gen[:, :1])
+        pos.fill_(prompt_len)
+        rope.copy_(rope_deltas.expand(batch, 1) if rope_deltas.shape[0] != batch else rope_deltas)
+        step = None
+        if use_graph:
+            try:
+                if self._greedy_graph is None:
+                    self._greedy_graph = self._capture_greedy(tok, pos, rope)
+                step = self._greedy_graph.replay
+                self._used_graph = True
+            except Exception as exc:  # noqa: BLE001 - fall back to eager steps
+                self._fallback = f"CUDA graph unavailable ({type(exc).__name__}: {exc})"
+                log.warning("fast decoding falls back to eager steps: %s", self._fallback)
+                self._greedy_graph = None
+        if step is None:
+            def step() -> None:
+                self._greedy_step(tok, pos, rope)
+        finished = torch.zeros(batch, dtype=torch.bool)
+        eos_cpu = set(eos.tolist()) if eos is not None else set()
+        emitted, n = 0, 1
+        stop = False
+        while True:
+            if n - emitted >= chunk or n == max_new or emitted == 0:
+                fresh = gen[:, emitted:n].cpu()
+                for col in range(fresh.shape[1]):
+                    ids = fresh[:, col]
+                    if on_tokens is not None:
+                        on_tokens(ids)
+                    finished |= torch.tensor([int(t) in eos_cpu for t in ids.tolist()])
+                    if bool(finished.all()):
+                        n = emitted + col + 1
+                        stop = True
+                        break
+                emitted = n
+                if stop or n >= max_new or (should_stop is not None and should_stop()):
+                    break
+            step()
+            gen[:, n].copy_(tok[:, 0])
+            n += 1
+        out = gen[:, :n].clone()
+        if eos is not None and batch > 1:
+            # rows that ended early: everything after their EOS becomes padding (EOS)
+            hit = torch.isin(out, eos)
+            after = (hit.cumsum(1) - hit.long()) > 0
+            out = out.masked_fill(after, int(eos[0]))
+        return out
+
+    def _sampling_loop(self, logits: Any, rope_deltas: Any, prompt_len: int, max_new: int, pick: Any, eos: Any,
+                       on_tokens: Any, should_stop: Any, use_graph: bool) -> Any:
+        """Sampling (or penalised) decoding: the graph gives logits, the host picks each token."""
+        import torch
+
+        device = logits.device
+        batch = logits.shape[0]
+        static_tok, static_pos, static_rope = self._buffers
         generated = torch.empty(batch, 0, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        pad = next(iter(eos_ids), 0)
-        use_graph = self.use_cuda_graph and device.type == "cuda"
-        fallback: str | None = None
-        static_tok, static_pos, static_rope = self._buffers
-        static_logits = None
-
-        for step in range(max_new_tokens):
+        pad = int(eos[0]) if eos is not None else 0
+        for step in range(max_new):
             next_ids = pick(logits, generated)
             next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)
             generated = torch.cat([generated, next_ids[:, None]], dim=1)
             if on_tokens is not None:
                 on_tokens(next_ids)
-            if eos_ids:
-                finished |= torch.isin(next_ids, torch.tensor(sorted(eos_ids), device=device))
+            if eos is not None:
+                finished |= torch.isin(next_ids, eos)
                 if bool(finished.all()):
                     break
-            if step == max_new_tokens - 1 or (should_stop is not None and should_stop()):
+            if step == max_new - 1 or (should_stop is not None and should_stop()):
                 break
             pos = prompt_len + step
-            if True:
-                if use_graph:
-                    try:
-                        static_tok.copy_(next_ids[:, None])
-                        static_pos.fill_(pos)
-                        static_rope.copy_(rope_deltas)
-                        if self._graph is None:
-                            static_logits = self._capture(static_tok, static_pos, static_rope)
-                        elif static_logits is None:
-                            static_logits = self._graph_logits
-                        self._graph.replay()
-                        logits = static_logits.clone()
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - fall back to the eager loop
-                        fallback = f"CUDA graph unavailable ({type(exc).__name__}: {exc})"
-                        log.warning("fast decoding falls back to eager steps: %s", fallback)
-                        use_graph = False
-                        self._graph = None
-                        # the failed capture may have left this position half-written: redo it eagerly
-                logits = self._step(next_ids[:, None], torch.tensor([pos], device=device), rope_deltas)
-        self.last_stats = FastDecodeStats(used_graph=use_graph and self._graph is not None, prompt_tokens=prompt_len,
-                                          new_tokens=int(generated.shape[1]), fallback_reason=fallback)
+            if use_graph:
+                try:
+                    static_tok.copy_(next_ids[:, None])
+                    static_pos.fill_(pos)
+                    static_rope.copy_(rope_deltas.expand(batch, 1) if rope_deltas.shape[0] != batch else rope_deltas)
+                    if self._graph is None:
+                        self._capture(static_tok, static_pos, static_rope)
+                    self._graph.replay()
+                    logits = self._graph_logits.clone()
+                    self._used_graph = True
+                    continue
+                except Exception as exc:  # noqa: BLE001 - fall back to the eager loop
+                    self._fallback = f"CUDA graph unavailable ({type(exc).__name__}: {exc})"
+                    log.warning("fast decoding falls back to eager steps: %s", self._fallback)
+                    use_graph = False
+                    self._graph = None
+            logits = self._step(next_ids[:, None], torch.tensor([pos], device=device), rope_deltas)
         return generated
+
+    def _capture_greedy(self, tok: Any, pos: Any, rope: Any) -> Any:
+        import torch
+
+        saved = [c.clone() for c in self._counters()]
+        saved_tok, saved_pos = tok.clone(), pos.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up runs for real: restore what it advanced
+                self._greedy_step(tok, pos, rope)
+                for counter, value in zip(self._counters(), saved):
+                    counter.copy_(value)
+                tok.copy_(saved_tok)
+                pos.copy_(saved_pos)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._greedy_step(tok, pos, rope)
+        return graph
 
     def _capture(self, tok: Any, pos: Any, rope: Any) -> Any:
         import torch

@@ -372,6 +372,7 @@ class LocalEngine(Engine):
         new = self._fast.generate(
             inputs, params.max_new_tokens, make_picker(params, prompt), self._eos_ids(),
             on_tokens=lambda ids: streamer.put(ids.cpu()), should_stop=cancel.is_set, prefix=prefix,
+            greedy=params.greedy and params.repetition_penalty == 1.0 and not params.presence_penalty,
         )
         streamer.end()
         return torch.cat([prompt, new], dim=1)
