@@ -18,7 +18,7 @@ from core.analysis.events import Event
 
 @dataclass
 class MotionParams:
-    """sensitivity: 0..1, higher finds weaker motion (threshold = 0.1 + 4 x (1 - sensitivity) percent).
+    """sensitivity: 0..1, higher finds weaker motion (threshold = 0.05 + 1.5 x (1 - sensitivity) percent).
     pixel_delta: grey-level change that counts as a changed pixel. smooth: seconds of the moving average.
     min_event/merge_gap: shortest activity event and largest quiet gap merged into one event (s).
     static_level: motion percent under which a frame is static; min_static: shortest static stretch (s).
@@ -30,13 +30,13 @@ class MotionParams:
     min_event: float = 0.4
     merge_gap: float = 0.5
     static_level: float = 0.05
-    min_static: float = 2.0
+    min_static: float = 1.5
 
     @property
     def threshold(self) -> float:
         """Motion percent above which a frame is active."""
         s = min(1.0, max(0.0, self.sensitivity))
-        return 0.1 + 4.0 * (1.0 - s)
+        return 0.05 + 1.5 * (1.0 - s)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""

@@ -65,7 +65,7 @@ class TextParams:
     """
 
     fps: float = 1.0
-    min_score: float = 0.6
+    min_score: float = 0.7
     change_level: float = 0.02
     similarity: float = 0.85
     max_side: int = 960
@@ -154,7 +154,7 @@ class TextTracker:
             lines = []
             for text, score, box in ocr_lines(rgb):
                 t = normalise_text(text)
-                if t and score >= p.min_score:
+                if t and score >= p.min_score and any(c.isalnum() for c in t):
                     lines.append({"text": t, "score": round(score, 4), "box": box})
             self.ocr_calls += 1
             self._last_grey = grey
