@@ -34,6 +34,8 @@ class Clip:
     indices: list[int]
     fps: float
     total_frames: int
+    max_pixels_total: int | None = None
+    min_pixels_total: int | None = None
 
     @property
     def times(self) -> list[float]:
@@ -80,6 +82,13 @@ class AnswerResult:
         return data
 
 
+def clip_part(clip: Clip, cache_key: str | None = None) -> VideoPart:
+    """The engine's VideoPart of a clip (real frame numbers and fps, the plan's pixel budget)."""
+    return VideoPart(clip.frames, clip.indices, source_fps=clip.fps, total_frames=clip.total_frames,
+                     max_pixels_total=clip.max_pixels_total, min_pixels_total=clip.min_pixels_total,
+                     cache_key=cache_key)
+
+
 def merge_clips(a: Clip, b: Clip, max_frames: int) -> Clip:
     """Frames of both clips in time order (duplicates once), thinning `a` first to stay within `max_frames`."""
     keep_b = dict(zip(b.indices, b.frames))
@@ -91,7 +100,8 @@ def merge_clips(a: Clip, b: Clip, max_frames: int) -> Clip:
     merged = sorted([*rest, *keep_b.items()], key=lambda x: x[0])
     if len(merged) % 2:
         merged = merged[:-1] if len(merged) > 2 else merged
-    return Clip([f for _, f in merged], [i for i, _ in merged], a.fps, a.total_frames)
+    return Clip([f for _, f in merged], [i for i, _ in merged], a.fps, a.total_frames, a.max_pixels_total,
+                a.min_pixels_total)
 
 
 def flag_time(t: float, duration: float, seen: list[float]) -> str | None:
@@ -164,8 +174,7 @@ class VideoQA:
         return _OVERVIEWS.get_or_make(self.source.content_key(), self.source.overview)
 
     def _messages(self, clip: Clip, question: str, history: list[Message] | None, cache_key: str | None) -> list[Message]:
-        part = VideoPart(clip.frames, clip.indices, source_fps=clip.fps, total_frames=clip.total_frames,
-                         cache_key=cache_key)
+        part = clip_part(clip, cache_key)
         messages = [Message("system", SYSTEM_PROMPT)]
         if history:
             # the video stays in the first user turn so its KV cache is the shared prefix

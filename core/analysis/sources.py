@@ -1,0 +1,86 @@
+"""Frames for the model from a real video file: the whole video at the plan's budget, or a stretch of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.analysis.qa import Clip
+from core.cache import hash_file
+from core.media.errors import VideoError
+from core.media.probe import VideoInfo, probe_video
+from core.media.sampling import SamplingPlan, sample_video
+
+
+def _resize(frames: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
+    import cv2
+
+    return [f if f.shape[1] == width and f.shape[0] == height
+            else cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+
+
+class MediaFrameSource:
+    """A video file as a `FrameSource` for Q&A and captions: probes once, samples with the media pipeline."""
+
+    def __init__(self, path: str | Path, plan: SamplingPlan | None = None, input_hash: str | None = None,
+                 info: VideoInfo | None = None) -> None:
+        self.path = Path(path)
+        self.plan = plan or SamplingPlan()
+        self.info = info or probe_video(self.path)
+        if self.info.duration <= 0:
+            raise VideoError(f"{self.path.name} has no playable video frames; check the file or re-export it.")
+        self.input_hash = input_hash or hash_file(self.path)
+        self._lock = threading.Lock()
+
+    def duration(self) -> float:
+        return float(self.info.duration)
+
+    def plan_digest(self) -> str:
+        text = json.dumps(self.plan.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def content_key(self) -> str:
+        return f"{self.input_hash}:{self.plan_digest()}"
+
+    def _clip(self, plan: SamplingPlan) -> Clip:
+        sampled = sample_video(self.info, plan)
+        if not sampled.frames:
+            raise VideoError(f"no frame could be decoded from {self.path.name} between "
+                             f"{plan.start or 0:.1f} and {plan.end or self.info.duration:.1f} s; the file may be damaged.")
+        frames = [f.image for f in sampled.frames]
+        indices = [f.index for f in sampled.frames]
+        if len(frames) % 2 and len(frames) > 1:
+            frames, indices = frames[:-1], indices[:-1]
+        return Clip(frames, indices, sampled.schedule.source_fps, sampled.schedule.total_frames,
+                    plan.total_pixels, plan.min_pixels)
+
+    def overview(self) -> Clip:
+        """The whole video (or the plan's window) at the plan's fps and pixel budget."""
+        return self._clip(self.plan)
+
+    def window(self, start: float, end: float, fps: float, like: Clip | None = None) -> Clip:
+        """[start, end] at `fps`, at most the plan's max frames; frames resized like `like` when given."""
+        start = max(0.0, start)
+        end = min(self.duration(), end)
+        if end - start < 0.5:
+            start, end = max(0.0, end - 1.0), min(self.duration(), start + 1.0)
+        plan = replace(self.plan, fps=fps, start=start, end=end, min_frames=2)
+        clip = self._clip(plan)
+        if like is not None and like.frames:
+            h, w = np.asarray(like.frames[0]).shape[:2]
+            clip.frames = _resize([np.asarray(f) for f in clip.frames], w, h)
+            clip.max_pixels_total, clip.min_pixels_total = like.max_pixels_total, like.min_pixels_total
+        return clip
+
+
+def describe(source: Any) -> dict[str, Any]:
+    """A JSON-able description of a frame source (for results and the CLI)."""
+    info = getattr(source, "info", None)
+    return {"duration": source.duration(), "content_key": source.content_key(),
+            "file": str(getattr(source, "path", "")), "fps": getattr(info, "fps", None)}
