@@ -109,7 +109,7 @@ class RapidOcrEngine(OcrEngine):
                 except ImportError as exc:
                     raise OcrError("RapidOCR is not installed; pip install rapidocr onnxruntime") from exc
                 RapidOcrEngine._instance = RapidOCR(params={"Global.log_level": "critical", "Det.limit_type": "max",
-                                                             "Det.limit_side_len": 1600})
+                                                             "Det.limit_side_len": 1280})
             return RapidOcrEngine._instance
 
     def _call(self, img: np.ndarray, det: bool = True, cls: bool = True, rec: bool = True):
@@ -166,7 +166,7 @@ class RapidOcrEngine(OcrEngine):
         """(degrees clockwise to turn the page upright, confidence, page looks like vertical CJK text),
         from recognition scores of the largest text boxes read at each candidate turn."""
         h, w = image.shape[:2]
-        scale = min(1.0, 1600 / max(h, w))
+        scale = min(1.0, 960 / max(h, w))
         small = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
         boxes = self.detect(small)
         if not boxes:

@@ -32,11 +32,12 @@ def _positions(profile: np.ndarray, min_gap: int) -> list[int]:
     return [int(round((g[0] + g[-1]) / 2)) for g in groups]
 
 
-def _line_masks(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _line_masks(gray: np.ndarray, text_height: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     mask = text_mask(gray)
     h, w = mask.shape
-    hk = cv2.getStructuringElement(cv2.MORPH_RECT, (max(20, w // 25), 1))
-    vk = cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(15, h // 40)))
+    # rules are longer than any letter stroke: at least twice the text height
+    hk = cv2.getStructuringElement(cv2.MORPH_RECT, (int(max(20, w // 25, 3 * text_height)), 1))
+    vk = cv2.getStructuringElement(cv2.MORPH_RECT, (1, int(max(15, h // 40, 1.6 * text_height))))
     horiz = cv2.dilate(cv2.morphologyEx(mask, cv2.MORPH_OPEN, hk), np.ones((3, 3), np.uint8))
     vert = cv2.dilate(cv2.morphologyEx(mask, cv2.MORPH_OPEN, vk), np.ones((3, 3), np.uint8))
     return horiz, vert
@@ -56,7 +57,8 @@ def find_ruled_tables(image: np.ndarray, lines: list[OcrLine], page: int,
                       reader: CellReader | None = None) -> list[Table]:
     """Tables drawn with lines: grid from horizontal/vertical rules, merged cells where a rule is missing."""
     gray = to_gray(image)
-    horiz, vert = _line_masks(gray)
+    heights = [ln.bounds[3] - ln.bounds[1] for ln in lines if not ln.vertical]
+    horiz, vert = _line_masks(gray, float(np.median(heights)) if heights else 0.0)
     grid = cv2.bitwise_or(horiz, vert)
     contours, _ = cv2.findContours(grid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     h, w = gray.shape
