@@ -240,6 +240,11 @@ def main() -> int:
                               key=lambda r: r.metrics.ttft_ms)
             engine.settings.fast_decode = "on"
             out["follow_up_plain_path_ttft_ms"] = plain_reuse.metrics.ttft_ms
+            os.environ["VLSCOPE_PROFILE_FAST"] = "1"
+            profiled = engine.generate([user(kept, follow + "#")], one)
+            os.environ.pop("VLSCOPE_PROFILE_FAST")
+            phases = engine._fast.last_stats.phases_ms if engine._fast is not None else None
+            print(f"follow-up with reuse, fast path phases (synchronised, ms): {phases}; ttft {profiled.metrics.ttft_ms:.0f}")
             print(f"follow-up with reuse, plain decode path: ttft {plain_reuse.metrics.ttft_ms:.0f} ms "
                   f"(preprocess {plain_reuse.metrics.preprocess_ms:.0f} ms, prefill {plain_reuse.metrics.prefill_ms:.0f} ms); "
                   f"fast path: preprocess {reuse.metrics.preprocess_ms:.0f} ms, prefill {reuse.metrics.prefill_ms:.0f} ms")

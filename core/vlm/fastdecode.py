@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +27,8 @@ class FastDecodeStats:
     prompt_tokens: int
     new_tokens: int
     fallback_reason: str | None = None
+    phases_ms: dict[str, float] | None = None
+    """With VLSCOPE_PROFILE_FAST=1: synchronised time of each phase (prefill, load_prefix, suffix, decode)."""
 
 
 def _cache_kwarg(model: Any) -> str:
@@ -66,6 +70,7 @@ class FastDecoder:
             "input_ids": tokens,
             "position_ids": torch.cat([text, mrope], dim=0),
             "use_cache": True,
+            "logits_to_keep": 1,
             self._kw: self._cache,
         }
         out = self.model(**kwargs)
@@ -79,7 +84,7 @@ class FastDecoder:
         text = positions.view(1, 1, n).expand(1, batch, n)
         mrope = (positions.view(1, 1, n) + rope_deltas.view(1, -1, 1)).expand(3, batch, n)
         out = self.model(input_ids=tokens, position_ids=torch.cat([text, mrope], dim=0), use_cache=True,
-                         **{self._kw: self._cache})
+                         logits_to_keep=1, **{self._kw: self._cache})
         return out.logits[:, -1, :]
 
     def _load_prefix(self, kv: Any, length: int, prefix_ids: Any) -> None:
@@ -129,6 +134,16 @@ class FastDecoder:
 
         self._used_graph = False
         self._fallback = None
+        profile = os.environ.get("VLSCOPE_PROFILE_FAST") == "1" and inputs["input_ids"].device.type == "cuda"
+        phases: dict[str, float] = {}
+        mark = [time.perf_counter()]
+
+        def lap(name: str) -> None:
+            if profile:
+                torch.cuda.synchronize()
+                now = time.perf_counter()
+                phases[name] = (now - mark[0]) * 1000
+                mark[0] = now
 
         model = self.model
         self._kw = _cache_kwarg(model)
@@ -150,9 +165,10 @@ class FastDecoder:
             )
         else:
             self._cache.reset()
+        lap("cache")
         if prefix is None:
             prefill = dict(inputs)
-            prefill.update({self._kw: self._cache, "use_cache": True})
+            prefill.update({self._kw: self._cache, "use_cache": True, "logits_to_keep": 1})
             model.model.rope_deltas = None  # a text-only prompt must not inherit another request's deltas
             logits = model(**prefill).logits[:, -1, :]
             rope = model.model.rope_deltas
@@ -160,9 +176,11 @@ class FastDecoder:
         else:
             kept_kv, kept_len, rope_deltas = prefix
             self._load_prefix(kept_kv, kept_len, input_ids[:, :kept_len])
+            lap("load_prefix")
             suffix = input_ids[:, kept_len:]
             positions = torch.arange(kept_len, prompt_len, device=device)
             logits = self._forward_tokens(suffix, positions, rope_deltas)
+        lap("prefill")
         rope_deltas = rope_deltas.to(device)
         use_graph = self.use_cuda_graph and device.type == "cuda"
         eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
@@ -172,8 +190,10 @@ class FastDecoder:
         else:
             generated = self._sampling_loop(logits, rope_deltas, prompt_len, max_new_tokens, pick, eos, on_tokens,
                                             should_stop, use_graph)
+        lap("decode")
         self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=prompt_len,
-                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback)
+                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
+                                          phases_ms=phases or None)
         return generated
 
     def _greedy_step(self, tok: Any, pos: Any, rope: Any) -> Any:
@@ -198,7 +218,7 @@ class FastDecoder:
         pos.fill_(prompt_len)
         rope.copy_(rope_deltas.expand(batch, 1) if rope_deltas.shape[0] != batch else rope_deltas)
         step = None
-        if use_graph:
+        if use_graph and (self._greedy_graph is not None or max_new > 16):  # capturing costs more than a few steps
             try:
                 if self._greedy_graph is None:
                     self._greedy_graph = self._capture_greedy(tok, pos, rope)

@@ -536,7 +536,7 @@ class LocalEngine(Engine):
 
         name = self._cache_kwarg()
         with torch.inference_mode():
-            out = self._model(**prefix_inputs, use_cache=True)
+            out = self._model(**prefix_inputs, use_cache=True, logits_to_keep=1)
         kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         rope = self._model.model.rope_deltas
         grids = {k: prefix_inputs[k] for k in ("image_grid_thw", "video_grid_thw") if k in prefix_inputs}
