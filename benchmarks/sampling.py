@@ -80,7 +80,7 @@ def time_vlscope(path: Path, plan) -> tuple[float, int, str, float]:  # noqa: AN
     t = time.perf_counter()
     info = probe_video(path)
     result = sample_video(info, plan, keep=False, on_batch=lambda b: None)
-    return time.perf_counter() - t, len(result.schedule.indices), result.schedule.mode, result.max_shift
+    return time.perf_counter() - t, result.decoded, result.schedule.mode, result.max_shift
 
 
 def main() -> int:

@@ -230,6 +230,8 @@ class SampledVideo:
     schedule: FrameSchedule
     warnings: list[str] = field(default_factory=list)
     complete: bool = True
+    decoded: int = 0
+    largest_shift: float = 0.0
 
     @property
     def indices(self) -> list[int]:
@@ -238,8 +240,8 @@ class SampledVideo:
 
     @property
     def max_shift(self) -> float:
-        """Largest distance (s) between a kept frame and its target time (0 for dense decoding)."""
-        return max((abs(f.shift) for f in self.frames), default=0.0)
+        """Largest distance (s) between a sampled frame and its target time (0 for dense decoding)."""
+        return max([abs(f.shift) for f in self.frames] + [self.largest_shift])
 
     def to_video_part(self, plan: SamplingPlan | None = None, cache_key: str | None = None) -> Any:
         """A core.vlm VideoPart of these frames, carrying the plan's pixel budget and the real frame numbers."""
@@ -311,8 +313,10 @@ def sample_video(info: VideoInfo, plan: SamplingPlan, batch_size: int = 64, on_b
     frames: list[SampledFrame] = []
     batch: list[SampledFrame] = []
     count = 0
+    largest = 0.0
     for frame in iter_samples(info, schedule, warnings=warnings, **kwargs):
         count += 1
+        largest = max(largest, abs(frame.shift))
         if keep:
             frames.append(frame)
         if on_batch is not None:
@@ -325,4 +329,5 @@ def sample_video(info: VideoInfo, plan: SamplingPlan, batch_size: int = 64, on_b
     complete = count >= schedule.frames
     if not complete:
         warnings.append(f"{count} of {schedule.frames} planned frames were decoded")
-    return SampledVideo(frames=frames, schedule=schedule, warnings=warnings, complete=complete)
+    return SampledVideo(frames=frames, schedule=schedule, warnings=warnings, complete=complete, decoded=count,
+                        largest_shift=largest)

@@ -79,7 +79,7 @@ def test_video_group_accepts_new_subcommands():
 
     parser = argparse.ArgumentParser()
     video.register(parser.add_subparsers())
-    p = video.add_video_command("captions", "captions of a video")
+    p = video.add_video_command("example-sub", "an example subcommand")
     p.set_defaults(func=lambda a: 0)
-    args = parser.parse_args(["video", "captions", "x.mp4"])
+    args = parser.parse_args(["video", "example-sub", "x.mp4"])
     assert args.file == "x.mp4" and args.func(args) == 0
