@@ -671,10 +671,12 @@ class LocalEngine(Engine):
                 self._gen_lock.release()
                 done.set()
 
-        threading.Thread(target=work, name="vlscope-generate", daemon=True).start()
+        worker = threading.Thread(target=work, name="vlscope-generate", daemon=True)
+        worker.start()
 
         def finish() -> GenerationResult:
             done.wait()
+            worker.join()  # fully finished: no thread left running in native code at interpreter exit
             t_end = outcome["t_end"]
             error = outcome.get("error")
             metrics = Metrics(
