@@ -1,0 +1,289 @@
+"""Video Q&A: play a video, plan what the model will see, analyse it in the background, explore the
+timeline (a click seeks the player), and ask questions when the model is available.
+Logic lives in core (media, analysis, jobs, files, charts); this page only wires widgets to it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.analysis.events import Event
+from core.analysis.video_pipeline import STAGES, analyze_video, stage_key
+from core.charts.timeline import clock, event_for_selection, lane_title, timeline_figure
+from core.files import make_proxy, needs_proxy, proxy_path
+from core.jobs import JobState, registry
+from core.jobs.video import analysis_key, analyze_work, is_cached, load_storyboard
+from core.media import SamplingPlan, VideoError, probe_video
+from core.media.budget import detect_gpu, plan_budget
+from core.media.probe import VideoInfo
+from ui.files import pick_file
+from ui.jobs import job_panel
+from ui.model import model_precision, model_ready, model_size
+from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
+
+STAGE_NAMES = {"scenes": "Scene cuts", "motion": "Motion", "text": "On-screen text (reads frames: slower)"}
+GIB = 1024**3
+
+settings = settings_or_stop()
+params = sidebar_generation_params()
+cache = get_cache()
+st.title("Video Q&A")
+st.write("Drop in a video: see what the model would cost before anything runs, analyse it in the background into a "
+         "timeline of scene cuts, motion and on-screen text, click an event to jump the player there, and ask "
+         "questions about it.")
+
+stored = pick_file("video", "video")
+if stored is None:
+    st.info("Upload a video (mp4, mov, mkv, webm, avi) to start. Everything except questions runs without the model.")
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def probe(path: str, sha: str) -> dict:
+    """The probe of a file (kept in the result cache too, so reopening is instant)."""
+    key = stage_key(sha, "probe", {})
+    data = cache.get_json(key)
+    if data is None or data.get("path") != path:
+        data = probe_video(path).to_dict()
+        cache.put_json(key, data)
+    return data
+
+
+try:
+    info = VideoInfo.from_dict(probe(stored.path, stored.sha256))
+except VideoError as exc:
+    st.error(f"{stored.name} cannot be used: {exc}")
+    st.stop()
+
+sha = stored.sha256
+st.caption(f"**{stored.name}** · {clock(info.duration)} · {info.width}×{info.height} · {info.fps:.2f} fps · "
+           f"{info.codec} · {stored.size_bytes / 1024**2:.1f} MiB")
+for w in info.warnings:
+    st.caption(f"Note: {w}")
+
+# ---------------------------------------------------------------- plan and stages (read before the player)
+if st.session_state.get("video_plan_for") != sha:
+    st.session_state["video_plan_for"] = sha
+    st.session_state["video_window"] = (0.0, float(round(info.duration, 1)))
+    for name in ("video_selected", "video_seek", "video_answers", "video_event_pick", "video_last_answer"):
+        st.session_state.pop(name, None)
+
+
+def _events() -> list[Event]:
+    return st.session_state.get("video_events", [])
+
+
+def _choose(index: int | None) -> None:
+    events = _events()
+    if index is None or not 0 <= index < len(events):
+        return
+    st.session_state["video_selected"] = index
+    st.session_state["video_seek"] = events[index].start
+
+
+def _on_chart_select() -> None:
+    picked = event_for_selection(_events(), st.session_state.get("video_timeline"))
+    if picked is not None:
+        _choose(picked[0])
+        st.session_state["video_event_pick"] = picked[0]
+
+
+def _on_pick() -> None:
+    _choose(st.session_state.get("video_event_pick"))
+
+
+# ---------------------------------------------------------------- player | plan
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("Player")
+    seek = float(st.session_state.get("video_seek", 0.0))
+    why = needs_proxy(info)
+    if why is None:
+        st.video(stored.path, start_time=int(seek))
+    else:
+        proxy = proxy_path(settings.cache_dir, sha)
+        if proxy.is_file():
+            st.video(str(proxy), start_time=int(seek))
+            st.caption(f"Playing a small 360p copy because {why}; every analysis reads the original.")
+        else:
+            pkey = f"proxy:{sha}"
+            job = registry().get(pkey)
+            if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+                if job is not None and job.state is JobState.FAILED:
+                    st.error(f"The small copy for the player could not be made: {job.error}")
+                if st.button("Make a small copy to play", key="video_make_proxy"):
+                    registry().submit(pkey, "Making a small copy for the player",
+                                      lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress,
+                                                             cancel=ctx.cancel), restart=True)
+                    st.rerun()
+            st.info(f"The player needs a small copy of this video because {why}. Analysis does not need it.")
+            job_panel(pkey)
+    if seek:
+        st.caption(f"Player set to {clock(int(seek))} (it jumps to whole seconds).")
+
+with right:
+    st.subheader("What the model will see")
+    c1, c2 = st.columns(2)
+    fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, value=2.0, step=0.25, key="video_fps",
+                          help="Qwen3-VL's default is 2. Lower it for long videos.")
+    max_frames = c2.number_input("Max frames", min_value=4, max_value=2048, value=768, step=32, key="video_max_frames",
+                                 help="Upper bound on frames sent to the model (the default is 768).")
+    duration = float(round(info.duration, 1))
+    if duration > 0.2:
+        window = st.slider("Time window (s)", 0.0, duration, key="video_window", step=0.1,
+                           help="Only this stretch is sampled for the model; the analysis below covers the whole video.")
+    else:
+        window = (0.0, duration)
+    try:
+        plan = SamplingPlan(fps=float(fps), max_frames=int(max_frames),
+                            start=window[0] or None, end=None if window[1] >= duration else window[1])
+        size, named = model_size(settings)
+        gpu_bytes, gpu_name = detect_gpu()
+        est = plan_budget(info, plan, model_size=size, precision=model_precision(settings, gpu_bytes is not None),
+                          max_new_tokens=params.max_new_tokens, gpu_memory_bytes=gpu_bytes, look_for_gpu=False)
+    except VideoError as exc:
+        st.error(str(exc))
+        plan, est = None, None
+    if est is not None:
+        m = st.columns(3)
+        m[0].metric("Frames", est.frames, help=f"{est.frame_width}×{est.frame_height} pixels each")
+        m[1].metric("Effective fps", f"{est.effective_fps:.2f}",
+                    help=f"the model can tell times apart every {est.timestamp_resolution:.1f} s")
+        m[2].metric("Visual tokens", f"{est.visual_tokens:,}", help=f"prompt total {est.prompt_tokens:,} tokens")
+        m = st.columns(2)
+        m[0].metric("Prompt tokens", f"{est.prompt_tokens:,}")
+        m[1].metric("Peak GPU memory", f"{est.peak_gpu_bytes / GIB:.1f} GiB",
+                    help=f"weights {est.weights_bytes / GIB:.1f} GiB + KV cache {est.kv_cache_bytes / GIB:.2f} GiB + "
+                         "activations (an estimate)")
+        st.caption(f"Estimated for Qwen3-VL-{size.upper()} at {est.precision}"
+                   f"{'' if named else ' (model size not in its name: 4B assumed)'}"
+                   f"{f' on {gpu_name}' if gpu_name else ''}. Nothing has run yet.")
+        if est.fits is False:
+            st.warning("This plan will not fit in GPU memory: lower the frames or fps.")
+        for w in est.warnings:
+            if not w.startswith("no GPU found"):
+                st.caption(f"Note: {w}")
+
+# ---------------------------------------------------------------- analysis job
+st.subheader("Analysis")
+picked = [s for s in STAGES if st.checkbox(STAGE_NAMES[s], value=True, key=f"video_stage_{s}")]
+stages = tuple(picked)
+jkey = analysis_key(sha, stages, plan) if plan is not None else None
+analysis = None
+job = registry().get(jkey) if jkey else None
+running = job is not None and job.state is JobState.RUNNING
+
+if stages and plan is not None and not running and is_cached(cache, sha, stages):
+    try:
+        analysis = analyze_video(stored.path, stages=stages, plan=plan, cache=cache, input_hash=sha)
+    except VideoError as exc:
+        st.error(str(exc))
+elif job is not None and job.state is JobState.DONE:
+    analysis = job.result
+
+cols = st.columns([1, 3])
+label = "Analyze again" if analysis is not None else "Analyze"
+if cols[0].button(label, type="primary", key="video_analyze", disabled=running or not stages or plan is None,
+                  icon=":material/play_arrow:"):
+    registry().submit(jkey, f"Analysing {stored.name}", analyze_work(stored.path, sha, stages, plan, cache))
+    st.rerun()
+if not stages:
+    cols[1].caption("Choose at least one kind of event to look for.")
+elif analysis is None and not running:
+    cols[1].caption("Runs in the background; what is finished is saved, so a cancelled or interrupted run resumes.")
+state = job_panel(jkey) if jkey else None
+if state is JobState.FAILED and job is not None and job.exception is not None and not isinstance(job.exception,
+                                                                                              VideoError):
+    st.caption("If the file plays elsewhere, re-export it as mp4 (H.264) and try again.")
+
+# ---------------------------------------------------------------- timeline
+answers: list[Event] = st.session_state.get("video_answers", [])
+if analysis is not None:
+    events = list(analysis.events) + answers
+    st.session_state["video_events"] = events
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[lane_title(e.kind)] = counts.get(lane_title(e.kind), 0) + 1
+    st.markdown("**Timeline** · " + " · ".join(f"{k}: {v}" for k, v in counts.items()) if events else "**Timeline**")
+    for w in analysis.warnings:
+        st.caption(f"Note: {w}")
+    if not events:
+        st.info("No events found: no scene cuts, motion or on-screen text were detected with these settings.")
+    else:
+        st.caption("Click an event (a bar or a diamond) to jump the player there; drag to zoom, use the slider under "
+                   "the chart to move along, double-click to zoom out.")
+        board = load_storyboard(cache, sha)
+        fig = timeline_figure(events, info.duration, thumbnails=board or None,
+                              selected=st.session_state.get("video_selected"))
+        st.plotly_chart(fig, key="video_timeline", on_select=_on_chart_select, selection_mode=("points", "box"),
+                        config={"displaylogo": False})
+        st.selectbox("Go to event", list(range(len(events))), index=None, key="video_event_pick",
+                     on_change=_on_pick, placeholder="Choose an event to jump to",
+                     format_func=lambda i: f"{clock(events[i].start)} · {lane_title(events[i].kind)} · "
+                                           f"{' '.join(events[i].label.split())[:80]}")
+        sel = st.session_state.get("video_selected")
+        if sel is not None and 0 <= sel < len(events):
+            ev = events[sel]
+            st.markdown(f"**Selected:** {lane_title(ev.kind)} from {clock(ev.start)} to {clock(ev.end)}")
+            st.text(ev.label)  # plain text: OCR and model text is never rendered as markup
+
+            @st.cache_data(show_spinner="Taking the frames around it...", max_entries=32)
+            def around(path: str, sha: str, t: float) -> list[tuple[float, bytes]]:
+                from core.library.frames import frames_around
+
+                return frames_around(VideoInfo.from_dict(probe(path, sha)), t)
+
+            try:
+                frames = around(stored.path, sha, ev.start)
+            except VideoError as exc:
+                frames = []
+                st.caption(f"No frames: {exc}")
+            if frames:
+                fc = st.columns(len(frames))
+                for c, (t, jpg) in zip(fc, frames):
+                    c.image(jpg, caption=clock(t))
+elif not running:
+    st.info("Press **Analyze** to find scene cuts, motion and on-screen text. The timeline appears here.")
+
+# ---------------------------------------------------------------- questions
+st.subheader("Ask about the video")
+if model_ready(settings, "Questions"):
+    question = st.text_input("Question", key="video_question",
+                             placeholder="e.g. What happens at 1:30? When does the speaker show the chart?")
+    refine = st.toggle("Refine the times it names (a second, closer look)", value=True, key="video_refine")
+    if st.button("Ask", key="video_ask", disabled=not question.strip() or plan is None, icon=":material/send:"):
+        from core.analysis.qa import VideoQA
+        from core.analysis.sources import MediaFrameSource
+
+        try:
+            qa = VideoQA(get_engine(), MediaFrameSource(stored.path, plan=plan, input_hash=sha, info=info),
+                         max_frames=int(max_frames))
+            with st.chat_message("assistant"):
+                st.write_stream(qa.stream_answer(question.strip(), params, refine=refine))
+            result = qa.last_result
+        except MemoryError:
+            st.error("Out of memory: lower the frames per second or max frames above, or use a smaller model.")
+            result = None
+        except Exception as exc:  # noqa: BLE001 - any model failure is shown; the app keeps running
+            st.error(f"The question could not be answered: {exc}")
+            result = None
+        if result is not None:
+            st.session_state["video_last_answer"] = result
+            st.session_state["video_answers"] = answers + result.events
+            from core.cache import make_key
+
+            cache.put_json(make_key(sha, "video.answers", {"q": question.strip(), "plan": plan.to_dict()}),
+                           {"question": question.strip(), "text": result.text,
+                            "events": [e.to_dict() for e in result.events]})
+    last = st.session_state.get("video_last_answer")
+    if last is not None:
+        st.caption(f"Answer to: {last.question}")
+        st.text(last.text)
+        for n, e in enumerate(last.events):
+            flag = (e.detail or {}).get("flag")
+            if st.button(f"▶ {clock(e.start)}" + (f" (doubtful: {flag})" if flag else ""), key=f"video_ans_{n}"):
+                st.session_state["video_seek"] = e.start
+                st.rerun()
+        for w in last.warnings:
+            st.caption(w)
+        st.caption(f"{last.frames_seen} frames seen · {last.seconds:.1f} s"
+                   + (" · reused the video's cached prefix" if last.reused_prefix else ""))

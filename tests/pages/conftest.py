@@ -1,0 +1,52 @@
+"""AppTest fixtures: an empty cache and no model (the pages must work without one), a made video and image."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pages.media import make_video
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("VLSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLSCOPE_MODEL", str(tmp_path / "no-model-here"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("VLSCOPE_MEDIA_ROOT", raising=False)
+    monkeypatch.chdir(ROOT)
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    from core.jobs import registry
+
+    for job in registry().running():
+        job.cancel()
+        job.wait(10)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture(scope="session")
+def video_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_video(tmp_path_factory.mktemp("video") / "cuts.mp4").read_bytes()
+
+
+def page(name: str) -> str:
+    return str(ROOT / "pages" / f"{name}.py")
+
+
+def wait_job(prefix: str, timeout: float = 60) -> None:
+    """Wait until every job whose key starts with `prefix` has ended."""
+    from core.jobs import registry
+
+    deadline = time.monotonic() + timeout
+    for job in registry().jobs(prefix):
+        assert job.wait(max(0.1, deadline - time.monotonic())), f"job {job.key} still running"
