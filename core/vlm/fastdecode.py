@@ -89,11 +89,11 @@ class FastDecoder:
 
     def _load_prefix(self, kv: Any, length: int, prefix_ids: Any) -> None:
         """Copy a kept (dynamic) prefix cache into the static cache and move its counters to `length`."""
-        import torch
 
-        # initialise the static layers with one real forward of the first prefix token, then overwrite
-        self._forward_tokens(prefix_ids[:, :1], torch.zeros(1, dtype=torch.long, device=prefix_ids.device),
-                             torch.zeros(prefix_ids.shape[0], 1, dtype=torch.long, device=prefix_ids.device))
+        for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
+            if not getattr(static_layer, "is_initialized", True):
+                # allocate the static buffers from the kept tensors' shape, dtype and device
+                static_layer.lazy_initialization(kept_layer.keys[:, :, :1], kept_layer.values[:, :, :1])
         for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
             static_layer.keys[:, :, :length].copy_(kept_layer.keys[:, :, :length])
             static_layer.values[:, :, :length].copy_(kept_layer.values[:, :, :length])
