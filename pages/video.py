@@ -92,7 +92,7 @@ def _on_pick() -> None:
 
 
 # ---------------------------------------------------------------- player | plan
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Player")
     seek = float(st.session_state.get("video_seek", 0.0))
@@ -144,16 +144,17 @@ with right:
         st.error(str(exc))
         plan, est = None, None
     if est is not None:
-        m = st.columns(3)
+        where = "GPU" if gpu_bytes else "RAM"
+        m = st.columns(2)
         m[0].metric("Frames", est.frames, help=f"{est.frame_width}×{est.frame_height} pixels each")
         m[1].metric("Effective fps", f"{est.effective_fps:.2f}",
                     help=f"the model can tell times apart every {est.timestamp_resolution:.1f} s")
-        m[2].metric("Visual tokens", f"{est.visual_tokens:,}", help=f"prompt total {est.prompt_tokens:,} tokens")
         m = st.columns(2)
-        m[0].metric("Prompt tokens", f"{est.prompt_tokens:,}")
-        m[1].metric("Peak GPU memory", f"{est.peak_gpu_bytes / GIB:.1f} GiB",
-                    help=f"weights {est.weights_bytes / GIB:.1f} GiB + KV cache {est.kv_cache_bytes / GIB:.2f} GiB + "
-                         "activations (an estimate)")
+        m[0].metric("Visual tokens", f"{est.visual_tokens:,}", help="tokens the frames become inside the model")
+        m[1].metric("Prompt tokens", f"{est.prompt_tokens:,}", help="frames, their timestamps and the question")
+        st.metric(f"Peak memory ({where})", f"{est.peak_gpu_bytes / GIB:.1f} GiB",
+                  help=f"weights {est.weights_bytes / GIB:.1f} GiB + KV cache {est.kv_cache_bytes / GIB:.2f} GiB + "
+                       "activations (an estimate)")
         st.caption(f"Estimated for Qwen3-VL-{size.upper()} at {est.precision}"
                    f"{'' if named else ' (model size not in its name: 4B assumed)'}"
                    f"{f' on {gpu_name}' if gpu_name else ''}. Nothing has run yet.")

@@ -24,7 +24,7 @@ def test_plan_shown_before_running_then_analysis_timeline_and_seek(app_env: Path
     # the plan's cost is shown before anything runs: 6 s at 2 fps = 12 frames
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Frames"] == "12" and metrics["Effective fps"] == "2.00"
-    assert int(metrics["Visual tokens"].replace(",", "")) > 0 and metrics["Peak GPU memory"].endswith("GiB")
+    assert int(metrics["Visual tokens"].replace(",", "")) > 0 and metrics["Peak memory (RAM)"].endswith("GiB")
     at.number_input(key="video_fps").set_value(1.0).run()
     assert {m.label: m.value for m in at.metric}["Frames"] == "6"
     # no model: the page says what questions need, and the rest works
