@@ -27,7 +27,7 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
                       key=f"{key}_source", label_visibility="collapsed")
     if source == "Upload a file":
         uploaded = st.file_uploader(
-            f"Upload a {'video' if kind == 'video' else 'image or PDF'} (up to {settings.max_upload_mb} MiB)",
+            f"Upload {'a video' if kind == 'video' else 'an image or PDF'} (up to {settings.max_upload_mb} MiB)",
             type=TYPES[kind], key=f"{key}_upload", max_upload_size=settings.max_upload_mb,
             help="The file is saved on the server in the cache folder and analysed there. Larger files: put them "
                  f"in the server folder ({MEDIA_ROOT_ENV}) and open them by path.",

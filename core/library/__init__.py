@@ -3,6 +3,7 @@
 from core.library.catalog import (
     LibraryItem,
     LibraryResults,
+    SearchHit,
     delete_item,
     export_item,
     get_item,
@@ -18,6 +19,7 @@ from core.library.catalog import (
 __all__ = [
     "LibraryItem",
     "LibraryResults",
+    "SearchHit",
     "delete_item",
     "export_item",
     "get_item",

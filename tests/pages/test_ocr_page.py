@@ -5,35 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.pages.conftest import download_bytes as _download_bytes
 from tests.pages.conftest import page, wait_job
 from tests.pages.media import text_image
-
-
-@pytest.fixture
-def media_files(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    """Every file the pages hand to Streamlit's media store (downloads), by file id."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    stored: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def load_and_get_id(self, path_or_data, mimetype, kind, filename=None):
-        file_id = original(self, path_or_data, mimetype, kind, filename)
-        if isinstance(path_or_data, bytes):
-            stored[file_id] = path_or_data
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", load_and_get_id)
-    return stored
-
-
-def _download_bytes(at: AppTest, media: dict[str, bytes], key: str) -> bytes:
-    button = next(b for b in at.get("download_button") if b.proto.id.endswith(key))
-    name = button.proto.url.rsplit("/", 1)[1]
-    return next(data for file_id, data in media.items() if name.startswith(file_id))
 
 
 def test_reads_an_image_and_exports_it(app_env: Path, media_files: dict[str, bytes]) -> None:
