@@ -1,0 +1,124 @@
+"""Summaries: dense captions, chapters and an overall summary of a video (the model's part), next to the
+timeline the CPU finds without it. Logic lives in core.analysis (summary, chapters) and core.jobs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.analysis.events import Event
+from core.analysis.video_pipeline import analyze_video
+from core.charts.timeline import clock, lane_title, timeline_figure
+from core.jobs import JobState, registry
+from core.jobs.video import analysis_key, analyze_work, is_cached
+from core.media import SamplingPlan, VideoError, probe_video
+from ui.files import pick_file
+from ui.jobs import job_panel
+from ui.model import model_ready
+from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
+
+EXPORTS = {"md": ("Markdown", "text/markdown", "md"), "json": ("JSON", "application/json", "json"),
+           "vtt": ("WebVTT chapters", "text/vtt", "vtt"), "srt": ("SRT", "text/plain", "srt"),
+           "youtube": ("YouTube chapters", "text/plain", "txt")}
+CPU_STAGES = ("scenes", "motion")
+
+settings = settings_or_stop()
+params = sidebar_generation_params()
+cache = get_cache()
+st.title("Summaries")
+st.write("Turn a long video into dense captions (what happens, with times), chapters and a short summary, and "
+         "export the chapters for a player or YouTube. Captions and chapters need the model; scene cuts and motion "
+         "below do not.")
+
+stored = pick_file("video", "summary")
+if stored is None:
+    st.info("Upload a video to start.")
+    st.stop()
+try:
+    info = probe_video(stored.path)
+except VideoError as exc:
+    st.error(f"{stored.name} cannot be used: {exc}")
+    st.stop()
+sha = stored.sha256
+st.caption(f"**{stored.name}** · {clock(info.duration)} · {info.width}×{info.height}")
+
+# ---------------------------------------------------------------- without the model
+plan = SamplingPlan()
+cpu_key = analysis_key(sha, CPU_STAGES, plan)
+events: list[Event] = []
+if is_cached(cache, sha, CPU_STAGES):
+    events = list(analyze_video(stored.path, stages=CPU_STAGES, plan=plan, cache=cache, input_hash=sha).events)
+else:
+    cjob = registry().get(cpu_key)
+    if cjob is None or cjob.state is not JobState.RUNNING:
+        if st.button("Find scene cuts and motion (no model needed)", key="summary_cpu"):
+            registry().submit(cpu_key, f"Analysing {stored.name}", analyze_work(stored.path, sha, CPU_STAGES, plan,
+                                                                                cache))
+            st.rerun()
+    job_panel(cpu_key)
+
+# ---------------------------------------------------------------- with the model
+st.subheader("Captions, chapters and summary")
+summary = None
+if model_ready(settings, "Captions, chapters and summaries"):
+    from core.analysis.summary import CaptionOptions
+
+    c = st.columns(3)
+    chunk = c[0].number_input("Chunk length (s)", 10.0, 600.0, 60.0, 10.0, key="summary_chunk",
+                              help="The video is captioned chunk by chunk; each finished chunk is saved at once.")
+    fps = c[1].number_input("Frames per second in a chunk", 0.1, 4.0, 1.0, 0.1, key="summary_fps")
+    tokens = c[2].number_input("Tokens per chunk", 64, 4096, 512, 64, key="summary_tokens")
+    options = CaptionOptions(chunk_s=float(chunk), overlap_s=min(5.0, float(chunk) / 4), fps=float(fps),
+                             max_new_tokens=int(tokens))
+    mkey = f"summary:{sha}:{chunk}:{fps}:{tokens}"
+    mjob = registry().get(mkey)
+
+    def work(ctx):
+        from core.analysis.sources import MediaFrameSource
+        from core.analysis.summary import caption_video, summarize_video
+
+        source = MediaFrameSource(stored.path, input_hash=sha, info=info)
+        caps = caption_video(get_engine(), source, cache=cache, options=options, cancel=ctx.cancel, input_hash=sha,
+                             progress=lambda f, m: ctx.progress(0.8 * f, m, "captions"))
+        text_events = [e for e in events if e.kind == "text"]
+        summ = summarize_video(get_engine(), info.duration, caps.events + text_events, cache=cache, input_hash=sha,
+                               max_new_tokens=params.max_new_tokens, cancel=ctx.cancel,
+                               progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, m, "chapters"))
+        return caps, summ
+
+    running = mjob is not None and mjob.state is JobState.RUNNING
+    if st.button("Caption and summarise", type="primary", key="summary_run", disabled=running):
+        registry().submit(mkey, f"Captioning {stored.name}", work)
+        st.rerun()
+    job_panel(mkey)
+    if mjob is not None and mjob.state is JobState.DONE:
+        caps, summary = mjob.result
+        events = events + list(caps.events) + [ch.to_event() for ch in summary.chapters]
+        st.caption(caps.message)
+else:
+    st.caption("With the model this page adds: captions of what happens every few seconds, chapters with titles, a "
+               "summary of the whole video, and chapter exports (Markdown, JSON, WebVTT, SRT, YouTube).")
+
+# ---------------------------------------------------------------- timeline and results
+if events:
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[lane_title(e.kind)] = counts.get(lane_title(e.kind), 0) + 1
+    st.markdown("**Timeline** · " + " · ".join(f"{k}: {v}" for k, v in counts.items()))
+    st.plotly_chart(timeline_figure(events, info.duration), key="summary_timeline", config={"displaylogo": False})
+if summary is not None:
+    if summary.summary:
+        st.markdown("**Summary**")
+        st.text(summary.summary)
+    for p in summary.problems:
+        st.caption(f"Note: {p}")
+    if summary.chapters:
+        st.markdown("**Chapters**")
+        for ch in summary.chapters:
+            st.text(f"{clock(ch.start)}  {ch.title}" + (f" — {ch.summary}" if ch.summary else ""))
+        from core.analysis.chapters import export
+
+        cols = st.columns(len(EXPORTS))
+        base = stored.name.rsplit(".", 1)[0]
+        for col, (fmt, (label, mime, ext)) in zip(cols, EXPORTS.items()):
+            col.download_button(label, export(summary, fmt).encode("utf-8"), file_name=f"{base}-chapters.{ext}",
+                                mime=mime, key=f"summary_dl_{fmt}", on_click="ignore")
