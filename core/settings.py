@@ -48,6 +48,13 @@ class Settings(BaseModel):
         description="Static KV cache with the decode step replayed as a CUDA graph (much faster decoding); "
         "`auto` uses it on CUDA, `off` uses plain `generate`. Falls back to plain steps if capture fails.",
     )
+    max_batch_size: int = Field(
+        4, ge=1, le=64, description="Requests arriving together (same sampling settings, no kept video prefix) are "
+        "decoded as one batch of at most this many, on the fast path; 1 serves them one by one.",
+    )
+    batch_window_ms: int = Field(
+        10, ge=0, le=1000, description="How long the model waits for more requests to join a batch, in milliseconds."
+    )
     max_new_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap, in tokens.")
     prefix_cache_gb: float = Field(
         4.0, ge=0, description="Memory (GPU, or RAM on CPU) kept for videos' prefix KV caches so follow-up questions "
@@ -56,6 +63,16 @@ class Settings(BaseModel):
     cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
     cache_size_limit_gb: float = Field(
         20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first."
+    )
+    cache_backend: Literal["disk", "redis"] = Field(
+        "disk",
+        description="Where results are cached: `disk` (embedded, in `cache_dir`) or `redis` (a Redis server at "
+        "`redis_url` shared by the team; bound its size with `maxmemory` and `maxmemory-policy allkeys-lru`).",
+    )
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis server of the shared result cache (with `cache_backend` `redis`), "
+        "e.g. `redis://:PASSWORD@HOST:6379/0`.",
     )
     max_upload_mb: int = Field(2048, ge=1, description="Largest file accepted through the browser upload, in MiB.")
     max_image_pixels: int = Field(

@@ -333,7 +333,13 @@ def hash_file(path: str | os.PathLike[str], chunk_size: int = 4 * 1024 * 1024) -
 
 
 def open_cache(settings: Any) -> ResultCache:
-    """The result cache described by `settings` (cache_dir, cache_size_limit_gb)."""
+    """The result cache described by `settings`: the disk cache (cache_dir, cache_size_limit_gb), or with
+    `cache_backend` "redis" a RedisResultCache at `redis_url` (same methods; CacheUnavailable, a
+    SettingsError naming the URL and the fix, when the server cannot be reached)."""
+    if getattr(settings, "cache_backend", "disk") == "redis":
+        from core.cache.redis_store import RedisResultCache
+
+        return RedisResultCache(settings.redis_url)  # type: ignore[return-value]  # same public methods
     return ResultCache(settings.cache_dir, int(settings.cache_size_limit_gb * 1024**3))
 
 
