@@ -84,6 +84,7 @@ class RequestRecord:
     total_ms: float = 0.0
     decode_tokens_per_s: float | None = None
     peak_gpu_memory_bytes: int | None = None
+    batch_size: int = 1
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

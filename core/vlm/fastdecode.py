@@ -46,6 +46,7 @@ class FastDecoder:
         self.use_cuda_graph = use_cuda_graph
         self._graph: Any = None
         self._greedy_graph: Any = None
+        self._mask: Any = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
@@ -73,6 +74,8 @@ class FastDecoder:
             "logits_to_keep": 1,
             self._kw: self._cache,
         }
+        if self._mask is not None:
+            kwargs["attention_mask"] = self._mask  # (B, max_cache_len): left padding of batched rows
         out = self.model(**kwargs)
         return out.logits[:, -1, :]
 
@@ -152,17 +155,10 @@ class FastDecoder:
         device = input_ids.device
         max_len = prompt_len + max_new_tokens + 1
         # one cache per shape bucket: reuse it (and its graph) when the next request fits
-        bucket = (batch, ((max_len + 255) // 256) * 256)
+        bucket = (batch, ((max_len + 255) // 256) * 256, False)
+        self._mask = None
         if self._cache is None or self._graph_key != bucket:
-            self._cache = self._new_cache(bucket[1], batch)
-            self._graph = None
-            self._greedy_graph = None
-            self._graph_key = bucket
-            self._buffers = (
-                torch.zeros(batch, 1, dtype=torch.long, device=device),
-                torch.zeros(1, dtype=torch.long, device=device),
-                torch.zeros(batch, 1, dtype=torch.long, device=device),
-            )
+            self._new_bucket(bucket, device)
         else:
             self._cache.reset()
         lap("cache")
@@ -194,6 +190,99 @@ class FastDecoder:
         self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=prompt_len,
                                           new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
                                           phases_ms=phases or None)
+        return generated
+
+    def _new_bucket(self, bucket: tuple[int, int, bool], device: Any) -> None:
+        """A fresh static cache, input buffers (and no graphs yet) for `bucket` = (batch, cache length, masked)."""
+        import torch
+
+        batch, length, masked = bucket
+        self._cache = self._new_cache(length, batch)
+        self._graph = None
+        self._greedy_graph = None
+        self._graph_key = bucket
+        self._buffers = (
+            torch.zeros(batch, 1, dtype=torch.long, device=device),
+            torch.zeros(1, dtype=torch.long, device=device),
+            torch.zeros(batch, 1, dtype=torch.long, device=device),
+        )
+        self._mask_buffer = torch.zeros(batch, length, dtype=torch.long, device=device) if masked else None
+
+    def generate_batch(
+        self,
+        rows: list[dict[str, Any]],
+        max_new_tokens: int,
+        pick: Callable[[Any, Any], Any],
+        eos_ids: set[int],
+        on_tokens: Callable[[Any], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        greedy: bool = False,
+    ) -> Any:
+        """Decode several prompts of any lengths together; returns (B, n) new ids (EOS after a row's end).
+
+        Each prompt is prefilled on its own (exactly as a single request), its KV cache placed right-aligned
+        in one batched static cache (left padding, masked), then all rows decode in the same steps.
+        """
+        import torch
+
+        with torch.inference_mode():
+            return self._generate_batch(rows, max_new_tokens, pick, eos_ids, on_tokens, should_stop, greedy)
+
+    def _generate_batch(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Any, eos_ids: set[int],
+                        on_tokens: Any, should_stop: Any, greedy: bool) -> Any:
+        import torch
+
+        from transformers import DynamicCache  # noqa: F401 - the kept caches are dynamic
+
+        self._used_graph = False
+        self._fallback = None
+        model = self.model
+        self._kw = _cache_kwarg(model)
+        device = rows[0]["input_ids"].device
+        kept, lengths, deltas, logits = [], [], [], []
+        for row in rows:
+            model.model.rope_deltas = None
+            out = model(**row, use_cache=True, logits_to_keep=1)
+            kept.append(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
+            lengths.append(int(row["input_ids"].shape[1]))
+            rope = model.model.rope_deltas
+            deltas.append(int(rope.view(-1)[0]) if rope is not None else 0)
+            logits.append(out.logits[:, -1, :])
+        batch, width = len(rows), max(lengths)
+        bucket = (batch, ((width + max_new_tokens + 1 + 255) // 256) * 256, True)
+        if self._cache is None or self._graph_key != bucket:
+            self._new_bucket(bucket, device)
+        else:
+            self._cache.reset()
+        self._mask = self._mask_buffer
+        self._mask.zero_()
+        first = kept[0]
+        for static_layer, kept_layer in zip(self._cache.layers, first.layers):
+            if not getattr(static_layer, "is_initialized", True):
+                k = kept_layer.keys[:, :, :1].expand(batch, -1, -1, -1).contiguous()
+                v = kept_layer.values[:, :, :1].expand(batch, -1, -1, -1).contiguous()
+                static_layer.lazy_initialization(k, v)
+        for b, (cache, length) in enumerate(zip(kept, lengths)):
+            pad = width - length
+            for static_layer, kept_layer in zip(self._cache.layers, cache.layers):
+                static_layer.keys[b:b + 1, :, pad:width].copy_(kept_layer.keys[:, :, :length])
+                static_layer.values[b:b + 1, :, pad:width].copy_(kept_layer.values[:, :, :length])
+            self._mask[b, pad:] = 1
+        for counter in self._counters():
+            counter.fill_(width)
+        # M-RoPE positions continue each row's own count: cache index - left padding + the row's rope delta
+        rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
+        eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
+        use_graph = self.use_cuda_graph and device.type == "cuda"
+        stacked = torch.cat(logits, dim=0)
+        if greedy:
+            generated = self._greedy_loop(stacked, rope_deltas, width, max_new_tokens, eos, on_tokens, should_stop,
+                                          use_graph)
+        else:
+            generated = self._sampling_loop(stacked, rope_deltas, width, max_new_tokens, pick, eos, on_tokens,
+                                            should_stop, use_graph)
+        self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=width,
+                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback)
         return generated
 
     def _greedy_step(self, tok: Any, pos: Any, rope: Any) -> Any:

@@ -189,6 +189,25 @@ def _cache_nbytes(kv: Any) -> int:
     return total
 
 
+@dataclass
+class _Job:
+    """A request waiting to be served, alone or in a batch with others."""
+
+    inputs: dict[str, Any]
+    params: GenerationParams
+    streamer: Any
+    cancel: threading.Event
+    outcome: dict[str, Any]
+    done: threading.Event
+    times: dict[str, float]
+    prompt_length: int
+
+    def batch_signature(self) -> tuple[Any, ...]:
+        """Requests batch together only when they decode the same way."""
+        p = self.params
+        return (p.greedy, p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.presence_penalty)
+
+
 class PrefixStore:
     """Kept prefix KV caches, bounded in bytes, least recently used evicted first. Thread-safe."""
 
@@ -246,6 +265,8 @@ class LocalEngine(Engine):
         self.load_seconds: float | None = None
         self.prefixes = PrefixStore(int(settings.prefix_cache_gb * 1024**3))
         self._fast: Any = None
+        self._queue: list[_Job] = []
+        self._queue_lock = threading.Lock()
 
     # -- loading ------------------------------------------------------------------------
     @property
@@ -605,10 +626,85 @@ class LocalEngine(Engine):
         gen_kwargs["streamer"] = streamer
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelCriteria(cancel)])
 
-        self._gen_lock.acquire()
-        t2 = time.perf_counter()
+        times: dict[str, float] = {"t0": t0, "t1": t1}
         outcome: dict[str, Any] = {"reused": 0}
         done = threading.Event()
+        batchable = (self.settings.max_batch_size > 1 and prefix_plan is None and params.seed is None
+                     and self.fast_decode_enabled)
+        if batchable:
+            job = _Job(inputs=dict(inputs), params=params, streamer=streamer, cancel=cancel, outcome=outcome,
+                       done=done, times=times, prompt_length=prompt_length)
+            with self._queue_lock:
+                self._queue.append(job)
+            worker = threading.Thread(target=self._dispatch, name="vlscope-batch", daemon=True)
+            worker.start()
+        else:
+            worker = self._start_single(inputs, prefix_plan, params, streamer, cancel, gen_kwargs, outcome, done,
+                                        times, visual, prompt_length)
+        def finish() -> GenerationResult:
+            done.wait()
+            worker.join()  # fully finished: no thread left running in native code at interpreter exit
+            t_end = outcome["t_end"]
+            t2 = times.get("t2", t_end)
+            error = outcome.get("error")
+            metrics = Metrics(
+                preprocess_ms=(t1 - t0) * 1000,
+                queue_ms=(t2 - t1) * 1000,
+                visual_tokens=visual,
+                reused_prefix_tokens=outcome["reused"],
+                decode_path=("static+graph" if outcome["fast"].used_graph else "static") if outcome.get("fast")
+                else "plain",
+                total_ms=(t_end - t0) * 1000,
+                peak_gpu_memory_bytes=outcome.get("peak"),
+                batch_size=outcome.get("batch", 1),
+            )
+            if error is not None:
+                record.status, record.error = "error", str(error)
+                self._fill_record(record, metrics, prompt_length, 0)
+                self.ledger.add(record)
+                raise error
+            new_ids = outcome["output"][0, prompt_length:]
+            eos = self._eos_ids()
+            ids = [int(t) for t in new_ids.tolist()]
+            stopped_on_eos = bool(ids) and ids[-1] in eos
+            while ids and (ids[-1] in eos):
+                ids.pop()
+            completion = len(ids) + (1 if stopped_on_eos else 0)
+            if first_token:
+                metrics.prefill_ms = (first_token[0] - t2) * 1000
+                metrics.ttft_ms = (first_token[0] - t0) * 1000
+                metrics.decode_ms = (t_end - first_token[0]) * 1000
+                if completion > 1 and metrics.decode_ms > 0:
+                    metrics.decode_tokens_per_s = (completion - 1) / (metrics.decode_ms / 1000)
+            if cancel.is_set() and not stopped_on_eos and completion < params.max_new_tokens:
+                reason = "cancelled"
+            elif stopped_on_eos:
+                reason = "stop"
+            else:
+                reason = "length" if completion >= params.max_new_tokens else "stop"
+            result = GenerationResult(
+                text=self.decode(ids),
+                prompt_tokens=prompt_length,
+                completion_tokens=completion,
+                finish_reason=reason,
+                metrics=metrics,
+                model=self.settings.model,
+            )
+            record.status = reason
+            self._fill_record(record, metrics, prompt_length, completion)
+            self.ledger.add(record)
+            return result
+
+        return TextStream(iter(streamer), cancel.set, finish)
+
+    def _start_single(self, inputs: Any, prefix_plan: dict[str, Any] | None, params: GenerationParams, streamer: Any,
+                      cancel: threading.Event, gen_kwargs: dict[str, Any], outcome: dict[str, Any],
+                      done: threading.Event, times: dict[str, float], visual: int, prompt_length: int) -> threading.Thread:
+        """Run one request alone (prefix reuse, seeded sampling, or plain generate) in a worker thread."""
+        import torch
+
+        self._gen_lock.acquire()
+        times["t2"] = time.perf_counter()
         cuda = self._device.startswith("cuda")
 
         fast_prefix: list[Any] = []
@@ -673,60 +769,89 @@ class LocalEngine(Engine):
 
         worker = threading.Thread(target=work, name="vlscope-generate", daemon=True)
         worker.start()
+        return worker
 
-        def finish() -> GenerationResult:
-            done.wait()
-            worker.join()  # fully finished: no thread left running in native code at interpreter exit
-            t_end = outcome["t_end"]
-            error = outcome.get("error")
-            metrics = Metrics(
-                preprocess_ms=(t1 - t0) * 1000,
-                queue_ms=(t2 - t1) * 1000,
-                visual_tokens=visual,
-                reused_prefix_tokens=outcome["reused"],
-                decode_path=("static+graph" if outcome["fast"].used_graph else "static") if outcome.get("fast")
-                else "plain",
-                total_ms=(t_end - t0) * 1000,
-                peak_gpu_memory_bytes=outcome.get("peak"),
-            )
-            if error is not None:
-                record.status, record.error = "error", str(error)
-                self._fill_record(record, metrics, prompt_length, 0)
-                self.ledger.add(record)
-                raise error
-            new_ids = outcome["output"][0, prompt_length:]
+    def _dispatch(self) -> None:
+        """Serve queued requests: whoever gets the model takes up to `max_batch_size` compatible ones."""
+        import torch
+
+        from core.vlm.fastdecode import FastDecoder, make_picker
+
+        with self._gen_lock:
+            if self.settings.batch_window_ms > 0:
+                time.sleep(self.settings.batch_window_ms / 1000)  # let requests arriving together join
+            with self._queue_lock:
+                if not self._queue:
+                    return  # an earlier dispatcher already served this request
+                head = self._queue[0]
+                group = [j for j in self._queue if j.batch_signature() == head.batch_signature()]
+                group = group[: self.settings.max_batch_size]
+                for j in group:
+                    self._queue.remove(j)
+            t2 = time.perf_counter()
+            for j in group:
+                j.times["t2"] = t2
+                j.outcome["batch"] = len(group)
+            cuda = self._device.startswith("cuda")
             eos = self._eos_ids()
-            ids = [int(t) for t in new_ids.tolist()]
-            stopped_on_eos = bool(ids) and ids[-1] in eos
-            while ids and (ids[-1] in eos):
-                ids.pop()
-            completion = len(ids) + (1 if stopped_on_eos else 0)
-            if first_token:
-                metrics.prefill_ms = (first_token[0] - t2) * 1000
-                metrics.ttft_ms = (first_token[0] - t0) * 1000
-                metrics.decode_ms = (t_end - first_token[0]) * 1000
-                if completion > 1 and metrics.decode_ms > 0:
-                    metrics.decode_tokens_per_s = (completion - 1) / (metrics.decode_ms / 1000)
-            if cancel.is_set() and not stopped_on_eos and completion < params.max_new_tokens:
-                reason = "cancelled"
-            elif stopped_on_eos:
-                reason = "stop"
-            else:
-                reason = "length" if completion >= params.max_new_tokens else "stop"
-            result = GenerationResult(
-                text=self.decode(ids),
-                prompt_tokens=prompt_length,
-                completion_tokens=completion,
-                finish_reason=reason,
-                metrics=metrics,
-                model=self.settings.model,
-            )
-            record.status = reason
-            self._fill_record(record, metrics, prompt_length, completion)
-            self.ledger.add(record)
-            return result
+            try:
+                if self._fast is None:
+                    self._fast = FastDecoder(self._model, use_cuda_graph=cuda)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                for j in group:
+                    j.streamer.put(j.inputs["input_ids"].cpu())
+                limits = [j.params.max_new_tokens for j in group]
+                finished = [False] * len(group)
+                counts = [0] * len(group)
 
-        return TextStream(iter(streamer), cancel.set, finish)
+                def route(ids: Any) -> None:
+                    for b, j in enumerate(group):
+                        if finished[b]:
+                            continue
+                        token = int(ids[b])
+                        j.streamer.put(ids[b:b + 1].cpu())
+                        counts[b] += 1
+                        if token in eos or counts[b] >= limits[b] or j.cancel.is_set():
+                            finished[b] = True
+
+                p = group[0].params
+                greedy = p.greedy and p.repetition_penalty == 1.0 and not p.presence_penalty
+                if len(group) == 1:
+                    j = group[0]
+                    new = self._fast.generate(j.inputs, j.params.max_new_tokens, make_picker(p, j.inputs["input_ids"]),
+                                              eos, on_tokens=route, should_stop=lambda: all(finished), greedy=greedy)
+                else:
+                    rows = [j.inputs for j in group]
+                    width = max(int(r["input_ids"].shape[1]) for r in rows)
+                    pad = int(self.processor.tokenizer.pad_token_id or 0)
+                    padded = torch.stack([torch.nn.functional.pad(r["input_ids"][0], (width - r["input_ids"].shape[1], 0),
+                                                                  value=pad) for r in rows])
+                    new = self._fast.generate_batch(rows, max(limits), make_picker(p, padded), eos, on_tokens=route,
+                                                    should_stop=lambda: all(finished), greedy=greedy)
+                peak = int(torch.cuda.max_memory_allocated()) if cuda else None
+                for b, j in enumerate(group):
+                    row = new[b:b + 1, : counts[b]]
+                    j.outcome["output"] = torch.cat([j.inputs["input_ids"], row.to(j.inputs["input_ids"].device)], dim=1)
+                    j.outcome["fast"] = self._fast.last_stats
+                    j.outcome["peak"] = peak
+            except BaseException as exc:  # noqa: BLE001 - handed to every consumer of the batch
+                if _is_oom(exc):
+                    err: EngineError = OutOfMemory(f"a batch of {len(group)} requests")
+                    self.prefixes.clear()
+                    if cuda:
+                        torch.cuda.empty_cache()
+                else:
+                    log.exception("batched generation failed")
+                    err = EngineError(f"Generation failed: {type(exc).__name__}: {exc}")
+                for j in group:
+                    j.outcome["error"] = err
+            finally:
+                t_end = time.perf_counter()
+                for j in group:
+                    j.streamer.end()
+                    j.outcome["t_end"] = t_end
+                    j.done.set()
 
     def _eos_ids(self) -> set[int]:
         eos = self._model.generation_config.eos_token_id
@@ -741,4 +866,5 @@ class LocalEngine(Engine):
         record.preprocess_ms, record.queue_ms = m.preprocess_ms, m.queue_ms
         record.prefill_ms, record.ttft_ms, record.total_ms = m.prefill_ms, m.ttft_ms, m.total_ms
         record.decode_tokens_per_s = m.decode_tokens_per_s
+        record.batch_size = m.batch_size
         record.peak_gpu_memory_bytes = m.peak_gpu_memory_bytes
