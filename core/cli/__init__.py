@@ -11,7 +11,7 @@ import logging
 import sys
 
 # Modules that add subcommands; a module that does not exist yet is skipped.
-SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.cli.ask", "core.cli.dev"]
+SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.cli.ask", "core.cli.dev", "core.cli.batch"]
 
 
 def build_parser() -> argparse.ArgumentParser:
