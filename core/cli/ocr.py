@@ -55,7 +55,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.folder) if getattr(args, "folder", None) else default_eval_folder()
     if folder is None or not folder.is_dir():
         raise CliError("no evaluation folder: give one (vlscope ocr eval FOLDER) or clone the project beside ../shared/eval")
-    engines = [e.strip() for e in (args.engines or "rapidocr,tesseract").split(",") if e.strip()]
+    engines = [e.strip() for e in (args.engines or "rapidocr,tesseract,auto").split(",") if e.strip()]
     conditions = [c.strip() for c in args.conditions.split(",")] if args.conditions else None
     run_eval(folder, engines=engines, conditions=conditions, limit=args.limit, out=sys.stdout,
              json_path=Path(args.json) if args.json else None)
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for step in ("deskew", "orientation", "denoise", "contrast", "gamma", "binarize"):
         p.add_argument(f"--{step}", choices=["auto", "on", "off"], default=None, help=f"preprocessing: {step}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--engines", default=None, help="(eval) engines to compare, e.g. rapidocr,tesseract,auto")
+    p.add_argument("--engines", default=None, help="(eval) engines to compare (default rapidocr,tesseract,auto)")
     p.add_argument("--conditions", default=None, help="(eval) conditions, e.g. original,blur,tilt15")
     p.add_argument("--limit", type=int, default=None, help="(eval) at most this many OCR files")
     p.add_argument("--json", default=None, help="(eval) also write every measurement to this JSON file")

@@ -145,9 +145,18 @@ class RapidOcrEngine(OcrEngine):
                 if txt.strip():
                     b = _box_of(box)
                     lines.append(OcrLine(txt.strip(), b, round(float(score), 4), _is_tall(b)))
+        h, w = image.shape[:2]
+        if len(lines) == 1 and (w >= 3 * h or h >= 3 * w):
+            # a single-line crop: the detector's tight box can clip strokes; recognising the whole strip
+            # is often better, so keep whichever reading is more confident
+            crop = image if w >= h else cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+            rr = self._call(crop, det=False, cls=True, rec=True)
+            if getattr(rr, "txts", None) and rr.txts[0].strip() and rr.scores[0] > lines[0].confidence and \
+                    len(rr.txts[0].strip()) >= len(lines[0].text):
+                box = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
+                lines = [OcrLine(rr.txts[0].strip(), box, round(float(rr.scores[0]), 4), h > w)]
         if not lines:
             # a single-line crop often has no detectable box: recognise the whole image as one line
-            h, w = image.shape[:2]
             if w >= 2 * h or h >= 2 * w:
                 crop = image if w >= h else cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
                 rr = self._call(crop, det=False, cls=True, rec=True)

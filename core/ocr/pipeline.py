@@ -18,7 +18,7 @@ import numpy as np
 from core.ocr.engines import EngineOutput, OcrEngine, RapidOcrEngine, TesseractEngine, get_engine, script_from_osd
 from core.ocr.loading import DEFAULT_MAX_PAGES, PageImage, Progress, _read_source, count_pages, iter_pages
 from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, preprocess
-from core.ocr.scripts import LANGUAGES, RTL_SCRIPTS, normalise_lang, order_lines, script_language
+from core.ocr.scripts import LANGUAGES, RTL_SCRIPTS, detect_script, normalise_lang, order_lines, script_language
 from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,10 @@ def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, se
         return get_engine("tesseract").read(image, lang, vertical)
     rapid = get_engine("rapidocr")
     out = rapid.read(image, lang, vertical)
-    if lang or (out.lines and out.mean_confidence >= 0.85):
+    # confident and more than a stray mark (RapidOCR reads Cyrillic, for one, as a few dots)
+    read = sum(2 if detect_script(ch) in ("Han", "Japanese", "Hangul") else 1 for ln in out.lines for ch in ln.text
+               if ch.isalnum())
+    if lang or (out.lines and out.mean_confidence >= 0.85 and read >= 4):
         if not out.language:
             out.language = script_language(out.script)
         return out

@@ -166,6 +166,23 @@ def estimate_skew(img: np.ndarray, max_angle: float = 45.0) -> tuple[float, floa
     return round(angle, 2), strength
 
 
+def crop_to_ink(img: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Crop to the bounding box of the ink plus a margin (a fraction of the ink's smaller side, at least
+    8 px); returns (image, 3x3 translation matrix). The image is returned unchanged when it has no ink."""
+    mask = text_mask(to_gray(img))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    pts = cv2.findNonZero(mask)
+    if pts is None:
+        return img, np.eye(3)
+    x, y, w, h = cv2.boundingRect(pts)
+    pad = int(max(8, margin * min(w, h)))
+    H, W = img.shape[:2]
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
+    if x1 - x0 < 8 or y1 - y0 < 8 or (x1 - x0) * (y1 - y0) > 0.9 * W * H:
+        return img, np.eye(3)
+    return img[y0:y1, x0:x1].copy(), np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float)
+
+
 def noise_sigma(gray: np.ndarray) -> float:
     """Estimated Gaussian noise standard deviation (Immerkaer's method)."""
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
@@ -279,7 +296,10 @@ def preprocess(img: np.ndarray, options: PreprocessOptions | None = None, orient
         info.details["skew_strength"] = round(strength, 3)
         if abs(angle) >= 0.5 and (opts.deskew == "on" or strength > 1.15):
             after, m = rotate_bound(cur, angle)
-            matrix = m @ matrix
+            # the turned canvas has empty corners: keep the text's bounding box (plus a margin), so a
+            # single tilted line becomes a long thin strip again that the detector and recogniser read
+            after, t = crop_to_ink(after)
+            matrix = t @ m @ matrix
             info.skew = angle
             record("deskew", True, f"rotated {angle:+.1f} degrees (profile gain {strength:.2f})", cur, after)
             cur = after

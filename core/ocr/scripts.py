@@ -93,18 +93,22 @@ def script_language(script: str) -> str:
             "Devanagari": "hi", "Cyrillic": "ru"}.get(script, "")
 
 
-def order_lines(lines: list[OcrLine], vertical: bool = False, rtl: bool = False) -> list[OcrLine]:
-    """Lines in reading order: rows top to bottom (left to right, or right to left for RTL scripts);
-    vertical columns right to left, each top to bottom."""
-    if len(lines) < 2:
-        return list(lines)
-    if vertical:
-        return sorted(lines, key=lambda ln: (-(ln.bounds[0] + ln.bounds[2]) / 2, ln.bounds[1]))
+def _weight(text: str) -> int:
+    """Characters of a line, CJK characters counting double (they are about twice as wide)."""
+    return sum(2 if char_script(ch) in CJK_SCRIPTS else 1 for ch in text if not ch.isspace())
+
+
+def _median(vals: list[float]) -> float:
+    vals = sorted(vals)
+    return vals[len(vals) // 2] if vals else 0.0
+
+
+def _row_order(lines: list[OcrLine], rtl: bool) -> list[OcrLine]:
+    """Rows top to bottom (lines overlapping vertically share a row), each left to right (RTL: right to left)."""
     items = sorted(lines, key=lambda ln: ln.bounds[1])
     rows: list[list[OcrLine]] = []
     for ln in items:
         top, bottom = ln.bounds[1], ln.bounds[3]
-        placed = False
         if rows:
             row = rows[-1]
             rtop = min(r.bounds[1] for r in row)
@@ -112,10 +116,92 @@ def order_lines(lines: list[OcrLine], vertical: bool = False, rtl: bool = False)
             overlap = min(bottom, rbot) - max(top, rtop)
             if overlap > 0.5 * min(bottom - top, rbot - rtop):
                 row.append(ln)
-                placed = True
-        if not placed:
-            rows.append([ln])
+                continue
+        rows.append([ln])
     out: list[OcrLine] = []
     for row in rows:
         out.extend(sorted(row, key=lambda ln: -ln.bounds[2] if rtl else ln.bounds[0]))
     return out
+
+
+def _horizontal_cuts(lines: list[OcrLine], min_gap: float) -> list[list[OcrLine]]:
+    """Split into bands at blank horizontal strips at least min_gap high that no line crosses."""
+    items = sorted(lines, key=lambda ln: ln.bounds[1])
+    bands: list[list[OcrLine]] = [[items[0]]]
+    bottom = items[0].bounds[3]
+    for ln in items[1:]:
+        if ln.bounds[1] - bottom >= min_gap:
+            bands.append([ln])
+        else:
+            bands[-1].append(ln)
+        bottom = max(bottom, ln.bounds[3])
+    return bands
+
+
+def _column_cut(lines: list[OcrLine]) -> tuple[list[OcrLine], list[OcrLine], list[OcrLine]] | None:
+    """(left, right, straddling) when the lines form two side-by-side columns of running text: a gutter
+    that at most a few lines cross (captions, headings), with several long lines on each side. Key-value
+    pairs and table cells (short texts) never make a column."""
+    n = len(lines)
+    if n < 6:
+        return None
+    allowed = max(1, int(0.12 * n))
+    best = None
+    for c in sorted({ln.bounds[0] for ln in lines}):
+        left = [ln for ln in lines if ln.bounds[2] <= c]
+        right = [ln for ln in lines if ln.bounds[0] >= c]
+        cross = n - len(left) - len(right)
+        if cross > allowed or len(left) < 3 or len(right) < 3:
+            continue
+        if _median([_weight(ln.text) for ln in left]) < 16 or _median([_weight(ln.text) for ln in right]) < 16:
+            continue
+        # side by side, not one above the other
+        ltop, lbot = min(ln.bounds[1] for ln in left), max(ln.bounds[3] for ln in left)
+        rtop, rbot = min(ln.bounds[1] for ln in right), max(ln.bounds[3] for ln in right)
+        if min(lbot, rbot) - max(ltop, rtop) < 0.3 * min(lbot - ltop, rbot - rtop):
+            continue
+        key = (cross, -min(len(left), len(right)))
+        if best is None or key < best[0]:
+            best = (key, c)
+    if best is None:
+        return None
+    c = best[1]
+    left = [ln for ln in lines if ln.bounds[2] <= c]
+    right = [ln for ln in lines if ln.bounds[0] >= c]
+    ids = {id(ln) for ln in left} | {id(ln) for ln in right}
+    return left, right, [ln for ln in lines if id(ln) not in ids]
+
+
+def _blocks(lines: list[OcrLine], rtl: bool, depth: int = 0) -> list[list[OcrLine]]:
+    """Recursive XY-cut: bands at wide blank strips, then columns at gutters; straddling lines
+    (captions between columns) are read after the columns they interrupt."""
+    if len(lines) < 6 or depth > 6:
+        return [lines]
+    heights = [ln.bounds[3] - ln.bounds[1] for ln in lines]
+    bands = _horizontal_cuts(lines, 1.5 * _median(heights))
+    if len(bands) > 1:
+        return [b for band in bands for b in _blocks(band, rtl, depth + 1)]
+    cut = _column_cut(lines)
+    if cut is None:
+        return [lines]
+    left, right, cross = cut
+    first, second = (right, left) if rtl else (left, right)
+    out = _blocks(first, rtl, depth + 1) + _blocks(second, rtl, depth + 1)
+    if cross:
+        out += _blocks(cross, rtl, depth + 1)
+    return out
+
+
+def order_lines(lines: list[OcrLine], vertical: bool = False, rtl: bool = False,
+                columns: bool = True) -> list[OcrLine]:
+    """Lines in reading order. Horizontal text: blocks found by a recursive XY-cut (bands split at
+    blank strips, text columns split at gutters) read one after another, each block's rows top to
+    bottom and left to right (right to left, and right column first, for RTL scripts); columns=False
+    keeps plain rows (tables). Vertical text: columns right to left, each top to bottom."""
+    if len(lines) < 2:
+        return list(lines)
+    if vertical:
+        return sorted(lines, key=lambda ln: (-(ln.bounds[0] + ln.bounds[2]) / 2, ln.bounds[1]))
+    if not columns:
+        return _row_order(lines, rtl)
+    return [ln for block in _blocks(list(lines), rtl) for ln in _row_order(block, rtl)]

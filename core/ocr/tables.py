@@ -128,7 +128,7 @@ def find_ruled_tables(image: np.ndarray, lines: list[OcrLine], page: int,
             cc = [m % nc for m in members]
             r0, c0 = min(rr), min(cc)
             box = [float(x + xs[c0]), float(y + ys[r0]), float(x + xs[max(cc) + 1]), float(y + ys[max(rr) + 1])]
-            parts = order_lines(texts.get(root, []))
+            parts = order_lines(texts.get(root, []), columns=False)
             text = "\n".join(p.text for p in parts)
             if not text and reader is not None and nr * nc <= 80:
                 crop = image[int(box[1]) + 3:int(box[3]) - 2, int(box[0]) + 3:int(box[2]) - 2]
@@ -155,7 +155,7 @@ def find_unruled_tables(lines: list[OcrLine], page: int, exclude: list[list[floa
     items = [ln for ln in lines if not ln.vertical and not inside(ln)]
     if len(items) < min_rows * min_cols:
         return []
-    ordered = order_lines(items)
+    ordered = order_lines(items, columns=False)
     rows: list[list[OcrLine]] = []
     for ln in ordered:
         if rows:

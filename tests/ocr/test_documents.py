@@ -16,7 +16,7 @@ from core.ocr.exports import export, to_searchable_pdf
 from core.ocr.loading import iter_pages, parse_pages
 from core.ocr.tables import table_to_csv, table_to_html, table_to_markdown, tables_to_xlsx
 from core.ocr.types import OcrResult, Table
-from tests.ocr.conftest import ENGLISH, font, png_bytes, render_lines
+from .conftest import ENGLISH, font, png_bytes, render_lines
 
 
 def _pdf_from_images(images: list[np.ndarray]) -> bytes:

@@ -7,7 +7,7 @@ import pytest
 
 from core.ocr import OcrOptions, ocr_image
 from core.ocr.evaluate import cer
-from tests.ocr.conftest import ENGLISH, dim, need_tesseract, noisy, render_lines, render_vertical, rotate
+from .conftest import ENGLISH, dim, need_tesseract, noisy, render_lines, render_vertical, rotate
 
 ENGLISH_TEXT = "\n".join(ENGLISH)
 
