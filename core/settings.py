@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "VLSCOPE_"
 DEFAULT_CONFIG_FILE = "vlscope.toml"
@@ -80,6 +80,23 @@ class Settings(BaseModel):
     )
     offline: bool = Field(
         False, description="Never try to download model weights; use the local HF cache or a local folder only."
+    )
+    engine: Literal["local", "remote"] = Field(
+        "local",
+        description="`local`: run the model in this process (transformers); `remote`: send requests to an "
+        "OpenAI-compatible server (vLLM, SGLang, `transformers serve`) at `remote_url`.",
+    )
+    remote_url: str = Field(
+        "http://localhost:8000/v1", description="Base URL of the OpenAI-compatible API (with `engine` `remote`)."
+    )
+    remote_model: str = Field(
+        "", description="Model name on the remote server; empty: the first model the server lists."
+    )
+    remote_api_key: SecretStr | None = Field(
+        None, description="API key sent to the remote server as a Bearer token (never printed or logged)."
+    )
+    remote_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds the remote server may take to answer (and between streamed chunks)."
     )
 
     @field_validator("device")

@@ -43,8 +43,15 @@ __all__ = [
 
 
 def create_engine(settings=None) -> Engine:
-    """The engine the settings describe (today: the local transformers engine; not yet loaded)."""
+    """The engine the settings describe: `RemoteEngine` when `engine` is `remote`, else the local
+    transformers engine (not yet loaded)."""
     from core.settings import load_settings
+
+    settings = settings or load_settings()
+    if settings.engine == "remote":
+        from core.vlm.remote import RemoteEngine
+
+        return RemoteEngine(settings)
     from core.vlm.local import LocalEngine
 
-    return LocalEngine(settings or load_settings())
+    return LocalEngine(settings)
