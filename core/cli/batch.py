@@ -181,7 +181,7 @@ class _BatchBar:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         except ImportError:
             return
-        self._progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+        self._progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TextColumn("{task.fields[msg]}"),
                                   console=Console(stderr=True), transient=True)
         self._files = self._progress.add_task("files", total=total, msg="")
