@@ -32,9 +32,18 @@ def get_engine() -> Engine:
 
 
 @st.cache_resource(show_spinner=False)
-def get_cache() -> ResultCache:
-    """The result cache shared by every session."""
+def _open_shared_cache() -> ResultCache:
     return open_cache(get_settings())
+
+
+def get_cache() -> ResultCache:
+    """The result cache shared by every session; a cache that cannot be opened stops the page with the fix."""
+    try:
+        return _open_shared_cache()
+    except SettingsError as exc:  # e.g. the Redis server of a shared cache is down
+        st.error(str(exc))
+        st.stop()
+        raise
 
 
 def sidebar_generation_params() -> GenerationParams:

@@ -53,12 +53,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(stats.to_dict(), indent=2))
             else:
-                print(f"folder:   {stats.directory}")
+                where = "server:" if getattr(stats, "backend", "disk") == "redis" else "folder:"
+                print(f"{where:<9} {stats.directory}")
                 print(f"entries:  {stats.entries} ({stats.inputs} inputs)")
                 print(f"size:     {_human(stats.volume_bytes)} of {_human(stats.size_limit_bytes)}")
                 print(f"hits:     {stats.hits}")
                 print(f"misses:   {stats.misses}")
                 print(f"corrupt:  {stats.corrupt}")
+                for warning in getattr(stats, "warnings", []) or []:
+                    print(f"warning:  {warning}")
         elif args.action == "list":
             entries = cache.entries(args.input)
             if args.json:
