@@ -62,7 +62,7 @@ def parse_date(text: str) -> str | None:
     cands: list[tuple[int, int, int]] = []
     if m:
         cands.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
-    m = re.search(r"\b([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", t)
+    m = re.search(r"\b([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?\s*,?\s*(\d{4})\b", t)
     if m and m.group(1)[:3] in MONTHS:
         cands.append((int(m.group(3)), MONTHS[m.group(1)[:3]], int(m.group(2))))
     m = re.search(r"\b(\d{1,2})(?:st|nd|rd|th)?[\s-]+([a-z]{3,9})\.?[\s,-]+(\d{4})\b", t)

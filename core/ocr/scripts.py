@@ -145,7 +145,7 @@ def _column_cut(lines: list[OcrLine]) -> tuple[list[OcrLine], list[OcrLine], lis
     n = len(lines)
     if n < 6:
         return None
-    allowed = max(1, int(0.12 * n))
+    allowed = max(2, int(0.12 * n))
     best = None
     for c in sorted({ln.bounds[0] for ln in lines}):
         left = [ln for ln in lines if ln.bounds[2] <= c]
@@ -186,9 +186,13 @@ def _blocks(lines: list[OcrLine], rtl: bool, depth: int = 0) -> list[list[OcrLin
         return [lines]
     left, right, cross = cut
     first, second = (right, left) if rtl else (left, right)
-    out = _blocks(first, rtl, depth + 1) + _blocks(second, rtl, depth + 1)
-    if cross:
-        out += _blocks(cross, rtl, depth + 1)
+    top = min(ln.bounds[1] for ln in left + right)
+    above = [ln for ln in cross if ln.bounds[3] <= top]  # a heading over both columns comes first
+    rest = [ln for ln in cross if ln.bounds[3] > top]
+    out = [above] if above else []
+    out += _blocks(first, rtl, depth + 1) + _blocks(second, rtl, depth + 1)
+    if rest:
+        out += _blocks(rest, rtl, depth + 1)
     return out
 
 
