@@ -11,7 +11,8 @@ import logging
 import sys
 
 # Modules that add subcommands; a module that does not exist yet is skipped.
-SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.cli.ask", "core.cli.dev", "core.cli.batch"]
+SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.cli.ask", "core.cli.dev", "core.cli.batch",
+                      "core.cli.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
