@@ -34,6 +34,10 @@ if not hits:
     st.stop()
 
 
+def _size(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{n / 1024:.0f} KiB"
+
+
 def _thumb(input_hash: str) -> str | None:
     data = thumbnail_of(cache, input_hash)
     return "data:image/jpeg;base64," + base64.b64encode(data).decode() if data else None
@@ -67,8 +71,7 @@ thumb = thumbnail_of(cache, item.input_hash)
 if thumb:
     top[0].image(thumb)
 top[1].markdown(f"**{item.kind}** · added {datetime.fromtimestamp(item.added_at):%Y-%m-%d %H:%M} · "
-                f"{item.size_bytes / 1024**2:.1f} MiB · {item.entries} stored results, "
-                f"{item.cache_bytes / 1024:.0f} KiB")
+                f"{_size(item.size_bytes)} · {item.entries} stored results, {_size(item.cache_bytes)} in the cache")
 top[1].caption(f"Stages done: {', '.join(item.stages) or 'none yet'}")
 if not item.available:
     top[1].caption("The file itself is no longer on the server: its stored results are shown, but new analyses "

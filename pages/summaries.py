@@ -49,7 +49,9 @@ if is_cached(cache, sha, CPU_STAGES):
     events = list(analyze_video(stored.path, stages=CPU_STAGES, plan=plan, cache=cache, input_hash=sha).events)
 else:
     cjob = registry().get(cpu_key)
+    st.subheader("Scene cuts and motion")
     if cjob is None or cjob.state is not JobState.RUNNING:
+        st.caption("Found on the CPU in seconds; they frame the timeline below and help the chapters.")
         if st.button("Find scene cuts and motion (no model needed)", key="summary_cpu"):
             registry().submit(cpu_key, f"Analysing {stored.name}", analyze_work(stored.path, sha, CPU_STAGES, plan,
                                                                                 cache))
