@@ -75,6 +75,11 @@ class Settings(BaseModel):
         "e.g. `redis://:PASSWORD@HOST:6379/0`.",
     )
     max_upload_mb: int = Field(2048, ge=1, description="Largest file accepted through the browser upload, in MiB.")
+    media_root: Path | None = Field(
+        None,
+        description="Server folder whose files the dashboard can open by path (files too large to upload); nothing "
+        "outside it (no `..`, no symlink leading out) can be opened. Unset: opening by path is off.",
+    )
     max_image_pixels: int = Field(
         178_956_970, ge=1, description="Images with more pixels than this are refused (decompression-bomb guard)."
     )

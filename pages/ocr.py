@@ -15,6 +15,7 @@ from core.ocr.loading import count_pages, iter_pages
 from core.ocr.pipeline import OcrOptions, preview_preprocessing, run_ocr
 from core.ocr.scripts import LANGUAGES
 from core.ocr.types import OcrError, OcrResult
+from ui.document_qa import ask_box
 from ui.files import pick_file
 from ui.jobs import job_panel
 from ui.model import model_ready
@@ -28,7 +29,7 @@ FORMAT_NAMES = {"txt": "Text", "md": "Markdown", "json": "JSON", "csv": "CSV (ta
                 "pdf": "Searchable PDF", "html": "HTML tables"}
 
 settings = settings_or_stop()
-sidebar_generation_params()
+params = sidebar_generation_params()
 cache = get_cache()
 st.title("OCR")
 st.write("Read the text of an image or a PDF: lines with their boxes, tables as grids, invoice and receipt fields "
@@ -111,6 +112,8 @@ with st.expander("Preprocessing: before and after", expanded=False):
             bc[0].image(s.before, caption="before", clamp=True)
         if s.after is not None:
             bc[1].image(s.after, caption="after", clamp=True)
+
+ask_box(stored, settings, total, params)
 
 if result is None:
     if not running and state is None:

@@ -109,12 +109,17 @@ def store_upload(stream: BinaryIO, name: str, cache_dir: str | os.PathLike[str],
 
 
 def media_root(environ: dict[str, str] | None = None) -> Path | None:
-    """The allowed server folder (env VLSCOPE_MEDIA_ROOT), resolved; None when unset or missing.
+    """The allowed server folder (setting `media_root`, env VLSCOPE_MEDIA_ROOT), resolved; None when unset or missing."""
+    if environ is None:
+        from core.settings import SettingsError, load_settings
 
-    Read here until settings has a `media_root` field.
-    """
-    env = os.environ if environ is None else environ
-    raw = env.get(MEDIA_ROOT_ENV, "").strip()
+        try:
+            configured = load_settings().media_root
+        except SettingsError:
+            configured = None
+        raw = str(configured) if configured else ""
+    else:
+        raw = environ.get(MEDIA_ROOT_ENV, "").strip()
     if not raw:
         return None
     root = Path(raw).expanduser().resolve()
