@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="PDF or image (PNG, JPEG, TIFF, WebP, BMP), or `eval` for the accuracy report")
     p.add_argument("folder", nargs="?", help="(eval) folder with the evaluation set; default ../shared/eval")
     p.add_argument("--engine", default="auto", choices=["auto", "rapidocr", "tesseract", "vlm"])
-    p.add_argument("--lang", default=None, help="language hint: en, de, fr, zh, zh-tw, ja, ar, fa, hi, sa (default: detect)")
+    p.add_argument("--lang", default=None, help="language hint: en, de, fr, zh, zh-tw, ja, ar, fa, hi, sa, ru; several joined with + for mixed text, "
+                   "e.g. en+zh (default: detect)")
     p.add_argument("--pages", default=None, help="1-based page ranges, e.g. 1-3,5 (default: all)")
     p.add_argument("--dpi", type=int, default=200, help="PDF render resolution (default 200)")
     p.add_argument("--enhanced", action="store_true", help="slower, more accurate: try orientations and upscaling")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from core.ocr.scripts import LANGUAGES, OSD_SCRIPTS, detect_script, order_lines
+from core.ocr.scripts import LANGUAGES, OSD_SCRIPTS, detect_script, lang_parts, order_lines
 from core.ocr.types import OcrError, OcrLine
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class RapidOcrEngine(OcrEngine):
 
     def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None) -> EngineOutput:
         """Detect, classify (0/180) and recognise every line."""
-        if lang and not LANGUAGES.get(lang, ("", False, ""))[1]:
+        if lang and not all(LANGUAGES.get(p, ("", False, ""))[1] for p in lang_parts(lang)):
             raise OcrError(f"RapidOCR's bundled models do not read {lang!r}; use --engine tesseract (or auto)")
         r = self._call(image)
         lines: list[OcrLine] = []
@@ -204,6 +204,9 @@ class RapidOcrEngine(OcrEngine):
             n = sum(max(len(t), 1) for t, _ in res)
             scores[turn] = sum(s * max(len(t), 1) for t, s in res) / n
             texts[turn] = "".join(t for t, _ in res)
+            if turn == 0 and scores[0] >= 0.93 and len(texts[0]) >= 8:
+                # upright text reads with high scores; an upside-down page never does: skip the 180 read
+                return 0, float(scores[0]), False
         best = max(scores, key=lambda k: scores[k])
         other = min(scores, key=lambda k: scores[k])
         conf = float(scores[best] - scores[other]) if len(scores) > 1 else float(scores[best])
@@ -279,11 +282,12 @@ class TesseractEngine(OcrEngine):
     def pack_for(self, lang: str | None, vertical: bool = False) -> str:
         """The tesseract -l value for a language hint (e.g. "chi_sim_vert"); raises OcrError if missing."""
         packs = set(tesseract_languages())
-        code = LANGUAGES[lang][2] if lang else "eng"
+        codes = [LANGUAGES[p][2] for p in lang_parts(lang)] or ["eng"]
         if lang == "sa" and "san" in packs and "hin" in packs:
-            code = "san+hin"
-        if vertical and f"{code}_vert" in packs:
-            code = f"{code}_vert"
+            codes = ["san", "hin"]
+        if vertical and len(codes) == 1 and f"{codes[0]}_vert" in packs:
+            codes = [f"{codes[0]}_vert"]
+        code = "+".join(dict.fromkeys(codes))
         for part in code.split("+"):
             if part not in packs:
                 raise OcrError(f"tesseract has no {part!r} language pack; apt-get install tesseract-ocr-"

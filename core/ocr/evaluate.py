@@ -170,6 +170,24 @@ def _hint(lang: str) -> str | None:
     return {"en/latin": "en", "zh": "zh", "ja": "ja", "ar": "ar", "hi": "hi", "ru": "ru"}.get(lang)
 
 
+def reference_hint(reference: str) -> str | None:
+    """The language hint a user would give tesseract for this text: one language per script that has
+    at least two letters in it, most frequent first (mixed English and Chinese -> "en+zh")."""
+    from core.ocr.scripts import char_script, script_language
+
+    counts: dict[str, int] = {}
+    for ch in reference:
+        sc = char_script(ch)
+        if sc:
+            counts[sc] = counts.get(sc, 0) + 1
+    hints = []
+    for sc in sorted(counts, key=lambda k: -counts[k]):
+        h = script_language(sc)
+        if counts[sc] >= 2 and h and h not in hints:
+            hints.append(h)
+    return "+".join(hints) or None
+
+
 def measure(samples: list[Sample], engines: list[str], conditions: list[str],
             log: Callable[[str], None] = lambda s: None) -> list[Measurement]:
     """Run every engine on every sample under every condition."""
@@ -183,8 +201,9 @@ def measure(samples: list[Sample], engines: list[str], conditions: list[str],
         for cond in conditions:
             img = make_condition(base, cond)
             for eng in engines:
-                # tesseract needs its language pack named; auto and rapidocr get no hint
-                hint = _hint(s.language) if eng == "tesseract" else None
+                # tesseract needs its language packs named (every script of the text); auto and rapidocr
+                # get no hint
+                hint = (reference_hint(s.reference) or _hint(s.language)) if eng == "tesseract" else None
                 t0 = time.perf_counter()
                 try:
                     page = ocr_image(img, OcrOptions(engine=eng if eng != "auto" else "auto", lang=hint, tables=False,

@@ -18,7 +18,8 @@ import numpy as np
 from core.ocr.engines import EngineOutput, OcrEngine, RapidOcrEngine, TesseractEngine, get_engine, script_from_osd
 from core.ocr.loading import DEFAULT_MAX_PAGES, PageImage, Progress, _read_source, count_pages, iter_pages
 from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, preprocess
-from core.ocr.scripts import LANGUAGES, RTL_SCRIPTS, detect_script, normalise_lang, order_lines, script_language
+from core.ocr.scripts import (LANGUAGES, RTL_SCRIPTS, detect_script, normalise_lang, order_lines, rapidocr_reads,
+                              script_language)
 from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class OcrOptions:
 
 
 def _tesseract_only(lang: str | None) -> bool:
-    return bool(lang) and not LANGUAGES[lang][1]
+    return bool(lang) and not rapidocr_reads(lang)
 
 
 def choose_engine(options: OcrOptions, settings=None) -> OcrEngine:

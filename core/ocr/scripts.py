@@ -42,14 +42,32 @@ RTL_SCRIPTS = {"Arabic", "Hebrew"}
 
 
 def normalise_lang(lang: str | None) -> str | None:
-    """A known language hint (e.g. "en", "zh", "ar") from user spellings; None for no hint."""
+    """A known language hint (e.g. "en", "zh", "ar") from user spellings, or several joined by "+"
+    for mixed text (e.g. "en+zh" reads English and Chinese together); None for no hint."""
     if lang is None or not str(lang).strip() or str(lang).strip().lower() == "auto":
         return None
-    key = str(lang).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in LANGUAGES:
-        raise OcrError(f"unknown language {lang!r}; use one of {', '.join(sorted(LANGUAGES))} (or auto)")
-    return key
+    parts: list[str] = []
+    for raw in str(lang).replace(",", "+").split("+"):
+        key = raw.strip().lower()
+        if not key:
+            continue
+        key = ALIASES.get(key, key)
+        if key not in LANGUAGES:
+            raise OcrError(f"unknown language {raw.strip()!r}; use one of {', '.join(sorted(LANGUAGES))} (or auto; "
+                           "join several with +, e.g. en+zh)")
+        if key not in parts:
+            parts.append(key)
+    return "+".join(parts) or None
+
+
+def lang_parts(lang: str | None) -> list[str]:
+    """The single hints of a (possibly "+"-joined) normalised hint."""
+    return [p for p in (lang or "").split("+") if p]
+
+
+def rapidocr_reads(lang: str | None) -> bool:
+    """True when RapidOCR's bundled models read every language of the hint (True for no hint)."""
+    return all(LANGUAGES[p][1] for p in lang_parts(lang))
 
 
 def char_script(ch: str) -> str | None:

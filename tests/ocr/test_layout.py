@@ -71,3 +71,15 @@ def test_cyrillic_auto_goes_to_tesseract():
     page = ocr_image(render_lines([text, "Москва и Киев стоят на реках"], "latin", 30), OcrOptions())
     assert page.engine == "tesseract" and page.script == "Cyrillic" and page.language == "ru"
     assert cer(text, page.lines[0].text) < 0.1, page.text
+
+
+def test_mixed_english_and_chinese_with_a_joined_hint():
+    from core.ocr.evaluate import reference_hint
+    from core.ocr.scripts import normalise_lang
+
+    assert normalise_lang("eng+chi_sim") == "en+zh" and normalise_lang("en, zh") == "en+zh"
+    assert reference_hint("Hello world!你好世界") == "en+zh"
+    need_tesseract("eng", "chi_sim")
+    text = "Hello world 你好世界"
+    page = ocr_image(render_lines([text], "cjk", 36, pad=12), OcrOptions(engine="tesseract", lang="en+zh"))
+    assert cer(text, page.text) < 0.15, page.text
