@@ -168,6 +168,26 @@ def main() -> int:
         print(f"decode batch 1, {runs[0].completion_tokens} tokens, {name} ({runs[-1].metrics.decode_path}): "
               + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; {max(tps) / limit:.2f} of the {limit:.0f} tokens/s "
               f"limit; ttft {runs[-1].metrics.ttft_ms:.0f} ms")
+    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
+        engine.settings.fast_decode = "on"
+        os.environ["VLSCOPE_COMPILE_DECODE"] = "1"
+        engine._fast = None  # a new decoder picks up the compiled step
+        t = time.perf_counter()
+        try:
+            engine.generate(prompt, greedy)  # compiles (and captures) on the first call
+            compile_s = time.perf_counter() - t
+            runs = [engine.generate(prompt, greedy) for _ in range(2)]
+            tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
+            out["decode_b1_fast_compiled_tokens_per_s"] = tps
+            print(f"decode batch 1, fast + torch.compile ({runs[-1].metrics.decode_path}, first call {compile_s:.0f} s): "
+                  + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; {max(tps) / limit:.2f} of the limit; "
+                  f"text equals plain: {runs[-1].text == texts['off']}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"fast + torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
+        os.environ.pop("VLSCOPE_COMPILE_DECODE", None)
+        engine._fast = None
+        if os.environ.get("VLSCOPE_BENCH_ONLY_DECODE") == "1":
+            return 0
     out["fast_equals_plain_greedy"] = texts["on"] == texts["off"]
     print(f"fast greedy text equals plain greedy text: {texts['on'] == texts['off']}")
     ratio = max(out["decode_b1_fast_tokens_per_s"]) / max(out["decode_b1_plain_tokens_per_s"])

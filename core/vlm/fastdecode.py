@@ -47,6 +47,7 @@ class FastDecoder:
         self._graph: Any = None
         self._greedy_graph: Any = None
         self._mask: Any = None
+        self._compiled: Any = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
@@ -57,6 +58,17 @@ class FastDecoder:
         return StaticCache(config=self.model.config, max_cache_len=max_len)
 
     def _step(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
+        """The decode step, compiled by torch.compile when VLSCOPE_COMPILE_DECODE=1 (fuses the many small kernels)."""
+        if self._compiled is None:
+            if os.environ.get("VLSCOPE_COMPILE_DECODE") == "1" and tokens.device.type == "cuda":
+                import torch
+
+                self._compiled = torch.compile(self._step_eager, mode="max-autotune-no-cudagraphs", dynamic=False)
+            else:
+                self._compiled = self._step_eager
+        return self._compiled(tokens, cache_position, rope_deltas)
+
+    def _step_eager(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
         """Logits after feeding `tokens` (B, 1) at cache index `cache_position` (1,).
 
         Position ids are 4 rows: the text position (which the causal mask uses) and the three M-RoPE rows,
