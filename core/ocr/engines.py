@@ -76,6 +76,11 @@ def _is_tall(box: list[list[float]]) -> bool:
     return bool(h > 1.5 * w)
 
 
+def _mean_conf(lines: list[OcrLine]) -> float:
+    total = sum(len(ln.text) for ln in lines)
+    return sum(ln.confidence * len(ln.text) for ln in lines) / total if total else 0.0
+
+
 class RapidOcrEngine(OcrEngine):
     """RapidOCR (PP-OCR models shipped in the wheel): Chinese, English, Japanese, Latin-script languages."""
 
@@ -138,13 +143,14 @@ class RapidOcrEngine(OcrEngine):
         """Detect, classify (0/180) and recognise every line."""
         if lang and not all(LANGUAGES.get(p, ("", False, ""))[1] for p in lang_parts(lang)):
             raise OcrError(f"RapidOCR's bundled models do not read {lang!r}; use --engine tesseract (or auto)")
-        r = self._call(image)
-        lines: list[OcrLine] = []
-        if getattr(r, "boxes", None) is not None and r.txts:
-            for box, txt, score in zip(r.boxes, r.txts, r.scores):
-                if txt.strip():
-                    b = _box_of(box)
-                    lines.append(OcrLine(txt.strip(), b, round(float(score), 4), _is_tall(b)))
+        # the page is already turned upright (preprocessing), so lines are read as they stand: the
+        # per-line 0/180 classifier sometimes flips a good line (coloured words, long lines) into
+        # garbage. Only a poor reading is retried with the classifier (a page of upside-down lines).
+        lines = self._lines(self._call(image, cls=False))
+        if not lines or _mean_conf(lines) < 0.8:
+            flipped = self._lines(self._call(image, cls=True))
+            if flipped and _mean_conf(flipped) > _mean_conf(lines) + 0.02:
+                lines = flipped
         h, w = image.shape[:2]
         if len(lines) == 1 and (w >= 3 * h or h >= 3 * w):
             # a single-line crop: the detector's tight box can clip strokes; recognising the whole strip
@@ -170,6 +176,16 @@ class RapidOcrEngine(OcrEngine):
             vert = vertical
         lines = order_lines(lines, vertical=vert, rtl=script in ("Arabic", "Hebrew"))
         return EngineOutput(lines, self.name, lang or "", script, vert)
+
+    @staticmethod
+    def _lines(r) -> list[OcrLine]:
+        lines: list[OcrLine] = []
+        if getattr(r, "boxes", None) is not None and r.txts:
+            for box, txt, score in zip(r.boxes, r.txts, r.scores):
+                if txt.strip():
+                    b = _box_of(box)
+                    lines.append(OcrLine(txt.strip(), b, round(float(score), 4), _is_tall(b)))
+        return lines
 
     def orientation(self, image: np.ndarray, allow_vertical: bool = True) -> tuple[int, float, bool]:
         """(degrees clockwise to turn the page upright, confidence, page looks like vertical CJK text),
