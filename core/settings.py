@@ -48,6 +48,12 @@ class Settings(BaseModel):
         description="Static KV cache with the decode step replayed as a CUDA graph (much faster decoding); "
         "`auto` uses it on CUDA, `off` uses plain `generate`. Falls back to plain steps if capture fails.",
     )
+    compile_decode: bool = Field(
+        False,
+        description="Also compile the fast path's decode step with torch.compile: about 2x faster decoding on an H200 "
+        "(4B, batch 1: 265 vs 124 tokens/s), but the first request of each prompt-length bucket compiles for about two "
+        "minutes. For long-running servers.",
+    )
     max_batch_size: int = Field(
         4, ge=1, le=64, description="Requests arriving together (same sampling settings, no kept video prefix) are "
         "decoded as one batch of at most this many, on the fast path; 1 serves them one by one.",

@@ -41,8 +41,9 @@ class FastDecoder:
     `pick(logits) -> token ids` chooses the next token (argmax for greedy); it runs outside the graph.
     """
 
-    def __init__(self, model: Any, use_cuda_graph: bool = True) -> None:
+    def __init__(self, model: Any, use_cuda_graph: bool = True, compile_step: bool = False) -> None:
         self.model = model
+        self.compile_step = compile_step
         self.use_cuda_graph = use_cuda_graph
         self._graph: Any = None
         self._greedy_graph: Any = None
@@ -58,9 +59,10 @@ class FastDecoder:
         return StaticCache(config=self.model.config, max_cache_len=max_len)
 
     def _step(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
-        """The decode step, compiled by torch.compile when VLSCOPE_COMPILE_DECODE=1 (fuses the many small kernels)."""
+        """The decode step, compiled by torch.compile with the `compile_decode` setting (fuses the small kernels)."""
         if self._compiled is None:
-            if os.environ.get("VLSCOPE_COMPILE_DECODE") == "1" and tokens.device.type == "cuda":
+            wanted = self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1"
+            if wanted and tokens.device.type == "cuda":
                 import torch
 
                 self._compiled = torch.compile(self._step_eager, mode="max-autotune-no-cudagraphs", dynamic=False)

@@ -386,7 +386,8 @@ class LocalEngine(Engine):
         from core.vlm.fastdecode import FastDecoder, make_picker
 
         if self._fast is None:
-            self._fast = FastDecoder(self._model, use_cuda_graph=self._device.startswith("cuda"))
+            self._fast = FastDecoder(self._model, use_cuda_graph=self._device.startswith("cuda"),
+                                     compile_step=self.settings.compile_decode)
         prompt = kw["input_ids"]
         streamer.put(prompt.cpu())
         inputs = {k: v for k, v in kw.items() if k not in ("past_key_values", "cache")}
@@ -796,7 +797,7 @@ class LocalEngine(Engine):
             eos = self._eos_ids()
             try:
                 if self._fast is None:
-                    self._fast = FastDecoder(self._model, use_cuda_graph=cuda)
+                    self._fast = FastDecoder(self._model, use_cuda_graph=cuda, compile_step=self.settings.compile_decode)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 for j in group:
