@@ -181,11 +181,13 @@ def _read_image(image: np.ndarray, options: OcrOptions, settings=None,
     if base.contrast != "on":
         variants.append(PreprocessOptions(**{**base.to_dict(), "contrast": "on", "denoise": "on"}))
     for variant in variants:
+        if _score(best) >= 0.97:
+            break  # a reading this confident is not beaten by another variant: save the time
         p2 = preprocess(image, variant, _orientation_fn(options, {}), keep_images=keep_images)
         o2 = _read_auto(p2.image, options, vertical, settings)
         if _score(o2) > _score(best) + 0.005:
             best, best_pre = o2, p2
-    if options.vertical != "on" and not best.vertical:
+    if options.vertical != "on" and not best.vertical and _score(best) < 0.97:
         from core.ocr.preprocess import rotate90
 
         for turn in (90, 180, 270):
