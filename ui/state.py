@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.cache import ResultCache, open_cache
+from core.cache import CacheBackend, open_cache
 from core.settings import Settings, SettingsError, load_settings
 from core.vlm import Engine, GenerationParams, create_engine
 
@@ -32,11 +32,11 @@ def get_engine() -> Engine:
 
 
 @st.cache_resource(show_spinner=False)
-def _open_shared_cache() -> ResultCache:
+def _open_shared_cache() -> CacheBackend:
     return open_cache(get_settings())
 
 
-def get_cache() -> ResultCache:
+def get_cache() -> CacheBackend:
     """The result cache shared by every session; a cache that cannot be opened stops the page with the fix."""
     try:
         return _open_shared_cache()

@@ -2,6 +2,7 @@
 
 from core.cache.store import (
     SCHEMA_VERSION,
+    CacheBackend,
     CacheEntry,
     CacheKey,
     CacheStats,
@@ -16,6 +17,7 @@ from core.cache.store import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CacheBackend",
     "CacheEntry",
     "CacheKey",
     "CacheStats",

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from core.cache.store import (
-    _KIND_BYTES,
+    CacheBackend,
     _KIND_JSON,
     SCHEMA_VERSION,
     CacheEntry,
@@ -100,7 +100,7 @@ class RedisCacheStats(CacheStats):
     warnings: list[str] = field(default_factory=list)
 
 
-class RedisResultCache:
+class RedisResultCache(CacheBackend):
     """Result store on a Redis server; the same interface as `ResultCache`, shared by every process.
 
     `ttl_seconds` (optional) makes every entry expire that long after it was stored.
@@ -232,34 +232,6 @@ class RedisResultCache:
             log.warning("Redis result cache at %s: write failed: %s%s", self.directory, reason, hint)
 
     # -- public API ---------------------------------------------------------------------
-    def get_json(self, key: CacheKey) -> Any | None:
-        """The JSON value stored under `key`, or None on a miss (or an unreadable entry, or Redis down)."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        if kind != _KIND_JSON:
-            return None
-        return json.loads(payload.decode("utf-8"))
-
-    def put_json(self, key: CacheKey, value: Any) -> None:
-        """Store a JSON-serialisable value (dataclasses: pass `asdict(obj)`)."""
-        self._put(key, _KIND_JSON, json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-
-    def get_bytes(self, key: CacheKey) -> bytes | None:
-        """The bytes stored under `key`, or None on a miss."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        return payload if kind == _KIND_BYTES else None
-
-    def put_bytes(self, key: CacheKey, value: bytes) -> None:
-        """Store raw bytes (thumbnails, exports)."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError("put_bytes takes bytes")
-        self._put(key, _KIND_BYTES, bytes(value))
-
     def contains(self, key: CacheKey) -> bool:
         """True when an entry exists for `key` (does not count as a hit or a miss); False when Redis is down."""
         try:

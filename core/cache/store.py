@@ -165,7 +165,77 @@ def make_key(
     return CacheKey(input_hash, stage, hashlib.sha256(material.encode("utf-8")).hexdigest()[:24])
 
 
-class ResultCache:
+class CacheBackend:
+    """What every result-cache backend offers (disk: ResultCache; Redis: RedisResultCache).
+
+    JSON and bytes access is shared here; a backend provides `_get`/`_put` and the listing methods.
+    """
+
+    def _get(self, key: CacheKey) -> tuple[bytes, bytes] | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _put(self, key: CacheKey, kind: bytes, payload: bytes) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def contains(self, key: CacheKey) -> bool:  # pragma: no cover - abstract
+        """True when an entry exists for `key`."""
+        raise NotImplementedError
+
+    def entries(self, input_hash: str | None = None) -> list[CacheEntry]:  # pragma: no cover - abstract
+        """Every stored entry (or those of one input), newest first."""
+        raise NotImplementedError
+
+    def delete_input(self, input_hash: str) -> int:  # pragma: no cover - abstract
+        """Delete every entry of one input; returns how many were removed."""
+        raise NotImplementedError
+
+    def clear(self) -> int:  # pragma: no cover - abstract
+        """Delete every entry; returns how many were removed."""
+        raise NotImplementedError
+
+    def stats(self) -> CacheStats:  # pragma: no cover - abstract
+        """Counts of entries, inputs, bytes used, hits, misses and unreadable entries."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        """Release connections and files."""
+
+    def __enter__(self) -> "CacheBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get_json(self, key: CacheKey) -> Any | None:
+        """The JSON value stored under `key`, or None on a miss (or an unreadable entry)."""
+        got = self._get(key)
+        if got is None:
+            return None
+        kind, payload = got
+        if kind != _KIND_JSON:
+            return None
+        return json.loads(payload.decode("utf-8"))
+
+    def put_json(self, key: CacheKey, value: Any) -> None:
+        """Store a JSON-serialisable value (dataclasses: pass `asdict(obj)`)."""
+        self._put(key, _KIND_JSON, json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+
+    def get_bytes(self, key: CacheKey) -> bytes | None:
+        """The bytes stored under `key`, or None on a miss."""
+        got = self._get(key)
+        if got is None:
+            return None
+        kind, payload = got
+        return payload if kind == _KIND_BYTES else None
+
+    def put_bytes(self, key: CacheKey, value: bytes) -> None:
+        """Store raw bytes (thumbnails, exports)."""
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError("put_bytes takes bytes")
+        self._put(key, _KIND_BYTES, bytes(value))
+
+
+class ResultCache(CacheBackend):
     """Disk-backed result store; thread- and process-safe (SQLite underneath).
 
     Values are JSON-able objects (`get_json`/`put_json`) or raw bytes (`get_bytes`/`put_bytes`).
@@ -246,34 +316,6 @@ class ResultCache:
             self._cache.delete(row[0], retry=True)
 
     # -- public API ---------------------------------------------------------------------
-    def get_json(self, key: CacheKey) -> Any | None:
-        """The JSON value stored under `key`, or None on a miss (or an unreadable entry)."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        if kind != _KIND_JSON:
-            return None
-        return json.loads(payload.decode("utf-8"))
-
-    def put_json(self, key: CacheKey, value: Any) -> None:
-        """Store a JSON-serialisable value (dataclasses: pass `asdict(obj)`)."""
-        self._put(key, _KIND_JSON, json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-
-    def get_bytes(self, key: CacheKey) -> bytes | None:
-        """The bytes stored under `key`, or None on a miss."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        return payload if kind == _KIND_BYTES else None
-
-    def put_bytes(self, key: CacheKey, value: bytes) -> None:
-        """Store raw bytes (thumbnails, exports)."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError("put_bytes takes bytes")
-        self._put(key, _KIND_BYTES, bytes(value))
-
     def contains(self, key: CacheKey) -> bool:
         """True when an entry exists for `key` (does not count as a hit or a miss)."""
         return str(key) in self._cache
@@ -332,14 +374,14 @@ def hash_file(path: str | os.PathLike[str], chunk_size: int = 4 * 1024 * 1024) -
     return digest.hexdigest()
 
 
-def open_cache(settings: Any) -> ResultCache:
+def open_cache(settings: Any) -> CacheBackend:
     """The result cache described by `settings`: the disk cache (cache_dir, cache_size_limit_gb), or with
     `cache_backend` "redis" a RedisResultCache at `redis_url` (same methods; CacheUnavailable, a
     SettingsError naming the URL and the fix, when the server cannot be reached)."""
     if getattr(settings, "cache_backend", "disk") == "redis":
         from core.cache.redis_store import RedisResultCache
 
-        return RedisResultCache(settings.redis_url)  # type: ignore[return-value]  # same public methods
+        return RedisResultCache(settings.redis_url)
     return ResultCache(settings.cache_dir, int(settings.cache_size_limit_gb * 1024**3))
 
 
