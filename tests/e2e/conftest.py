@@ -166,6 +166,10 @@ def chromium():
 @pytest.fixture
 def browser_page(chromium, request: pytest.FixtureRequest):
     """A fresh page in its own context; console errors collected in `page.console_errors`."""
+    from playwright.sync_api import expect
+
+    # Streamlit reruns take seconds on a loaded 2-core CI machine: wait on text for up to 30 s, not 5
+    expect.set_options(timeout=30_000)
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
