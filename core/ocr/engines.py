@@ -351,8 +351,7 @@ class TesseractEngine(OcrEngine):
             y0 = min(int(w["top"]) for w in words)
             x1 = max(int(w["left"]) + int(w["width"]) for w in words)
             y1 = max(int(w["top"]) + int(w["height"]) for w in words)
-            joiner = "" if any(detect_script(w["text"]) in ("Han", "Japanese") for w in words) else " "
-            text = joiner.join(w["text"].strip() for w in words)
+            text = _join_words([w["text"].strip() for w in words])
             conf = sum(float(w["conf"]) for w in words) / len(words) / 100.0
             box = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
             lines.append(OcrLine(text, box, round(conf, 4), vert))
@@ -360,6 +359,17 @@ class TesseractEngine(OcrEngine):
         if vert:
             lines = order_lines(lines, vertical=True)
         return EngineOutput(lines, self.name, lang or code, script, vert)
+
+
+def _join_words(words: list[str]) -> str:
+    """Tesseract's words of one line joined: a space between two non-CJK words only, as Chinese and
+    Japanese are set (mixed "Hello world!你好世界" keeps its English space)."""
+    out = ""
+    for w in words:
+        if out and detect_script(out[-1]) not in ("Han", "Japanese") and detect_script(w[:1]) not in ("Han", "Japanese"):
+            out += " "
+        out += w
+    return out
 
 
 def script_from_osd(engine: TesseractEngine, image: np.ndarray) -> str | None:

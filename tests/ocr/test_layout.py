@@ -83,3 +83,10 @@ def test_mixed_english_and_chinese_with_a_joined_hint():
     text = "Hello world 你好世界"
     page = ocr_image(render_lines([text], "cjk", 36, pad=12), OcrOptions(engine="tesseract", lang="en+zh"))
     assert cer(text, page.text) < 0.15, page.text
+
+
+def test_tesseract_words_keep_english_spaces_beside_chinese():
+    from core.ocr.engines import _join_words
+
+    assert _join_words(["Hello", "world!", "你好", "世界"]) == "Hello world!你好世界"
+    assert _join_words(["我是", "中国人"]) == "我是中国人"
