@@ -642,6 +642,7 @@ class LocalEngine(Engine):
         else:
             worker = self._start_single(inputs, prefix_plan, params, streamer, cancel, gen_kwargs, outcome, done,
                                         times, visual, prompt_length)
+
         def finish() -> GenerationResult:
             done.wait()
             worker.join()  # fully finished: no thread left running in native code at interpreter exit
@@ -779,6 +780,10 @@ class LocalEngine(Engine):
         from core.vlm.fastdecode import FastDecoder, make_picker
 
         with self._gen_lock:
+            with self._queue_lock:
+                waiting = bool(self._queue)
+            if not waiting:
+                return  # an earlier dispatcher already served this request
             if self.settings.batch_window_ms > 0:
                 time.sleep(self.settings.batch_window_ms / 1000)  # let requests arriving together join
             with self._queue_lock:
