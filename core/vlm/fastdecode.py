@@ -104,7 +104,7 @@ class FastDecoder:
                          logits_to_keep=1, **{self._kw: self._cache})
         return out.logits[:, -1, :]
 
-    def _load_prefix(self, kv: Any, length: int, prefix_ids: Any) -> None:
+    def _load_prefix(self, kv: Any, length: int) -> None:
         """Copy a kept (dynamic) prefix cache into the static cache and move its counters to `length`."""
 
         for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
@@ -185,7 +185,7 @@ class FastDecoder:
             rope_deltas = (rope if rope is not None else torch.zeros(batch, 1, dtype=torch.long, device=device))
         else:
             kept_kv, kept_len, rope_deltas = prefix
-            self._load_prefix(kept_kv, kept_len, input_ids[:, :kept_len])
+            self._load_prefix(kept_kv, kept_len)
             lap("load_prefix")
             suffix = input_ids[:, kept_len:]
             positions = torch.arange(kept_len, prompt_len, device=device)
@@ -245,8 +245,6 @@ class FastDecoder:
     def _generate_batch(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Any, eos_ids: set[int],
                         on_tokens: Any, should_stop: Any, greedy: bool) -> Any:
         import torch
-
-        from transformers import DynamicCache  # noqa: F401 - the kept caches are dynamic
 
         self._used_graph = False
         self._fallback = None
