@@ -15,17 +15,23 @@ SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.c
                       "core.cli.serve"]
 
 
+def present_modules(names: list[str]) -> list:
+    """The modules among `names` that exist (a subcommand module not written yet is skipped)."""
+    found = []
+    for name in names:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlscope", description="Understand long videos and documents with Qwen3-VL.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in present_modules(SUBCOMMAND_MODULES):
         module.register(sub)
     return parser
 

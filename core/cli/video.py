@@ -9,7 +9,6 @@ returns the group's subparsers once `register` has run.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
@@ -236,11 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print one JSON object: probe, plan, events")
     p.set_defaults(func=cmd_analyze)
 
-    for name in VIDEO_SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    from core.cli import present_modules
+
+    for module in present_modules(VIDEO_SUBCOMMAND_MODULES):
         module.register_video(vsub)

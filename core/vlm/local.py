@@ -378,16 +378,23 @@ class LocalEngine(Engine):
         mode = self.settings.fast_decode
         return mode == "on" or (mode == "auto" and self._device.startswith("cuda"))
 
+    def _fast_decoder(self) -> Any:
+        """The one FastDecoder of this engine (its static caches and graphs are reused across requests)."""
+        from core.vlm.fastdecode import FastDecoder
+
+        if self._fast is None:
+            self._fast = FastDecoder(self._model, use_cuda_graph=self._device.startswith("cuda"),
+                                     compile_step=self.settings.compile_decode)
+        return self._fast
+
     def _fast_generate(self, kw: dict[str, Any], params: GenerationParams, streamer: Any, cancel: threading.Event,
                        prefix: tuple[Any, int, Any] | None) -> Any:
         """Decode with FastDecoder; returns prompt + new ids like `generate` does."""
         import torch
 
-        from core.vlm.fastdecode import FastDecoder, make_picker
+        from core.vlm.fastdecode import make_picker
 
-        if self._fast is None:
-            self._fast = FastDecoder(self._model, use_cuda_graph=self._device.startswith("cuda"),
-                                     compile_step=self.settings.compile_decode)
+        self._fast_decoder()
         prompt = kw["input_ids"]
         streamer.put(prompt.cpu())
         inputs = {k: v for k, v in kw.items() if k not in ("past_key_values", "cache")}
@@ -777,7 +784,7 @@ class LocalEngine(Engine):
         """Serve queued requests: whoever gets the model takes up to `max_batch_size` compatible ones."""
         import torch
 
-        from core.vlm.fastdecode import FastDecoder, make_picker
+        from core.vlm.fastdecode import make_picker
 
         with self._gen_lock:
             with self._queue_lock:
@@ -801,8 +808,7 @@ class LocalEngine(Engine):
             cuda = self._device.startswith("cuda")
             eos = self._eos_ids()
             try:
-                if self._fast is None:
-                    self._fast = FastDecoder(self._model, use_cuda_graph=cuda, compile_step=self.settings.compile_decode)
+                self._fast_decoder()
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 for j in group:
