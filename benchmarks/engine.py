@@ -79,6 +79,38 @@ def build_random_model(size: str, folder: Path) -> float:
     return time.perf_counter() - t
 
 
+def profile_steps(engine, torch) -> None:
+    """Kernels and GPU time of one eager decode step per step kind (what the CUDA graph replays), short and long prompt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from core.vlm.fastdecode import FastDecoder
+
+    for length in (40, 12500):
+        ids = torch.randint(1000, 2000, (1, length), device="cuda")
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        for path in ("transformers", "lean"):
+            fd = FastDecoder(engine.model, use_cuda_graph=False, step=path)
+            fd.generate(inputs, 4, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+            tok, pos, rope = fd._buffers
+            with torch.inference_mode():
+                for _ in range(2):
+                    fd._step_eager(tok, pos, rope)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(3):
+                        fd._step_eager(tok, pos, rope)
+                    torch.cuda.synchronize()
+            rows = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+            kernels = sum(e.count for e in rows) / 3
+            busy = sum(e.self_device_time_total for e in rows) / 3 / 1000
+            top = sorted(rows, key=lambda e: -e.self_device_time_total)[:6]
+            print(f"profile, {length}-token prompt, {path} step: {kernels:.0f} kernels per token, GPU busy "
+                  f"{busy:.2f} ms per token; top: " + "; ".join(
+                      f"{e.key[:60]} x{e.count // 3} {e.self_device_time_total / 3000:.2f} ms" for e in top))
+            del fd
+        torch.cuda.empty_cache()
+
+
 def cpu_smoke(args: argparse.Namespace) -> int:
     """Run the same requests on the CPU with the tiny model (checks the script, measures nothing useful)."""
     from core.settings import Settings
@@ -110,6 +142,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--folder", help="where to save the random model (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--parts", default="decode,media,concurrency,precisions",
+                        help="comma-separated parts to run (default: all, in one run)")
     parser.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU with the tiny model")
     args = parser.parse_args()
     if args.cpu_smoke:
@@ -122,7 +156,7 @@ def main() -> int:
         print("This benchmark needs a CUDA GPU (it measures GPU speed and memory).")
         return 2
     from core.settings import Settings
-    from core.vlm import GenerationParams, ImagePart, VideoPart, user
+    from core.vlm import GenerationParams, user
     from core.vlm.local import LocalEngine
 
     out: dict[str, object] = {
@@ -150,74 +184,113 @@ def main() -> int:
     print(f"load through LocalEngine: {load_s:.1f} s ({info.dtype}, {info.attn_implementation}; files in page cache)")
     engine.model.generation_config.eos_token_id = None
 
-    # -- decode at batch 1: plain generate vs the fast path -----------------------------------
+    # -- decode at batch 1: plain generate vs the fast path (transformers' step, then the lean step) ----
+    from core.vlm.fastdecode import FastDecoder
+
     prompt = [user("Write a long, detailed story about a door that opens and closes, a car, and a kitchen.")]
     greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
     warm = GenerationParams(max_new_tokens=16, temperature=0.0, presence_penalty=0.0)
     limit = bandwidth / weights  # each decoded token reads every weight once
     out["decode_limit_tokens_per_s"] = limit
+
+    def use(path: str, compile_step: bool = False) -> None:
+        """Point the engine at the plain path or a fast decoder with the given step."""
+        engine.settings.fast_decode = "off" if path == "plain" else "on"
+        engine._fast = None if path == "plain" else FastDecoder(engine.model, step=path, compile_step=compile_step)
+
+    parts = set(args.parts.split(","))
     texts = {}
-    for mode in ("off", "on"):
-        engine.settings.fast_decode = mode
+    paths = ("plain", "transformers", "lean") if "decode" in parts else ()
+    names = {"plain": "plain generate", "transformers": "fast, transformers' step", "lean": "fast, lean step"}
+    for path in paths:
+        use(path)
         engine.generate(prompt, warm)  # warm-up (and graph capture on the fast path)
         runs = [engine.generate(prompt, greedy) for _ in range(2)]
         tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
-        texts[mode] = runs[-1].text
-        name = "plain" if mode == "off" else "fast"
-        out[f"decode_b1_{name}_tokens_per_s"] = tps
-        print(f"decode batch 1, {runs[0].completion_tokens} tokens, {name} ({runs[-1].metrics.decode_path}): "
+        texts[path] = runs[-1].text
+        out[f"decode_b1_{path}_tokens_per_s"] = tps
+        print(f"decode batch 1, {runs[0].completion_tokens} tokens, {names[path]} ({runs[-1].metrics.decode_path}): "
               + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; {max(tps) / limit:.2f} of the {limit:.0f} tokens/s "
               f"limit; ttft {runs[-1].metrics.ttft_ms:.0f} ms")
-    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
-        engine.settings.fast_decode = "on"
-        os.environ["VLSCOPE_COMPILE_DECODE"] = "1"
-        engine._fast = None  # a new decoder picks up the compiled step
+    for path in paths[1:]:
+        same = texts[path] == texts["plain"]
+        out[f"{path}_equals_plain_greedy"] = same
+        ratio = max(out[f"decode_b1_{path}_tokens_per_s"]) / max(out["decode_b1_plain_tokens_per_s"])
+        print(f"{names[path]}: {ratio:.1f}x plain at batch 1; greedy text equals plain: {same}")
+    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1" and paths:
+        use("lean", compile_step=True)
         t = time.perf_counter()
         try:
             engine.generate(prompt, greedy)  # compiles (and captures) on the first call
             compile_s = time.perf_counter() - t
             runs = [engine.generate(prompt, greedy) for _ in range(2)]
             tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
-            out["decode_b1_fast_compiled_tokens_per_s"] = tps
-            print(f"decode batch 1, fast + torch.compile ({runs[-1].metrics.decode_path}, first call {compile_s:.0f} s): "
-                  + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; {max(tps) / limit:.2f} of the limit; "
-                  f"text equals plain: {runs[-1].text == texts['off']}")
+            out["decode_b1_lean_compiled_tokens_per_s"] = tps
+            out["compile_s"] = compile_s
+            print(f"decode batch 1, lean step + torch.compile ({runs[-1].metrics.decode_path}, first call "
+                  f"{compile_s:.0f} s): " + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; "
+                  f"{max(tps) / limit:.2f} of the limit; text equals plain: {runs[-1].text == texts['plain']}")
         except Exception as exc:  # noqa: BLE001
-            print(f"fast + torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
-        os.environ.pop("VLSCOPE_COMPILE_DECODE", None)
-        engine._fast = None
-        if os.environ.get("VLSCOPE_BENCH_ONLY_DECODE") == "1":
-            return 0
-    out["fast_equals_plain_greedy"] = texts["on"] == texts["off"]
-    print(f"fast greedy text equals plain greedy text: {texts['on'] == texts['off']}")
-    ratio = max(out["decode_b1_fast_tokens_per_s"]) / max(out["decode_b1_plain_tokens_per_s"])
-    print(f"fast / plain decode speed at batch 1: {ratio:.1f}x")
+            print(f"lean step + torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
+    if os.environ.get("VLSCOPE_BENCH_PROFILE") == "1" and paths:
+        profile_steps(engine, torch)
 
     # -- batch 4 through the decoders directly (4 equal-length prompts) -------------------------
-    from core.vlm.fastdecode import FastDecoder
-
     tok = engine.processor.tokenizer
     ids = tok(["A story about a door, a car and a kitchen."] * 4, return_tensors="pt")["input_ids"].to("cuda")
     batch_inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     n = args.decode_tokens
-    for name in ("plain", "fast"):
+    for path in paths:
         times = []
-        for _ in range(2):
+        decoder = FastDecoder(engine.model, step=path) if path != "plain" else None
+        for _ in range(3):
             torch.cuda.synchronize()
             t = time.perf_counter()
-            if name == "plain":
+            if decoder is None:
                 with torch.inference_mode():
                     engine.model.generate(**batch_inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             else:
-                fd = FastDecoder(engine.model)
-                fd.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+                decoder.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-        tps = 4 * n / min(times)
-        out[f"decode_b4_{name}_tokens_per_s"] = tps
-        print(f"decode batch 4, {n} tokens each, {name}: {tps:.0f} tokens/s in all")
+        tps = 4 * n / min(times[1:])
+        out[f"decode_b4_{path}_tokens_per_s"] = tps
+        print(f"decode batch 4, {n} tokens each, {names[path]}: {tps:.0f} tokens/s in all "
+              f"({tps / max(out[f'decode_b1_{path}_tokens_per_s']):.2f}x its batch-1 speed)")
 
-    engine.settings.fast_decode = "on"
+    use("lean")
+    if "media" in parts:
+        media_section(engine, args, out, weights, limit, use, torch)
+    engine.close()  # frees the weights before the next parts load their own engines
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    if "concurrency" in parts:
+        from benchmarks import concurrency
+
+        print()
+        concurrency.main(["--folder", str(folder)])
+    if "precisions" in parts:
+        from benchmarks import precisions
+
+        print()
+        precisions.main(["--folder", str(folder)])
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if not args.folder:
+        for f in folder.iterdir():
+            if f.is_file():
+                f.unlink()
+    return 0
+
+
+def media_section(engine, args, out, weights, limit, use, torch) -> None:
+    """Prefill, memory and follow-ups for a 1080p image and a 600-frame video; decode after the video prompt."""
+    from core.vlm import GenerationParams, ImagePart, VideoPart, user
+
+    greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
+    names = {"transformers": "fast, transformers' step", "lean": "fast, lean step"}
     # -- one 1080p image --------------------------------------------------------------------
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
@@ -277,21 +350,26 @@ def main() -> int:
                   f"{full.metrics.ttft_ms:.0f} ms full recompute vs {reuse.metrics.ttft_ms:.0f} ms with prefix reuse "
                   f"({full.metrics.ttft_ms / reuse.metrics.ttft_ms:.1f}x); kept cache {gib(kept_bytes)} for "
                   f"{reuse.metrics.reused_prefix_tokens} tokens")
-            long = engine.generate([user(kept, "Describe everything in detail.")], greedy)
-            out["decode_b1_fast_video_prompt_tokens_per_s"] = long.metrics.decode_tokens_per_s
-            print(f"decode batch 1 after the {args.frames}-frame video prompt ({long.prompt_tokens} tokens), "
-                  f"{long.metrics.decode_path}: {long.metrics.decode_tokens_per_s:.1f} tokens/s")
+            for path in ("transformers", "lean"):
+                use(path)
+                engine.generate([user(kept, "Describe everything.")], greedy)  # same cache bucket: graph captured
+                long = engine.generate([user(kept, "Describe everything in detail.")], greedy)
+                out[f"decode_b1_video_prompt_{path}_tokens_per_s"] = long.metrics.decode_tokens_per_s
+                print(f"decode batch 1 after the {args.frames}-frame video prompt ({long.prompt_tokens} tokens), "
+                      f"{names[path]} ({long.metrics.decode_path}): {long.metrics.decode_tokens_per_s:.1f} tokens/s "
+                      f"({long.metrics.decode_tokens_per_s / limit:.2f} of the limit)")
+            if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
+                use("lean", compile_step=True)
+                t = time.perf_counter()
+                engine.generate([user(kept, "Describe everything.")], greedy)
+                compile_s = time.perf_counter() - t
+                long = engine.generate([user(kept, "Describe everything in detail.")], greedy)
+                out["decode_b1_video_prompt_lean_compiled_tokens_per_s"] = long.metrics.decode_tokens_per_s
+                print(f"decode batch 1 after the video prompt, lean step + torch.compile (first call {compile_s:.0f} s):"
+                      f" {long.metrics.decode_tokens_per_s:.1f} tokens/s")
+            use("lean")
             del kept
         del frames, part, q
-
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    if not args.folder:
-        for f in folder.iterdir():
-            if f.is_file():
-                f.unlink()
-    os.environ.pop("_", None)
-    return 0
 
 
 if __name__ == "__main__":

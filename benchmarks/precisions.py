@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", default="/tmp/m4b", help="random 4B model folder (built if missing)")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -61,7 +61,7 @@ def main() -> int:
 
             model = AutoModelForImageTextToText.from_pretrained(
                 str(folder), dtype=torch.bfloat16, device_map="cuda:0",
-                quantization_config=FineGrainedFP8Config(modules_to_not_convert=["visual", "lm_head"]))
+                quantization_config=FineGrainedFP8Config(modules_to_not_convert=["model.visual", "lm_head"]))
             model.save_pretrained(fp8_folder)
             AutoProcessor.from_pretrained(str(folder)).save_pretrained(fp8_folder)
             del model
@@ -101,6 +101,8 @@ def main() -> int:
             print(f"| {name} | not measured: {str(exc)[:160]} | | | |")
             continue
         engine.model.generation_config.eos_token_id = None
+        if name.startswith("fp8"):
+            print(f"# {name}: loaded as {engine.info().quantization}")
         weights = torch.cuda.memory_allocated() - base
         try:
             engine.generate([user(video, "What happens?")], one)

@@ -27,6 +27,8 @@ class FastDecodeStats:
     prompt_tokens: int
     new_tokens: int
     fallback_reason: str | None = None
+    step: str = "lean"
+    """Which decode step ran: "lean" (core.vlm.leanstep) or "transformers" (the model's own forward)."""
     phases_ms: dict[str, float] | None = None
     """With VLSCOPE_PROFILE_FAST=1: synchronised time of each phase (prefill, load_prefix, suffix, decode)."""
 
@@ -41,8 +43,21 @@ class FastDecoder:
     `pick(logits) -> token ids` chooses the next token (argmax for greedy); it runs outside the graph.
     """
 
-    def __init__(self, model: Any, use_cuda_graph: bool = True, compile_step: bool = False) -> None:
+    def __init__(self, model: Any, use_cuda_graph: bool = True, compile_step: bool = False,
+                 step: str = "lean") -> None:
         self.model = model
+        self._lean: Any = None
+        self.step_name = "transformers"
+        self.step_fallback: str | None = None
+        if step == "lean":
+            from core.vlm.leanstep import LeanDecodeStep, unsupported_reason
+
+            self.step_fallback = unsupported_reason(model)
+            if self.step_fallback is None:
+                self._lean = LeanDecodeStep(model)
+                self.step_name = "lean"
+            else:
+                log.info("fast decoding uses transformers' forward per step: %s", self.step_fallback)
         self.compile_step = compile_step
         self.use_cuda_graph = use_cuda_graph
         self._graph: Any = None
@@ -65,13 +80,21 @@ class FastDecoder:
             if wanted and tokens.device.type == "cuda":
                 import torch
 
-                self._compiled = torch.compile(self._step_eager, mode="max-autotune-no-cudagraphs", dynamic=False)
+                # Inductor fuses the small element-wise kernels; the CUDA graph stays ours. Shapes start static and
+                # turn dynamic at the second cache length, so a new prompt-length bucket compiles at most once more.
+                self._compiled = torch.compile(self._step_eager, mode="default")
             else:
                 self._compiled = self._step_eager
         return self._compiled(tokens, cache_position, rope_deltas)
 
     def _step_eager(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
-        """Logits after feeding `tokens` (B, 1) at cache index `cache_position` (1,).
+        """Logits after feeding `tokens` (B, 1) at cache index `cache_position` (1,): the lean step where it applies."""
+        if self._lean is not None:
+            return self._lean(tokens, cache_position, rope_deltas, self._cache.layers, self._mask)
+        return self._step_transformers(tokens, cache_position, rope_deltas)
+
+    def _step_transformers(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
+        """The model's own forward for one token per row.
 
         Position ids are 4 rows: the text position (which the causal mask uses) and the three M-RoPE rows,
         text position + the prompt's rope deltas. The static cache writes at its own running counter.
@@ -203,7 +226,7 @@ class FastDecoder:
         lap("decode")
         self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=prompt_len,
                                           new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
-                                          phases_ms=phases or None)
+                                          step=self.step_name, phases_ms=phases or None)
         return generated
 
     def _new_bucket(self, bucket: tuple[int, int, bool], device: Any) -> None:
@@ -294,7 +317,8 @@ class FastDecoder:
             generated = self._sampling_loop(stacked, rope_deltas, width, max_new_tokens, pick, eos, on_tokens,
                                             should_stop, use_graph)
         self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=width,
-                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback)
+                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
+                                          step=self.step_name)
         return generated
 
     def _greedy_step(self, tok: Any, pos: Any, rope: Any) -> Any:

@@ -355,6 +355,13 @@ class LocalEngine(Engine):
         if qcfg is not None and self.settings.quantization == "none":
             method = qcfg.get("quant_method") if isinstance(qcfg, dict) else getattr(qcfg, "quant_method", "")
             self._quant = f"{method} (checkpoint)"
+            if method == "fp8":
+                from core.vlm.fp8 import install_offline_fp8_kernel
+
+                # the FP8 matmul kernel normally comes from the hub at the first forward: offline, use ours
+                outcome = install_offline_fp8_kernel(force=self.settings.offline)
+                self._quant = f"fp8 (checkpoint; {outcome})"
+                log.info("FP8 checkpoint: %s", outcome)
         self._model, self._processor = model, processor
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s (%s, %s) in %.1fs", path, self._device, dtype_name(self._dtype), self._attn,

@@ -1,0 +1,95 @@
+"""The lean decode step (core/vlm/leanstep.py) against transformers' own forward on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.vlm.fastdecode import FastDecoder
+from core.vlm.leanstep import LeanDecodeStep, unsupported_reason
+
+
+@pytest.fixture()
+def model(tiny_model_dir: Path):
+    from transformers import AutoModelForImageTextToText
+
+    m = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return m
+
+
+def _ids(n: int, seed: int, vocab: int = 500) -> torch.Tensor:
+    return torch.randint(10, vocab, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def test_fusing_shares_weights_and_keeps_the_prefill_output(model) -> None:
+    ids = _ids(12, 0)
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    params_before = sum(p.numel() for p in model.parameters())
+    step = LeanDecodeStep(model)
+    attn = model.model.language_model.layers[0].self_attn
+    fused = step.qkv[0]
+    assert fused is not None and fused.shape[0] == attn.q_proj.out_features + 2 * attn.k_proj.out_features
+    # the modules' weights are views into the fused buffer: no second copy of the weights
+    assert attn.q_proj.weight.data_ptr() == fused.data_ptr()
+    assert attn.v_proj.weight.data_ptr() == fused.data_ptr() + (fused.shape[0] - attn.v_proj.out_features) * \
+        fused.shape[1] * fused.element_size()
+    assert sum(p.numel() for p in model.parameters()) == params_before
+    with torch.inference_mode():
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert LeanDecodeStep(model).qkv[0] is fused  # a second decoder reuses the fusion
+
+
+def _logits_per_step(model, step: str, prompts: list[torch.Tensor], steps: int) -> tuple[list, torch.Tensor]:
+    fd = FastDecoder(model, use_cuda_graph=False, step=step)
+    seen: list[torch.Tensor] = []
+    original = fd._step_eager
+
+    def spy(*args):
+        out = original(*args)
+        seen.append(out.clone())
+        return out
+
+    fd._step_eager = spy
+    if len(prompts) == 1:
+        new = fd.generate({"input_ids": prompts[0], "attention_mask": torch.ones_like(prompts[0])}, steps,
+                          lambda lg, g: lg.argmax(-1), set(), greedy=True)
+    else:
+        rows = [{"input_ids": p, "attention_mask": torch.ones_like(p)} for p in prompts]
+        new = fd.generate_batch(rows, steps, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+    assert fd.last_stats.step == step
+    return seen, new
+
+
+@pytest.mark.parametrize("lengths", [[9], [5, 11, 8], [2100]],
+                         ids=["one row", "three rows, left padded", "long prompt: values read in chunks"])
+def test_lean_logits_equal_transformers_logits(model, lengths: list[int], monkeypatch) -> None:
+    prompts = [_ids(n, seed) for seed, n in enumerate(lengths)]
+    ref, ref_new = _logits_per_step(model, "transformers", prompts, 12)
+    chunks_seen: list[int] = []
+    original = LeanDecodeStep._weighted_values
+
+    def spy(*args):
+        chunks_seen.append(args[5])
+        return original(*args)
+
+    monkeypatch.setattr(LeanDecodeStep, "_weighted_values", staticmethod(spy))
+    got, got_new = _logits_per_step(model, "lean", prompts, 12)
+    assert set(chunks_seen) == ({9} if max(lengths) > 2000 else {1})  # 2,304 cached positions = 9 chunks of 256
+    assert len(got) == len(ref) == 11
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got_new, ref_new)
+
+
+def test_a_model_without_the_expected_layout_uses_transformers_forward() -> None:
+    class Other(torch.nn.Module):
+        def forward(self, **kw):  # pragma: no cover - never called
+            raise AssertionError
+
+    assert "not a Qwen3-VL model" in unsupported_reason(Other())
+    fd = FastDecoder(Other(), use_cuda_graph=False)
+    assert fd.step_name == "transformers" and "not a Qwen3-VL model" in fd.step_fallback
