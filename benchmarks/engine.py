@@ -15,8 +15,10 @@ Random weights mean random text; the figures measure the machinery. Needs a CUDA
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,8 +90,11 @@ def profile_steps(engine, torch) -> None:
     for length in (40, 12500):
         ids = torch.randint(1000, 2000, (1, length), device="cuda")
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        for path in ("transformers", "lean"):
-            fd = FastDecoder(engine.model, use_cuda_graph=False, step=path)
+        for path in ("transformers", "lean-torch", "lean"):
+            if path == "lean-torch":
+                os.environ["VLSCOPE_DECODE_ATTENTION"] = "torch"
+            fd = FastDecoder(engine.model, use_cuda_graph=False, step=path.split("-")[0])
+            os.environ.pop("VLSCOPE_DECODE_ATTENTION", None)
             fd.generate(inputs, 4, lambda lg, g: lg.argmax(-1), set(), greedy=True)
             tok, pos, rope = fd._buffers
             with torch.inference_mode():
@@ -194,45 +199,39 @@ def main() -> int:
     out["decode_limit_tokens_per_s"] = limit
 
     def use(path: str, compile_step: bool = False) -> None:
-        """Point the engine at the plain path or a fast decoder with the given step."""
+        """Point the engine at the plain path or a fast decoder: "transformers" step, "lean" step (Triton
+        attention on CUDA) or "lean-torch" (the lean step with matrix-product attention)."""
         engine.settings.fast_decode = "off" if path == "plain" else "on"
-        engine._fast = None if path == "plain" else FastDecoder(engine.model, step=path, compile_step=compile_step)
+        engine._fast = None  # the previous decoder (its caches and graphs) goes before the next is built
+        gc.collect()
+        torch.cuda.empty_cache()
+        if path == "plain":
+            return
+        if path == "lean-torch":
+            os.environ["VLSCOPE_DECODE_ATTENTION"] = "torch"
+        engine._fast = FastDecoder(engine.model, step=path.split("-")[0], compile_step=compile_step)
+        os.environ.pop("VLSCOPE_DECODE_ATTENTION", None)
 
     parts = set(args.parts.split(","))
     texts = {}
-    paths = ("plain", "transformers", "lean") if "decode" in parts else ()
-    names = {"plain": "plain generate", "transformers": "fast, transformers' step", "lean": "fast, lean step"}
+    paths = ("plain", "transformers", "lean-torch", "lean") if "decode" in parts else ()
     for path in paths:
         use(path)
         engine.generate(prompt, warm)  # warm-up (and graph capture on the fast path)
-        runs = [engine.generate(prompt, greedy) for _ in range(2)]
+        runs = [engine.generate(prompt, greedy) for _ in range(1 if path == "plain" else 2)]  # plain: 20 s a run
         tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
         texts[path] = runs[-1].text
         out[f"decode_b1_{path}_tokens_per_s"] = tps
-        print(f"decode batch 1, {runs[0].completion_tokens} tokens, {names[path]} ({runs[-1].metrics.decode_path}): "
+        print(f"decode batch 1, {runs[0].completion_tokens} tokens, {NAMES[path]} ({runs[-1].metrics.decode_path}): "
               + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; {max(tps) / limit:.2f} of the {limit:.0f} tokens/s "
               f"limit; ttft {runs[-1].metrics.ttft_ms:.0f} ms")
     for path in paths[1:]:
         same = texts[path] == texts["plain"]
         out[f"{path}_equals_plain_greedy"] = same
         ratio = max(out[f"decode_b1_{path}_tokens_per_s"]) / max(out["decode_b1_plain_tokens_per_s"])
-        print(f"{names[path]}: {ratio:.1f}x plain at batch 1; greedy text equals plain: {same}")
-    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1" and paths:
-        use("lean", compile_step=True)
-        t = time.perf_counter()
-        try:
-            engine.generate(prompt, greedy)  # compiles (and captures) on the first call
-            compile_s = time.perf_counter() - t
-            runs = [engine.generate(prompt, greedy) for _ in range(2)]
-            tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
-            out["decode_b1_lean_compiled_tokens_per_s"] = tps
-            out["compile_s"] = compile_s
-            print(f"decode batch 1, lean step + torch.compile ({runs[-1].metrics.decode_path}, first call "
-                  f"{compile_s:.0f} s): " + ", ".join(f"{x:.1f}" for x in tps) + f" tokens/s; "
-                  f"{max(tps) / limit:.2f} of the limit; text equals plain: {runs[-1].text == texts['plain']}")
-        except Exception as exc:  # noqa: BLE001
-            print(f"lean step + torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
+        print(f"{NAMES[path]}: {ratio:.1f}x plain at batch 1; greedy text equals plain: {same}")
     if os.environ.get("VLSCOPE_BENCH_PROFILE") == "1" and paths:
+        use("plain")
         profile_steps(engine, torch)
 
     # -- batch 4 through the decoders directly (4 equal-length prompts) -------------------------
@@ -242,42 +241,35 @@ def main() -> int:
     n = args.decode_tokens
     for path in paths:
         times = []
-        decoder = FastDecoder(engine.model, step=path) if path != "plain" else None
-        for _ in range(3):
+        use(path)
+        for _ in range(2 if path == "plain" else 3):  # the first run warms up (graph capture)
             torch.cuda.synchronize()
             t = time.perf_counter()
-            if decoder is None:
+            if engine._fast is None:
                 with torch.inference_mode():
                     engine.model.generate(**batch_inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             else:
-                decoder.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+                engine._fast.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
         tps = 4 * n / min(times[1:])
         out[f"decode_b4_{path}_tokens_per_s"] = tps
-        print(f"decode batch 4, {n} tokens each, {names[path]}: {tps:.0f} tokens/s in all "
+        print(f"decode batch 4, {n} tokens each, {NAMES[path]}: {tps:.0f} tokens/s in all "
               f"({tps / max(out[f'decode_b1_{path}_tokens_per_s']):.2f}x its batch-1 speed)")
 
     use("lean")
-    if "media" in parts:
-        media_section(engine, args, out, weights, limit, use, torch)
-    engine.close()  # frees the weights before the next parts load their own engines
-    import gc
-
-    gc.collect()
-    torch.cuda.empty_cache()
-    if "concurrency" in parts:
-        from benchmarks import concurrency
-
-        print()
-        concurrency.main(["--folder", str(folder)])
-    if "precisions" in parts:
-        from benchmarks import precisions
-
-        print()
-        precisions.main(["--folder", str(folder)])
+    kept = media_section(engine, args, out, weights, limit, use, torch) if "media" in parts else None
+    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
+        compile_section(engine, prompt, kept, greedy, out, limit, use)
+    engine.close()  # frees the weights before the next parts, each in its own process (clean memory figures)
+    del kept
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    for name in ("concurrency", "precisions"):
+        if name in parts:
+            print(flush=True)
+            subprocess.run([sys.executable, "-u", str(Path(__file__).with_name(f"{name}.py")), "--folder", str(folder)],
+                           check=False)
     if not args.folder:
         for f in folder.iterdir():
             if f.is_file():
@@ -285,12 +277,43 @@ def main() -> int:
     return 0
 
 
-def media_section(engine, args, out, weights, limit, use, torch) -> None:
-    """Prefill, memory and follow-ups for a 1080p image and a 600-frame video; decode after the video prompt."""
+NAMES = {"plain": "plain generate", "transformers": "fast, transformers' step",
+         "lean-torch": "fast, lean step, matrix-product attention", "lean": "fast, lean step, Triton attention"}
+
+
+def compile_section(engine, prompt, kept, greedy, out, limit, use) -> None:
+    """The lean step compiled by torch.compile (VLSCOPE_COMPILE_DECODE): text prompt, then the video prompt."""
+    from core.vlm import user
+
+    asks = [("text", prompt)]
+    if kept is not None:
+        asks.append(("video", [user(kept, "Describe everything in detail.")]))
+    use("lean", compile_step=True)
+    for name, ask in asks:
+        t = time.perf_counter()
+        try:
+            engine.generate(ask, greedy)  # compiles (and captures) on the first call of a new shape
+        except Exception as exc:  # noqa: BLE001
+            print(f"lean step + torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
+            return
+        first_s = time.perf_counter() - t
+        runs = [engine.generate(ask, greedy) for _ in range(2)]
+        tps = [r.metrics.decode_tokens_per_s or 0.0 for r in runs]
+        out[f"decode_b1_{name}_lean_compiled_tokens_per_s"] = tps
+        out[f"compile_{name}_first_call_s"] = first_s
+        print(f"decode batch 1 after the {name} prompt ({runs[-1].prompt_tokens} tokens), lean step + torch.compile "
+              f"({runs[-1].metrics.decode_path}; first call {first_s:.0f} s): " + ", ".join(f"{x:.1f}" for x in tps)
+              + f" tokens/s; {max(tps) / limit:.2f} of the limit; fallback: {engine._fast.compile_fallback}")
+
+
+def media_section(engine, args, out, weights, limit, use, torch):
+    """Prefill, memory and follow-ups for a 1080p image and a 600-frame video; decode after the video prompt.
+
+    Returns the 640x360 video (with its kept cache) for the compiled-step measurement."""
     from core.vlm import GenerationParams, ImagePart, VideoPart, user
 
     greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
-    names = {"transformers": "fast, transformers' step", "lean": "fast, lean step"}
+    kept = None
     # -- one 1080p image --------------------------------------------------------------------
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
@@ -350,26 +373,16 @@ def media_section(engine, args, out, weights, limit, use, torch) -> None:
                   f"{full.metrics.ttft_ms:.0f} ms full recompute vs {reuse.metrics.ttft_ms:.0f} ms with prefix reuse "
                   f"({full.metrics.ttft_ms / reuse.metrics.ttft_ms:.1f}x); kept cache {gib(kept_bytes)} for "
                   f"{reuse.metrics.reused_prefix_tokens} tokens")
-            for path in ("transformers", "lean"):
+            for path in ("transformers", "lean-torch", "lean"):
                 use(path)
                 engine.generate([user(kept, "Describe everything.")], greedy)  # same cache bucket: graph captured
                 long = engine.generate([user(kept, "Describe everything in detail.")], greedy)
                 out[f"decode_b1_video_prompt_{path}_tokens_per_s"] = long.metrics.decode_tokens_per_s
                 print(f"decode batch 1 after the {args.frames}-frame video prompt ({long.prompt_tokens} tokens), "
-                      f"{names[path]} ({long.metrics.decode_path}): {long.metrics.decode_tokens_per_s:.1f} tokens/s "
+                      f"{NAMES[path]} ({long.metrics.decode_path}): {long.metrics.decode_tokens_per_s:.1f} tokens/s "
                       f"({long.metrics.decode_tokens_per_s / limit:.2f} of the limit)")
-            if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
-                use("lean", compile_step=True)
-                t = time.perf_counter()
-                engine.generate([user(kept, "Describe everything.")], greedy)
-                compile_s = time.perf_counter() - t
-                long = engine.generate([user(kept, "Describe everything in detail.")], greedy)
-                out["decode_b1_video_prompt_lean_compiled_tokens_per_s"] = long.metrics.decode_tokens_per_s
-                print(f"decode batch 1 after the video prompt, lean step + torch.compile (first call {compile_s:.0f} s):"
-                      f" {long.metrics.decode_tokens_per_s:.1f} tokens/s")
-            use("lean")
-            del kept
         del frames, part, q
+    return kept
 
 
 if __name__ == "__main__":

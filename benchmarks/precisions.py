@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
+    import warnings
+
     import torch
 
+    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")  # printed at every 8-bit matmul otherwise
     if not torch.cuda.is_available():
         print("This benchmark needs a CUDA GPU.")
         return 2

@@ -64,6 +64,7 @@ class FastDecoder:
         self._greedy_graph: Any = None
         self._mask: Any = None
         self._compiled: Any = None
+        self.compile_fallback: str | None = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
@@ -85,7 +86,15 @@ class FastDecoder:
                 self._compiled = torch.compile(self._step_eager, mode="default")
             else:
                 self._compiled = self._step_eager
-        return self._compiled(tokens, cache_position, rope_deltas)
+        if self._compiled is not self._step_eager:
+            try:
+                return self._compiled(tokens, cache_position, rope_deltas)
+            except Exception as exc:  # noqa: BLE001 - compiling is an optimisation: decode without it
+                self.compile_fallback = f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]})"
+                self._fallback = self.compile_fallback
+                log.warning("fast decoding runs the step uncompiled: %s", self.compile_fallback)
+                self._compiled = self._step_eager
+        return self._step_eager(tokens, cache_position, rope_deltas)
 
     def _step_eager(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
         """Logits after feeding `tokens` (B, 1) at cache index `cache_position` (1,): the lean step where it applies."""

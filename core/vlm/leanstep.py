@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.vlm.decode_attention import decode_attention
+
 
 def unsupported_reason(model: Any) -> str | None:
     """Why this step cannot run `model` (None when it can)."""
@@ -108,6 +110,12 @@ class LeanDecodeStep:
                            attn.k_norm.weight.detach().expand(self.kv_heads, -1)], dim=0)
                 if same_eps else None)
         self._positions: dict[tuple[int, str], Any] = {}
+        from core.vlm.decode_attention import unavailable_reason
+
+        weight = self.embed.weight
+        self.attention_fallback = unavailable_reason(weight.device, weight.dtype)
+        self.attention = "triton" if self.attention_fallback is None else "torch"
+        """"triton": core.vlm.decode_attention (split over the cache); "torch": matrix products (any device)."""
 
     def _arange(self, length: int, device: Any) -> Any:
         import torch
@@ -136,9 +144,10 @@ class LeanDecodeStep:
         allowed = self._arange(length, device) <= cache_position
         if valid is not None:
             allowed = allowed & (valid != 0)
-        bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, float("-inf"))
-        # (B * kv_heads, group, L): the additive mask of every grouped query row
-        bias = bias.view(-1, 1, 1, length).expand(batch, hkv, g, length).reshape(batch * hkv, g, length)
+        bias_rows = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, float("-inf"))
+        triton = self.attention == "triton"
+        if not triton:  # (B * kv_heads, group, L): the additive mask of every grouped query row
+            bias = bias_rows.view(-1, 1, 1, length).expand(batch, hkv, g, length).reshape(batch * hkv, g, length)
         # float32 products of bf16/fp16 operands (cuBLAS `out_dtype`); under torch.compile (which cannot trace
         # `out_dtype` in torch 2.11) the products are rounded to the model's dtype first, like eager attention
         wide = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and not torch.compiler.is_compiling()
@@ -163,16 +172,13 @@ class LeanDecodeStep:
             keys.index_copy_(2, cache_position, qk[:, :, hq:].transpose(1, 2))
             values.index_copy_(2, cache_position, qkv[:, :, hq + hkv:].transpose(1, 2))
             q = qk[:, :, :hq].reshape(batch * hkv, g, d)  # query heads grouped under their K/V head
-            k_t = keys.view(batch * hkv, length, d).transpose(1, 2)
-            if wide:
-                scores = torch.baddbmm(bias, q, k_t, out_dtype=torch.float32, alpha=self.scale)
-            elif dtype == torch.float32:
-                scores = torch.baddbmm(bias, q, k_t, alpha=self.scale)
+            if triton:
+                out = decode_attention(q, keys.view(batch * hkv, length, d), values.view(batch * hkv, length, d),
+                                       bias_rows, cache_position, self.scale)
+                x = _linear_add(x, attn.o_proj, out.view(batch, 1, hq * d))
             else:
-                scores = torch.bmm(q, k_t).float().mul_(self.scale).add_(bias)
-            probs = torch.softmax(scores, dim=-1)
-            out = self._weighted_values(probs, values, batch * hkv, g, length, chunks, wide, dtype)
-            x = _linear_add(x, attn.o_proj, out.view(batch, 1, hq * d))
+                x = _linear_add(x, attn.o_proj, self._attention_products(
+                    q, keys, values, bias, batch * hkv, g, length, chunks, wide, dtype).view(batch, 1, hq * d))
             h = _rms(x, layer.post_attention_layernorm)
             mlp = layer.mlp
             if self.gate_up[i] is not None:
@@ -182,6 +188,22 @@ class LeanDecodeStep:
                 x = x + mlp(h)
         x = _rms(x, self.norm)
         return self.lm_head(x)[:, -1, :]
+
+    def _attention_products(self, q: Any, keys: Any, values: Any, bias: Any, heads: int, g: int, length: int,
+                            chunks: int, wide: bool, dtype: Any) -> Any:
+        """The portable attention: scores, softmax and weighted values as matrix products -> (heads, g, head_dim)."""
+        import torch
+
+        d = q.shape[-1]
+        k_t = keys.view(heads, length, d).transpose(1, 2)
+        if wide:
+            scores = torch.baddbmm(bias, q, k_t, out_dtype=torch.float32, alpha=self.scale)
+        elif dtype == torch.float32:
+            scores = torch.baddbmm(bias, q, k_t, alpha=self.scale)
+        else:
+            scores = torch.bmm(q, k_t).float().mul_(self.scale).add_(bias)
+        probs = torch.softmax(scores, dim=-1)
+        return self._weighted_values(probs, values, heads, g, length, chunks, wide, dtype)
 
     chunk = 256
     """From 8 chunks of this many cached tokens, probs @ V runs as one small product per chunk, summed after:
