@@ -81,7 +81,7 @@ def build_random_model(size: str, folder: Path) -> float:
     return time.perf_counter() - t
 
 
-def profile_steps(engine, torch) -> None:
+def profile_steps(engine, torch, paths: list[str]) -> None:
     """Kernels and GPU time of one eager decode step per step kind (what the CUDA graph replays), short and long prompt."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -90,7 +90,7 @@ def profile_steps(engine, torch) -> None:
     for length in (40, 12500):
         ids = torch.randint(1000, 2000, (1, length), device="cuda")
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        for path in ("transformers", "lean-torch", "lean"):
+        for path in [p for p in paths if p != "plain"]:
             if path == "lean-torch":
                 os.environ["VLSCOPE_DECODE_ATTENTION"] = "torch"
             fd = FastDecoder(engine.model, use_cuda_graph=False, step=path.split("-")[0])
@@ -147,6 +147,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--folder", help="where to save the random model (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--paths", default="plain,transformers,lean-torch,lean",
+                        help="decoding paths compared (plain first: the others' ratios are against it)")
+    parser.add_argument("--video-sizes", default="640x360,1280x720", help="frame sizes of the 600-frame video")
     parser.add_argument("--parts", default="decode,media,concurrency,precisions",
                         help="comma-separated parts to run (default: all, in one run)")
     parser.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU with the tiny model")
@@ -214,7 +217,7 @@ def main() -> int:
 
     parts = set(args.parts.split(","))
     texts = {}
-    paths = ("plain", "transformers", "lean-torch", "lean") if "decode" in parts else ()
+    paths = tuple(args.paths.split(",")) if "decode" in parts else ()
     for path in paths:
         use(path)
         engine.generate(prompt, warm)  # warm-up (and graph capture on the fast path)
@@ -232,7 +235,7 @@ def main() -> int:
         print(f"{NAMES[path]}: {ratio:.1f}x plain at batch 1; greedy text equals plain: {same}")
     if os.environ.get("VLSCOPE_BENCH_PROFILE") == "1" and paths:
         use("plain")
-        profile_steps(engine, torch)
+        profile_steps(engine, torch, list(paths))
 
     # -- batch 4 through the decoders directly (4 equal-length prompts) -------------------------
     tok = engine.processor.tokenizer
@@ -327,7 +330,7 @@ def media_section(engine, args, out, weights, limit, use, torch):
           f"(weights {gib(weights)})")
 
     # -- a 600-frame video at the default budget ----------------------------------------------
-    for (h, w) in ((360, 640), (720, 1280)):
+    for w, h in (tuple(int(v) for v in size.split("x")) for size in args.video_sizes.split(",")):
         frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(args.frames)]
         # 600 frames sampled at 2 fps from a 30 fps source: a 5-minute video
         part = VideoPart(frames, [15 * i for i in range(args.frames)], source_fps=30.0, total_frames=15 * args.frames)
@@ -373,7 +376,7 @@ def media_section(engine, args, out, weights, limit, use, torch):
                   f"{full.metrics.ttft_ms:.0f} ms full recompute vs {reuse.metrics.ttft_ms:.0f} ms with prefix reuse "
                   f"({full.metrics.ttft_ms / reuse.metrics.ttft_ms:.1f}x); kept cache {gib(kept_bytes)} for "
                   f"{reuse.metrics.reused_prefix_tokens} tokens")
-            for path in ("transformers", "lean-torch", "lean"):
+            for path in [p for p in args.paths.split(",") if p != "plain"]:
                 use(path)
                 engine.generate([user(kept, "Describe everything.")], greedy)  # same cache bucket: graph captured
                 long = engine.generate([user(kept, "Describe everything in detail.")], greedy)

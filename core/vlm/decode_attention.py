@@ -95,44 +95,75 @@ def _kernel() -> Any:
     def merge_splits(
         acc_ptr, max_ptr, sum_ptr, out_ptr, splits,
         stride_ah, stride_as, stride_ag, stride_mh, stride_ms, stride_oh, stride_og,
-        GROUP: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+        GROUP: tl.constexpr, SP: tl.constexpr, D: tl.constexpr,
     ):
         head = tl.program_id(0)
-        g = tl.arange(0, GP)
+        row = tl.program_id(1)  # one query row of the group
+        sp = tl.arange(0, SP)
         d = tl.arange(0, D)
-        keep = g < GROUP
-        m = tl.full([GP], -1.0e30, tl.float32)
-        total = tl.zeros([GP], tl.float32)
-        out = tl.zeros([GP, D], tl.float32)
-        for split in range(0, splits):
-            m_s = tl.load(max_ptr + head * stride_mh + split * stride_ms + g, mask=keep, other=-1.0e30)
-            l_s = tl.load(sum_ptr + head * stride_mh + split * stride_ms + g, mask=keep, other=0.0)
-            a_s = tl.load(acc_ptr + head * stride_ah + split * stride_as + g[:, None] * stride_ag + d[None, :],
-                          mask=keep[:, None], other=0.0)
-            m_new = tl.maximum(m, m_s)
-            old = tl.exp(m - m_new)
-            new = tl.exp(m_s - m_new)
-            total = total * old + l_s * new
-            out = out * old[:, None] + a_s * new[:, None]
-            m = m_new
-        out = out / total[:, None]
-        tl.store(out_ptr + head * stride_oh + g[:, None] * stride_og + d[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=keep[:, None])
+        live = sp < splits
+        m_s = tl.load(max_ptr + head * stride_mh + sp * stride_ms + row, mask=live, other=-1.0e30)
+        l_s = tl.load(sum_ptr + head * stride_mh + sp * stride_ms + row, mask=live, other=0.0)
+        a_s = tl.load(acc_ptr + head * stride_ah + sp[:, None] * stride_as + row * stride_ag + d[None, :],
+                      mask=live[:, None], other=0.0)
+        w = tl.exp(m_s - tl.max(m_s, 0))  # each split's partial sums, rescaled to the overall maximum
+        out = tl.sum(a_s * w[:, None], 0) / tl.sum(l_s * w, 0)
+        tl.store(out_ptr + head * stride_oh + row * stride_og + d, out.to(out_ptr.dtype.element_ty))
 
     _KERNEL = (partial_attention, merge_splits)
     return _KERNEL
 
 
 def chunk_for(length: int) -> int:
-    """Cached positions per program: small caches in small chunks (enough programs), long ones in 256."""
+    """Cached positions per program: small caches in small chunks (enough programs), long ones in 256 or more
+    (at most 128 chunks, which the merge reads at once)."""
     if length <= 2048:
         return 64
     if length <= 8192:
         return 128
-    return 256
+    chunk = 256
+    while length > 128 * chunk:
+        chunk *= 2
+    return chunk
+
+
+_OP: Any = None
+
+
+def register_op() -> Any:
+    """`decode_attention` as the custom op `vlscope::decode_attention`, so torch.compile keeps it as one opaque
+    call (Inductor fails to re-compile this user kernel in torch 2.11) and fuses everything around it. Call it
+    outside compiled code, once (the lean step does, when it picks this kernel)."""
+    global _OP
+    if _OP is None:
+        import torch
+
+        schema = "(Tensor q, Tensor keys, Tensor values, Tensor bias, Tensor cache_position, float scale) -> Tensor"
+
+        @torch.library.custom_op("vlscope::decode_attention", mutates_args=(), schema=schema)
+        def op(q, keys, values, bias, cache_position, scale):  # noqa: ANN001, ANN202 - typed by the schema
+            return _decode_attention(q, keys, values, bias, cache_position, scale)
+
+        @op.register_fake
+        def _(q, keys, values, bias, cache_position, scale):  # noqa: ANN001, ANN202 - shapes only
+            return torch.empty_like(q)
+
+        _OP = op
+    return _OP
 
 
 def decode_attention(q: Any, keys: Any, values: Any, bias: Any, cache_position: Any, scale: float) -> Any:
+    """softmax(q K^T * scale + bias) V for grouped query rows (through the custom op once registered).
+
+    q (H, group, D) with H = batch * kv_heads; keys / values (H, L, D) (last dim contiguous); bias (1 or batch, L)
+    float32 additive mask (0 or -inf); cache_position (1,) the last written index. Returns (H, group, D) in q's dtype.
+    """
+    if _OP is not None:
+        return _OP(q.contiguous(), keys, values, bias, cache_position, scale)
+    return _decode_attention(q, keys, values, bias, cache_position, scale)
+
+
+def _decode_attention(q: Any, keys: Any, values: Any, bias: Any, cache_position: Any, scale: float) -> Any:
     """softmax(q K^T * scale + bias) V for grouped query rows.
 
     q (H, group, D) with H = batch * kv_heads; keys / values (H, L, D) (last dim contiguous); bias (1 or batch, L)
@@ -161,9 +192,9 @@ def decode_attention(q: Any, keys: Any, values: Any, bias: Any, cache_position: 
     )
     # merge the splits: each partial sum is rescaled from its own running maximum to the overall one
     out = torch.empty((heads, group, dim), dtype=q.dtype, device=q.device)
-    merge_splits[(heads,)](
+    merge_splits[(heads, group)](
         acc, maxes, sums, out, splits,
         acc.stride(0), acc.stride(1), acc.stride(2), maxes.stride(0), maxes.stride(1), out.stride(0), out.stride(1),
-        GROUP=group, GP=GROUP_PAD, D=dim,
+        GROUP=group, SP=triton.next_power_of_2(splits), D=dim,
     )
     return out

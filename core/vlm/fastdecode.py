@@ -86,7 +86,7 @@ class FastDecoder:
                 self._compiled = torch.compile(self._step_eager, mode="default")
             else:
                 self._compiled = self._step_eager
-        if self._compiled is not self._step_eager:
+        if self._compiled is not None and getattr(self._compiled, "__func__", None) is not FastDecoder._step_eager:
             try:
                 return self._compiled(tokens, cache_position, rope_deltas)
             except Exception as exc:  # noqa: BLE001 - compiling is an optimisation: decode without it

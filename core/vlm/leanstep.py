@@ -115,6 +115,10 @@ class LeanDecodeStep:
         weight = self.embed.weight
         self.attention_fallback = unavailable_reason(weight.device, weight.dtype)
         self.attention = "triton" if self.attention_fallback is None else "torch"
+        if self.attention == "triton":
+            from core.vlm.decode_attention import register_op
+
+            register_op()
         """"triton": core.vlm.decode_attention (split over the cache); "torch": matrix products (any device)."""
 
     def _arange(self, length: int, device: Any) -> Any:
