@@ -263,19 +263,30 @@ class FastDecoder:
         on_tokens: Callable[[Any], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         greedy: bool = False,
+        pad_id: int = 0,
     ) -> Any:
         """Decode several prompts of any lengths together; returns (B, n) new ids (EOS after a row's end).
 
-        Each prompt is prefilled on its own (exactly as a single request), its KV cache placed right-aligned
-        in one batched static cache (left padding, masked), then all rows decode in the same steps.
+        The prompts are left-padded with `pad_id` and prefilled in one forward (`merge_rows`; rows that cannot be
+        merged are prefilled one by one and their caches placed right-aligned), into one batched static cache
+        (padding masked); then all rows decode in the same steps.
         """
         import torch
 
         with torch.inference_mode():
-            return self._generate_batch(rows, max_new_tokens, pick, eos_ids, on_tokens, should_stop, greedy)
+            return self._generate_batch(rows, max_new_tokens, pick, eos_ids, on_tokens, should_stop, greedy,
+                                        pad_id)
+
+    def _fill_static(self, kept: Any, batch: int) -> None:
+        """Allocate the static cache's buffers (shape, dtype, device of a kept cache) for `batch` rows."""
+        for static_layer, kept_layer in zip(self._cache.layers, kept.layers):
+            if not getattr(static_layer, "is_initialized", True):
+                k = kept_layer.keys[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
+                v = kept_layer.values[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
+                static_layer.lazy_initialization(k, v)
 
     def _generate_batch(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Any, eos_ids: set[int],
-                        on_tokens: Any, should_stop: Any, greedy: bool) -> Any:
+                        on_tokens: Any, should_stop: Any, greedy: bool, pad_id: int) -> Any:
         import torch
 
         self._used_graph = False
@@ -283,15 +294,7 @@ class FastDecoder:
         model = self.model
         self._kw = _cache_kwarg(model)
         device = rows[0]["input_ids"].device
-        kept, lengths, deltas, logits = [], [], [], []
-        for row in rows:
-            model.model.rope_deltas = None
-            out = model(**row, use_cache=True, logits_to_keep=1)
-            kept.append(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
-            lengths.append(int(row["input_ids"].shape[1]))
-            rope = model.model.rope_deltas
-            deltas.append(int(rope.view(-1)[0]) if rope is not None else 0)
-            logits.append(out.logits[:, -1, :])
+        lengths = [int(row["input_ids"].shape[1]) for row in rows]
         batch, width = len(rows), max(lengths)
         bucket = (batch, ((width + max_new_tokens + 1 + 255) // 256) * 256, True)
         if self._cache is None or self._graph_key != bucket:
@@ -300,25 +303,50 @@ class FastDecoder:
             self._cache.reset()
         self._mask = self._mask_buffer
         self._mask.zero_()
-        first = kept[0]
-        for static_layer, kept_layer in zip(self._cache.layers, first.layers):
-            if not getattr(static_layer, "is_initialized", True):
-                k = kept_layer.keys[:, :, :1].expand(batch, -1, -1, -1).contiguous()
-                v = kept_layer.values[:, :, :1].expand(batch, -1, -1, -1).contiguous()
-                static_layer.lazy_initialization(k, v)
-        for b, (cache, length) in enumerate(zip(kept, lengths)):
-            pad = width - length
-            for static_layer, kept_layer in zip(self._cache.layers, cache.layers):
-                static_layer.keys[b:b + 1, :, pad:width].copy_(kept_layer.keys[:, :, :length])
-                static_layer.values[b:b + 1, :, pad:width].copy_(kept_layer.values[:, :, :length])
-            self._mask[b, pad:] = 1
+        merged = merge_rows(rows, pad_id)
+        if merged is not None:
+            # one left-padded prefill for all rows: its cache is already laid out as the batch decodes it.
+            # Positions count from each row's first real token, as alone: transformers does so itself when the
+            # batch holds images or videos (M-RoPE from the attention mask); for text only they are given here.
+            model.model.rope_deltas = None
+            mask = merged["attention_mask"]
+            if not any(key in merged for key in _VISUAL_KEYS):
+                merged["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            out = model(**merged, use_cache=True, logits_to_keep=1)
+            kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            self._fill_static(kv, batch)
+            for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
+                static_layer.keys[:, :, :width].copy_(kept_layer.keys)
+                static_layer.values[:, :, :width].copy_(kept_layer.values)
+            self._mask[:, :width] = merged["attention_mask"]
+            self._mask[:, width:] = 1
+            rope = model.model.rope_deltas  # per row, as alone (transformers counts from the first real token)
+            alone = rope.view(batch).tolist() if rope is not None else [0] * batch
+            rope_deltas = torch.tensor([[int(d) - (width - n)] for d, n in zip(alone, lengths)], device=device)
+            stacked = out.logits[:, -1, :]
+        else:
+            kept, deltas, logits = [], [], []
+            for row in rows:  # rows that cannot share one forward: each prefilled on its own
+                model.model.rope_deltas = None
+                out = model(**row, use_cache=True, logits_to_keep=1)
+                kept.append(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
+                rope = model.model.rope_deltas
+                deltas.append(int(rope.view(-1)[0]) if rope is not None else 0)
+                logits.append(out.logits[:, -1, :])
+            self._fill_static(kept[0], batch)
+            for b, (cache, length) in enumerate(zip(kept, lengths)):
+                pad = width - length
+                for static_layer, kept_layer in zip(self._cache.layers, cache.layers):
+                    static_layer.keys[b:b + 1, :, pad:width].copy_(kept_layer.keys[:, :, :length])
+                    static_layer.values[b:b + 1, :, pad:width].copy_(kept_layer.values[:, :, :length])
+                self._mask[b, pad:] = 1
+            # M-RoPE positions continue each row's own count: cache index - left padding + the row's rope delta
+            rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
+            stacked = torch.cat(logits, dim=0)
         for counter in self._counters():
             counter.fill_(width)
-        # M-RoPE positions continue each row's own count: cache index - left padding + the row's rope delta
-        rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
         eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
         use_graph = self.use_cuda_graph and device.type == "cuda"
-        stacked = torch.cat(logits, dim=0)
         if greedy:
             generated = self._greedy_loop(stacked, rope_deltas, width, max_new_tokens, eos, on_tokens, should_stop,
                                           use_graph)
@@ -476,6 +504,39 @@ class FastDecoder:
         self._graph = graph
         self._graph_logits = logits
         return logits
+
+
+_TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}  # left-padded (None: pad_id)
+_VISUAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")  # concatenated
+
+
+def merge_rows(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any] | None:
+    """Several single-prompt processor outputs as one left-padded batch, or None when a row has other keys.
+
+    Token rows are left-padded (pad_id / 0); images and videos are concatenated in row order, which is the
+    order in which the model assigns them to their placeholder tokens.
+    """
+    import torch
+
+    known = set(_TOKEN_KEYS) | set(_VISUAL_KEYS)
+    if any(set(row) - known or "attention_mask" not in row or row["input_ids"].shape[0] != 1 for row in rows):
+        return None
+    width = max(int(row["input_ids"].shape[1]) for row in rows)
+    merged: dict[str, Any] = {}
+    for key, fill in _TOKEN_KEYS.items():
+        present = [key in row for row in rows]
+        if not any(present):
+            continue
+        if not all(present):
+            return None
+        value = pad_id if fill is None else fill
+        merged[key] = torch.cat([torch.nn.functional.pad(row[key], (width - row[key].shape[1], 0), value=value)
+                                 for row in rows], dim=0)
+    for key in _VISUAL_KEYS:
+        parts = [row[key] for row in rows if key in row]
+        if parts:
+            merged[key] = torch.cat(parts, dim=0)
+    return merged
 
 
 def make_picker(params: Any, prompt_ids: Any) -> Callable[[Any, Any], Any]:

@@ -847,7 +847,7 @@ class LocalEngine(Engine):
                     padded = torch.stack([torch.nn.functional.pad(r["input_ids"][0], (width - r["input_ids"].shape[1], 0),
                                                                   value=pad) for r in rows])
                     new = self._fast.generate_batch(rows, max(limits), make_picker(p, padded), eos, on_tokens=route,
-                                                    should_stop=lambda: all(finished), greedy=greedy)
+                                                    should_stop=lambda: all(finished), greedy=greedy, pad_id=pad)
                 peak = int(torch.cuda.max_memory_allocated()) if cuda else None
                 for b, j in enumerate(group):
                     row = new[b:b + 1, : counts[b]]

@@ -128,3 +128,40 @@ def test_a_step_that_fails_to_compile_runs_uncompiled(model) -> None:
     assert torch.equal(got, expected)
     assert "torch.compile failed (RuntimeError: inductor could not lower this)" == fd.compile_fallback
     assert fd.last_stats.fallback_reason == fd.compile_fallback
+
+
+def test_a_text_batch_prefilled_together_answers_as_each_prompt_alone(model, monkeypatch) -> None:
+    import core.vlm.fastdecode as fastdecode
+
+    prompts = [_ids(n, seed) for seed, n in enumerate([5, 11, 8])]
+    alone = [FastDecoder(model, use_cuda_graph=False).generate({"input_ids": p, "attention_mask": torch.ones_like(p)},
+                                                               10, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+             for p in prompts]
+    merges: list[int] = []
+    original = fastdecode.merge_rows
+
+    def spy(rows, pad_id):
+        merged = original(rows, pad_id)
+        merges.append(int(merged["input_ids"].shape[1]))
+        return merged
+
+    monkeypatch.setattr(fastdecode, "merge_rows", spy)
+    rows = [{"input_ids": p, "attention_mask": torch.ones_like(p)} for p in prompts]
+    together = FastDecoder(model, use_cuda_graph=False).generate_batch(rows, 10, lambda lg, g: lg.argmax(-1), set(),
+                                                                       greedy=True, pad_id=7)
+    assert merges == [11]  # one prefill of the three prompts, left-padded to the longest
+    for b, ids in enumerate(alone):
+        assert torch.equal(together[b], ids[0])
+
+
+def test_merge_rows_pads_left_and_concatenates_pictures() -> None:
+    from core.vlm.fastdecode import merge_rows
+
+    a = {"input_ids": torch.tensor([[5, 6]]), "attention_mask": torch.ones(1, 2, dtype=torch.long),
+         "pixel_values": torch.ones(4, 3), "image_grid_thw": torch.tensor([[1, 2, 2]])}
+    b = {"input_ids": torch.tensor([[7, 8, 9]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    merged = merge_rows([a, b], pad_id=0)
+    assert merged["input_ids"].tolist() == [[0, 5, 6], [7, 8, 9]]
+    assert merged["attention_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert merged["pixel_values"].shape == (4, 3) and merged["image_grid_thw"].tolist() == [[1, 2, 2]]
+    assert merge_rows([a, {**b, "second_per_grid_ts": torch.ones(1)}], 0) is None  # unknown key: prefill apart
