@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.vlm.decode_attention import decode_attention
+from core.vlm.decode_attention import GROUP_PAD, decode_attention, register_op, unavailable_reason
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -110,16 +110,15 @@ class LeanDecodeStep:
                            attn.k_norm.weight.detach().expand(self.kv_heads, -1)], dim=0)
                 if same_eps else None)
         self._positions: dict[tuple[int, str], Any] = {}
-        from core.vlm.decode_attention import unavailable_reason
-
+        # "triton": core.vlm.decode_attention (split over the cache); "torch": matrix products (any device)
         weight = self.embed.weight
         self.attention_fallback = unavailable_reason(weight.device, weight.dtype)
+        d = self.head_dim
+        if self.attention_fallback is None and (self.group > GROUP_PAD or d < 16 or d & (d - 1)):
+            self.attention_fallback = f"{self.group} query heads per K/V head, head_dim {d} (kernel: <= 16, 2^n >= 16)"
         self.attention = "triton" if self.attention_fallback is None else "torch"
         if self.attention == "triton":
-            from core.vlm.decode_attention import register_op
-
-            register_op()
-        """"triton": core.vlm.decode_attention (split over the cache); "torch": matrix products (any device)."""
+            register_op()  # outside any compiled code: torch.compile then sees one opaque op
 
     def _arange(self, length: int, device: Any) -> Any:
         import torch

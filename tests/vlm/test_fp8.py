@@ -413,3 +413,27 @@ def test_tiny_fp8_checkpoint_loads_and_generates(
         reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "resaved", **load).eval()
         assert sum(isinstance(m, FP8Linear) for m in reloaded.modules()) == 14
         torch.testing.assert_close(reloaded(input_ids=ids).logits.float(), logits, rtol=0, atol=0)
+
+
+def test_the_engine_loads_an_fp8_checkpoint_offline_and_says_which_kernel_runs(
+    tiny_model_dir: Path, tmp_path: Path, clean_fp8_state, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users' path: LocalEngine with VLSCOPE_OFFLINE registers the fallback and the Home page's line says so."""
+    from transformers.integrations.finegrained_fp8 import FP8Linear
+    from transformers.quantizers.quantizer_finegrained_fp8 import FineGrainedFP8HfQuantizer
+
+    from core.settings import Settings
+    from core.vlm import GenerationParams, user
+    from core.vlm.local import LocalEngine
+
+    folder = _write_fp8_checkpoint(tiny_model_dir, tmp_path / "fp8")
+    monkeypatch.setattr(FineGrainedFP8HfQuantizer, "validate_environment", lambda self, *a, **k: None)  # as on a GPU
+    engine = LocalEngine(Settings(model=str(folder), offline=True, dtype="bf16", cache_dir=tmp_path / "cache"))
+    engine.load()
+    try:
+        assert sum(isinstance(m, FP8Linear) for m in engine.model.modules()) == 14
+        assert engine.info().quantization.startswith("fp8 (checkpoint; " + fp8.FALLBACK_REGISTERED)
+        result = engine.generate([user("Tell me about the door.")], GenerationParams.greedy_defaults(6))
+        assert result.completion_tokens >= 1 and result.finish_reason in ("length", "stop")
+    finally:
+        engine.close()
