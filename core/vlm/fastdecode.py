@@ -510,8 +510,14 @@ _TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}  
 _VISUAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")  # concatenated
 
 
+MERGED_PREFILL_TOKENS = 8192
+"""Largest padded batch (rows x longest prompt) prefilled in one forward: beyond it the activations of one
+merged forward would outgrow those of the longest prompt alone, so rows are prefilled one by one."""
+
+
 def merge_rows(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any] | None:
-    """Several single-prompt processor outputs as one left-padded batch, or None when a row has other keys.
+    """Several single-prompt processor outputs as one left-padded batch, or None when a row has other keys or
+    the padded batch exceeds `MERGED_PREFILL_TOKENS`.
 
     Token rows are left-padded (pad_id / 0); images and videos are concatenated in row order, which is the
     order in which the model assigns them to their placeholder tokens.
@@ -522,6 +528,8 @@ def merge_rows(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any] | None
     if any(set(row) - known or "attention_mask" not in row or row["input_ids"].shape[0] != 1 for row in rows):
         return None
     width = max(int(row["input_ids"].shape[1]) for row in rows)
+    if width * len(rows) > MERGED_PREFILL_TOKENS:
+        return None
     merged: dict[str, Any] = {}
     for key, fill in _TOKEN_KEYS.items():
         present = [key in row for row in rows]

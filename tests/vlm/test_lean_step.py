@@ -165,3 +165,5 @@ def test_merge_rows_pads_left_and_concatenates_pictures() -> None:
     assert merged["attention_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
     assert merged["pixel_values"].shape == (4, 3) and merged["image_grid_thw"].tolist() == [[1, 2, 2]]
     assert merge_rows([a, {**b, "second_per_grid_ts": torch.ones(1)}], 0) is None  # unknown key: prefill apart
+    long = {"input_ids": torch.ones(1, 3000, dtype=torch.long), "attention_mask": torch.ones(1, 3000, dtype=torch.long)}
+    assert merge_rows([a, b, long], 0) is None  # 3 x 3,000 padded tokens: more memory than the longest alone
