@@ -32,14 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("This benchmark needs a CUDA GPU.")
         return 2
-    from benchmarks.engine import build_random_model
+    from benchmarks.engine import random_model_folder
     from core.settings import Settings
     from core.vlm import GenerationParams, ImagePart, user
     from core.vlm.local import LocalEngine
 
-    folder = Path(args.folder)
-    if not (folder / "config.json").exists():
-        build_random_model("4b", folder)
+    folder = random_model_folder(args.folder)
     engine = LocalEngine(Settings(model=str(folder), device="cuda", dtype="bf16", cache_dir=folder / "cache",
                                   fast_decode="on", max_batch_size=args.users, batch_window_ms=20))
     engine.load()

@@ -81,6 +81,14 @@ def build_random_model(size: str, folder: Path) -> float:
     return time.perf_counter() - t
 
 
+def random_model_folder(folder: str | Path, size: str = "4b") -> Path:
+    """`folder` holding a random model of the exact shape, built there first if it is not (for the other benchmarks)."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        build_random_model(size, folder)
+    return folder
+
+
 def profile_steps(engine, torch, paths: list[str]) -> None:
     """Kernels and GPU time of one eager decode step per step kind (what the CUDA graph replays), short and long prompt."""
     from torch.profiler import ProfilerActivity, profile

@@ -39,14 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("This benchmark needs a CUDA GPU.")
         return 2
-    from benchmarks.engine import build_random_model
+    from benchmarks.engine import random_model_folder
     from core.settings import Settings
     from core.vlm import GenerationParams, VideoPart, user
     from core.vlm.local import LocalEngine
 
-    folder = Path(args.folder)
-    if not (folder / "config.json").exists():
-        build_random_model("4b", folder)
+    folder = random_model_folder(args.folder)
     fp8_folder = folder.parent / (folder.name + "-fp8")
     rows = []
     rng = np.random.default_rng(0)

@@ -10,7 +10,8 @@ from core.cache import open_cache
 from core.settings import load_settings
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units, as everywhere in the CLI)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -29,7 +30,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({"environment": env.to_dict(), "cache": stats.to_dict(), "settings": json.loads(settings.model_dump_json())}, indent=2))
         return 0
     print(f"Python {env.python}; " + ", ".join(f"{k} {v}" for k, v in env.packages.items()))
-    gpus = ", ".join(f"{g.name} ({_human(g.memory_total_bytes)})" for g in env.gpus) or "none (CPU only)"
+    gpus = ", ".join(f"{g.name} ({human_bytes(g.memory_total_bytes)})" for g in env.gpus) or "none (CPU only)"
     print(f"Device: {env.device}; GPUs: {gpus}")
     print(f"Model: {settings.model}: {'available' if env.model.available else 'NOT available'}")
     if not env.model.available:
@@ -40,7 +41,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"OCR {eng.name}: {state}{langs}; {eng.message}")
     print(
         f"Cache {stats.directory}: {stats.entries} entries for {stats.inputs} inputs, "
-        f"{_human(stats.volume_bytes)} of {_human(stats.size_limit_bytes)}; hits {stats.hits}, misses {stats.misses}"
+        f"{human_bytes(stats.volume_bytes)} of {human_bytes(stats.size_limit_bytes)}; hits {stats.hits}, misses {stats.misses}"
     )
     return 0
 
@@ -56,7 +57,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 where = "server:" if getattr(stats, "backend", "disk") == "redis" else "folder:"
                 print(f"{where:<9} {stats.directory}")
                 print(f"entries:  {stats.entries} ({stats.inputs} inputs)")
-                print(f"size:     {_human(stats.volume_bytes)} of {_human(stats.size_limit_bytes)}")
+                print(f"size:     {human_bytes(stats.volume_bytes)} of {human_bytes(stats.size_limit_bytes)}")
                 print(f"hits:     {stats.hits}")
                 print(f"misses:   {stats.misses}")
                 print(f"corrupt:  {stats.corrupt}")
@@ -69,7 +70,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             else:
                 for e in entries:
                     when = dt.datetime.fromtimestamp(e.stored_at).strftime("%Y-%m-%d %H:%M:%S")
-                    print(f"{when}  {e.input_hash[:16]}  {e.stage:<20} {_human(e.size_bytes):>10}  {e.key}")
+                    print(f"{when}  {e.input_hash[:16]}  {e.stage:<20} {human_bytes(e.size_bytes):>10}  {e.key}")
                 print(f"{len(entries)} entries")
         elif args.action == "delete":
             if not args.input:

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from core.cli.base import human_bytes
 from core.cli.errors import CliError
 
 # Modules adding `vlscope video ...` subcommands through `register_video(video_subparsers)`;
@@ -34,14 +35,6 @@ def add_video_command(name: str, help_text: str) -> argparse.ArgumentParser:
     parser = video_subparsers().add_parser(name, help=help_text, description=help_text)
     parser.add_argument("file", help="video file")
     return parser
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
 
 
 def _probe(path: str) -> Any:
@@ -78,7 +71,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
     kf = f"{info.keyframe_interval:.2f} s" if info.keyframe_interval else "unknown"
-    print(f"file:       {info.path} ({_human_bytes(info.size_bytes)}, {info.container})")
+    print(f"file:       {info.path} ({human_bytes(info.size_bytes)}, {info.container})")
     print(f"video:      {info.codec} {info.width}x{info.height} (coded {info.coded_width}x{info.coded_height}, "
           f"rotation {info.rotation}), {info.pix_fmt}")
     print(f"duration:   {info.duration:.3f} s, {info.frame_count} frames{'' if info.frame_count_exact else ' (estimated)'}")
@@ -112,10 +105,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"tokens:       {est.visual_tokens} visual ({est.visual_tokens_per_pair}/pair x {est.pairs}), "
           f"{est.timestamp_text_tokens} timestamp text, {est.prompt_tokens} prompt total"
           f"{'' if est.exact else ' (text estimated)'}")
-    print(f"memory:       weights {_human_bytes(est.weights_bytes)}, KV cache {_human_bytes(est.kv_cache_bytes)}, "
-          f"peak about {_human_bytes(est.peak_gpu_bytes)} ({args.model} {args.precision})")
+    print(f"memory:       weights {human_bytes(est.weights_bytes)}, KV cache {human_bytes(est.kv_cache_bytes)}, "
+          f"peak about {human_bytes(est.peak_gpu_bytes)} ({args.model} {args.precision})")
     if est.fits is not None:
-        print(f"fits:         {'yes' if est.fits else 'NO'} in {_human_bytes(est.gpu_memory_bytes or 0)}"
+        print(f"fits:         {'yes' if est.fits else 'NO'} in {human_bytes(est.gpu_memory_bytes or 0)}"
               f"{' (' + est.gpu_name + ')' if est.gpu_name else ''}")
     for w in est.warnings:
         print(f"warning:      {w}")

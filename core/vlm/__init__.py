@@ -1,4 +1,5 @@
-"""Vision-language engines behind one interface (`Engine`): local transformers now, remote later."""
+"""Vision-language engines behind one interface (`Engine`): local transformers (`core.vlm.local`) and an
+OpenAI-compatible server such as vLLM or SGLang (`core.vlm.remote`)."""
 
 from core.vlm.base import (
     Engine,

@@ -63,7 +63,7 @@ class FastDecoder:
         self._graph: Any = None
         self._greedy_graph: Any = None
         self._mask: Any = None
-        self._compiled: Any = None
+        self._compiled: Any = None  # None: not decided yet; False: eager; else the compiled step
         self.compile_fallback: str | None = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
@@ -76,24 +76,23 @@ class FastDecoder:
 
     def _step(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
         """The decode step, compiled by torch.compile with the `compile_decode` setting (fuses the small kernels)."""
-        if self._compiled is None:
+        if self._compiled is None:  # decided once: a compiled step, or False for the eager one
             wanted = self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1"
+            self._compiled = False
             if wanted and tokens.device.type == "cuda":
                 import torch
 
                 # Inductor fuses the small element-wise kernels; the CUDA graph stays ours. Shapes start static and
                 # turn dynamic at the second cache length, so a new prompt-length bucket compiles at most once more.
                 self._compiled = torch.compile(self._step_eager, mode="default")
-            else:
-                self._compiled = self._step_eager
-        if self._compiled is not None and getattr(self._compiled, "__func__", None) is not FastDecoder._step_eager:
+        if self._compiled:
             try:
                 return self._compiled(tokens, cache_position, rope_deltas)
             except Exception as exc:  # noqa: BLE001 - compiling is an optimisation: decode without it
                 self.compile_fallback = f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]})"
                 self._fallback = self.compile_fallback
                 log.warning("fast decoding runs the step uncompiled: %s", self.compile_fallback)
-                self._compiled = self._step_eager
+                self._compiled = False
         return self._step_eager(tokens, cache_position, rope_deltas)
 
     def _step_eager(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
@@ -139,10 +138,7 @@ class FastDecoder:
     def _load_prefix(self, kv: Any, length: int) -> None:
         """Copy a kept (dynamic) prefix cache into the static cache and move its counters to `length`."""
 
-        for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
-            if not getattr(static_layer, "is_initialized", True):
-                # allocate the static buffers from the kept tensors' shape, dtype and device
-                static_layer.lazy_initialization(kept_layer.keys[:, :, :1], kept_layer.values[:, :, :1])
+        self._fill_static(kv, 1)
         for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
             static_layer.keys[:, :, :length].copy_(kept_layer.keys[:, :, :length])
             static_layer.values[:, :, :length].copy_(kept_layer.values[:, :, :length])
