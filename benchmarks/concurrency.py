@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one after another: {seq_s:.2f} s ({args.users * args.tokens / seq_s:.0f} tokens/s in all)")
     print(f"batched together:  {bat_s:.2f} s ({args.users * args.tokens / bat_s:.0f} tokens/s in all); "
           f"batch sizes {[r.metrics.batch_size for r in bat]}")
+    for name, results in (("one after another", seq), ("batched together", bat)):
+        mean = {k: sum(getattr(r.metrics, k) for r in results) / len(results)
+                for k in ("preprocess_ms", "queue_ms", "prefill_ms", "ttft_ms", "decode_ms", "total_ms")}
+        print(f"  {name}, mean per request (ms): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in mean.items()))
     print(f"batched / sequential speed-up: {seq_s / bat_s:.2f}x; same greedy text per user: {same}")
     if args.json:
         Path(args.json).write_text(json.dumps({"sequential_s": seq_s, "batched_s": bat_s, "speedup": seq_s / bat_s,

@@ -89,20 +89,34 @@ def random_model_folder(folder: str | Path, size: str = "4b") -> Path:
     return folder
 
 
+def make_decoder(model, path: str, **kwargs):
+    """A fast decoder with the step `path` names: "transformers" (transformers' forward), "lean" (the lean step
+    with VLScope's Triton kernels, as shipped), "lean-attention" (only the Triton attention: the step as shipped
+    until 2026-11-29) or "lean-torch" (the lean step in PyTorch operations, as on a machine without Triton)."""
+    from core.vlm.fastdecode import FastDecoder
+
+    if path == "lean-torch":
+        os.environ["VLSCOPE_DECODE_KERNELS"] = "torch"
+    try:
+        fd = FastDecoder(model, step=path.split("-")[0], **kwargs)
+    finally:
+        os.environ.pop("VLSCOPE_DECODE_KERNELS", None)
+    if path == "lean-attention":
+        lean = fd._lean
+        lean.prepare = [False] * len(lean.prepare)
+        lean.gated = [False] * len(lean.gated)
+    return fd
+
+
 def profile_steps(engine, torch, paths: list[str]) -> None:
     """Kernels and GPU time of one eager decode step per step kind (what the CUDA graph replays), short and long prompt."""
     from torch.profiler import ProfilerActivity, profile
-
-    from core.vlm.fastdecode import FastDecoder
 
     for length in (40, 12500):
         ids = torch.randint(1000, 2000, (1, length), device="cuda")
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         for path in [p for p in paths if p != "plain"]:
-            if path == "lean-torch":
-                os.environ["VLSCOPE_DECODE_ATTENTION"] = "torch"
-            fd = FastDecoder(engine.model, use_cuda_graph=False, step=path.split("-")[0])
-            os.environ.pop("VLSCOPE_DECODE_ATTENTION", None)
+            fd = make_decoder(engine.model, path, use_cuda_graph=False)
             fd.generate(inputs, 4, lambda lg, g: lg.argmax(-1), set(), greedy=True)
             tok, pos, rope = fd._buffers
             with torch.inference_mode():
@@ -120,6 +134,8 @@ def profile_steps(engine, torch, paths: list[str]) -> None:
             print(f"profile, {length}-token prompt, {path} step: {kernels:.0f} kernels per token, GPU busy "
                   f"{busy:.2f} ms per token; top: " + "; ".join(
                       f"{e.key[:60]} x{e.count // 3} {e.self_device_time_total / 3000:.2f} ms" for e in top))
+            for e in sorted(rows, key=lambda e: -e.self_device_time_total)[6:30]:  # the rest: what fusing could remove
+                print(f"    {e.key[:90]} x{e.count // 3} {e.self_device_time_total / 3000 * 1000:.0f} us")
             del fd
         torch.cuda.empty_cache()
 
@@ -155,7 +171,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--folder", help="where to save the random model (default: a temporary folder)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--paths", default="plain,transformers,lean-torch,lean",
+    parser.add_argument("--paths", default="plain,transformers,lean-torch,lean-attention,lean",
                         help="decoding paths compared (plain first: the others' ratios are against it)")
     parser.add_argument("--video-sizes", default="640x360,1280x720", help="frame sizes of the 600-frame video")
     parser.add_argument("--parts", default="decode,media,concurrency,precisions",
@@ -201,8 +217,6 @@ def main() -> int:
     engine.model.generation_config.eos_token_id = None
 
     # -- decode at batch 1: plain generate vs the fast path (transformers' step, then the lean step) ----
-    from core.vlm.fastdecode import FastDecoder
-
     prompt = [user("Write a long, detailed story about a door that opens and closes, a car, and a kitchen.")]
     greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
     warm = GenerationParams(max_new_tokens=16, temperature=0.0, presence_penalty=0.0)
@@ -210,18 +224,14 @@ def main() -> int:
     out["decode_limit_tokens_per_s"] = limit
 
     def use(path: str, compile_step: bool = False) -> None:
-        """Point the engine at the plain path or a fast decoder: "transformers" step, "lean" step (Triton
-        attention on CUDA) or "lean-torch" (the lean step with matrix-product attention)."""
+        """Point the engine at the plain path or a fast decoder (`make_decoder`)."""
         engine.settings.fast_decode = "off" if path == "plain" else "on"
         engine._fast = None  # the previous decoder (its caches and graphs) goes before the next is built
         gc.collect()
         torch.cuda.empty_cache()
         if path == "plain":
             return
-        if path == "lean-torch":
-            os.environ["VLSCOPE_DECODE_ATTENTION"] = "torch"
-        engine._fast = FastDecoder(engine.model, step=path.split("-")[0], compile_step=compile_step)
-        os.environ.pop("VLSCOPE_DECODE_ATTENTION", None)
+        engine._fast = make_decoder(engine.model, path, compile_step=compile_step)
 
     parts = set(args.parts.split(","))
     texts = {}
@@ -289,7 +299,8 @@ def main() -> int:
 
 
 NAMES = {"plain": "plain generate", "transformers": "fast, transformers' step",
-         "lean-torch": "fast, lean step, matrix-product attention", "lean": "fast, lean step, Triton attention"}
+         "lean-torch": "fast, lean step, PyTorch kernels", "lean-attention": "fast, lean step, Triton attention only",
+         "lean": "fast, lean step, Triton kernels"}
 
 
 def compile_section(engine, prompt, kept, greedy, out, limit, use) -> None:

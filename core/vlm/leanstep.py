@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.vlm.decode_attention import GROUP_PAD, decode_attention, register_op, unavailable_reason
+from core.vlm.decode_kernels import (GROUP_PAD, decode_attention, prepare_attention, register_ops, silu_mul,
+                                    unavailable_reason)
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -110,15 +111,21 @@ class LeanDecodeStep:
                            attn.k_norm.weight.detach().expand(self.kv_heads, -1)], dim=0)
                 if same_eps else None)
         self._positions: dict[tuple[int, str], Any] = {}
-        # "triton": core.vlm.decode_attention (split over the cache); "torch": matrix products (any device)
+        # "triton": core.vlm.decode_kernels (attention split over the cache, one kernel from q/k/v to the cache,
+        # silu * up); "torch": PyTorch operations and matrix products (any device)
         weight = self.embed.weight
-        self.attention_fallback = unavailable_reason(weight.device, weight.dtype)
+        self.kernels_fallback = unavailable_reason(weight.device, weight.dtype)
         d = self.head_dim
-        if self.attention_fallback is None and (self.group > GROUP_PAD or d < 16 or d & (d - 1)):
-            self.attention_fallback = f"{self.group} query heads per K/V head, head_dim {d} (kernel: <= 16, 2^n >= 16)"
-        self.attention = "triton" if self.attention_fallback is None else "torch"
-        if self.attention == "triton":
-            register_op()  # outside any compiled code: torch.compile then sees one opaque op
+        if self.kernels_fallback is None and (self.group > GROUP_PAD or d < 16 or d & (d - 1)):
+            self.kernels_fallback = f"{self.group} query heads per K/V head, head_dim {d} (kernels: <= 16, 2^n >= 16)"
+        self.kernels = "triton" if self.kernels_fallback is None else "torch"
+        # the one-kernel q/k/v preparation needs the fused projection and one norm weight per q / k
+        self.prepare = [self.kernels == "triton" and self.qkv[i] is not None and self.qk_norm_weight[i] is not None
+                        for i in range(len(self.layers))]
+        self.gated = [self.kernels == "triton" and self.gate_up[i] is not None and _is_silu(layer.mlp.act_fn)
+                      for i, layer in enumerate(self.layers)]
+        if self.kernels == "triton":
+            register_ops()  # outside any compiled code: torch.compile then sees opaque ops
 
     def _arange(self, length: int, device: Any) -> Any:
         import torch
@@ -138,17 +145,19 @@ class LeanDecodeStep:
         device, dtype = x.device, x.dtype
         hq, hkv, d, g = self.q_heads, self.kv_heads, self.head_dim, self.group
         positions = (cache_position.view(1, 1) + rope_deltas.view(-1, 1)).expand(batch, 1)
-        cos, sin = self.rotary(x, positions.unsqueeze(0).expand(3, batch, 1))
-        cos = cos.unsqueeze(2)  # (B, 1, 1, head_dim): shared by all heads and layers
-        half = d // 2
-        # rotate_half(x) * sin == flip(halves of x) * (sin with its first half negated)
-        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1).unsqueeze(2)
+        cos_raw, sin_raw = self.rotary(x, positions.unsqueeze(0).expand(3, batch, 1))  # (B, 1, head_dim), all layers
+        cos = sin = None
+        if not all(self.prepare):
+            cos = cos_raw.unsqueeze(2)  # (B, 1, 1, head_dim): shared by all heads and layers
+            half = d // 2
+            # rotate_half(x) * sin == flip(halves of x) * (sin with its first half negated)
+            sin = torch.cat([-sin_raw[..., :half], sin_raw[..., half:]], dim=-1).unsqueeze(2)
         length = cache_layers[0].keys.shape[2]
         allowed = self._arange(length, device) <= cache_position
         if valid is not None:
             allowed = allowed & (valid != 0)
         bias_rows = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, float("-inf"))
-        triton = self.attention == "triton"
+        triton = self.kernels == "triton"
         if not triton:  # (B * kv_heads, group, L): the additive mask of every grouped query row
             bias = bias_rows.view(-1, 1, 1, length).expand(batch, hkv, g, length).reshape(batch * hkv, g, length)
         # float32 products of bf16/fp16 operands (cuBLAS `out_dtype`); under torch.compile (which cannot trace
@@ -158,23 +167,14 @@ class LeanDecodeStep:
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
-            if self.qkv[i] is not None:
-                qkv = torch.nn.functional.linear(h, self.qkv[i])
-            else:
-                qkv = torch.cat([attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)], dim=-1)
-            qkv = qkv.view(batch, 1, hq + 2 * hkv, d)
-            if self.qk_norm_weight[i] is not None:
-                qk = torch.nn.functional.rms_norm(qkv[:, :, :hq + hkv], (d,), eps=_eps(attn.q_norm))
-                qk = qk * self.qk_norm_weight[i]
-            else:
-                qk = torch.cat([_rms(qkv[:, :, :hq], attn.q_norm), _rms(qkv[:, :, hq:hq + hkv], attn.k_norm)], dim=2)
-            flipped = qk.view(batch, 1, hq + hkv, 2, half).flip(3).view(batch, 1, hq + hkv, d)
-            qk = torch.addcmul(qk * cos, flipped, sin)
             cache = cache_layers[i]
             keys, values = cache.keys, cache.values  # (B, kv_heads, L, head_dim)
-            keys.index_copy_(2, cache_position, qk[:, :, hq:].transpose(1, 2))
-            values.index_copy_(2, cache_position, qkv[:, :, hq + hkv:].transpose(1, 2))
-            q = qk[:, :, :hq].reshape(batch * hkv, g, d)  # query heads grouped under their K/V head
+            if self.prepare[i]:  # norm, rotary and cache writes in one kernel
+                qkv = torch.nn.functional.linear(h, self.qkv[i]).view(batch, 1, hq + 2 * hkv, d)
+                q = prepare_attention(qkv, attn.q_norm.weight, attn.k_norm.weight, cos_raw, sin_raw, cache_position,
+                                      keys, values, hq, _eps(attn.q_norm)).view(batch * hkv, g, d)
+            else:
+                q = self._prepare_torch(h, attn, i, batch, cos, sin, cache_position, keys, values)
             if triton:
                 out = decode_attention(q, keys.view(batch * hkv, length, d), values.view(batch * hkv, length, d),
                                        bias_rows, cache_position, self.scale)
@@ -184,13 +184,38 @@ class LeanDecodeStep:
                     q, keys, values, bias, batch * hkv, g, length, chunks, wide, dtype).view(batch, 1, hq * d))
             h = _rms(x, layer.post_attention_layernorm)
             mlp = layer.mlp
-            if self.gate_up[i] is not None:
+            if self.gated[i]:
+                x = _linear_add(x, mlp.down_proj, silu_mul(torch.nn.functional.linear(h, self.gate_up[i])))
+            elif self.gate_up[i] is not None:
                 gate, up = torch.nn.functional.linear(h, self.gate_up[i]).chunk(2, dim=-1)
                 x = _linear_add(x, mlp.down_proj, mlp.act_fn(gate) * up)
             else:
                 x = x + mlp(h)
         x = _rms(x, self.norm)
         return self.lm_head(x)[:, -1, :]
+
+    def _prepare_torch(self, h: Any, attn: Any, i: int, batch: int, cos: Any, sin: Any, cache_position: Any,
+                       keys: Any, values: Any) -> Any:
+        """q/k/v projection, q/k norm, rotary and cache writes in PyTorch -> queries (B * kv_heads, group, head_dim)."""
+        import torch
+
+        hq, hkv, d, g = self.q_heads, self.kv_heads, self.head_dim, self.group
+        if self.qkv[i] is not None:
+            qkv = torch.nn.functional.linear(h, self.qkv[i])
+        else:
+            qkv = torch.cat([attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)], dim=-1)
+        qkv = qkv.view(batch, 1, hq + 2 * hkv, d)
+        if self.qk_norm_weight[i] is not None:
+            qk = torch.nn.functional.rms_norm(qkv[:, :, :hq + hkv], (d,), eps=_eps(attn.q_norm))
+            qk = qk * self.qk_norm_weight[i]
+        else:
+            qk = torch.cat([_rms(qkv[:, :, :hq], attn.q_norm), _rms(qkv[:, :, hq:hq + hkv], attn.k_norm)], dim=2)
+        half = d // 2
+        flipped = qk.view(batch, 1, hq + hkv, 2, half).flip(3).view(batch, 1, hq + hkv, d)
+        qk = torch.addcmul(qk * cos, flipped, sin)
+        keys.index_copy_(2, cache_position, qk[:, :, hq:].transpose(1, 2))
+        values.index_copy_(2, cache_position, qkv[:, :, hq + hkv:].transpose(1, 2))
+        return qk[:, :, :hq].reshape(batch * hkv, g, d)  # query heads grouped under their K/V head
 
     def _attention_products(self, q: Any, keys: Any, values: Any, bias: Any, heads: int, g: int, length: int,
                             chunks: int, wide: bool, dtype: Any) -> Any:
@@ -253,3 +278,10 @@ def _rms(x: Any, norm: Any) -> Any:
     import torch
 
     return torch.nn.functional.rms_norm(x, (x.shape[-1],), norm.weight, eps=_eps(norm))
+
+
+def _is_silu(act: Any) -> bool:
+    """The activation is SiLU (nn.SiLU or transformers' own SiLU module)."""
+    from torch import nn
+
+    return isinstance(act, nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
