@@ -105,6 +105,7 @@ def make_decoder(model, path: str, **kwargs):
         lean = fd._lean
         lean.prepare = [False] * len(lean.prepare)
         lean.gated = [False] * len(lean.gated)
+        lean.triton_norm = False
     return fd
 
 

@@ -16,7 +16,8 @@ in a CUDA graph their count, not their bytes, is the cost. One program per head 
 The rounding follows transformers' eager code (each product rounded to the model's dtype), so the result is
 the same as transformers' step up to the order of float32 sums.
 
-**The gated activation (`silu_mul`).** silu(gate) * up as one kernel instead of two.
+**The gated activation (`silu_mul`)** as one kernel instead of two, and **RMSNorm (`rms_norm`)** of the hidden
+state, rounded as transformers rounds it.
 
 Used by the lean decode step on CUDA with bf16/fp16 weights when Triton is importable; everything else
 takes the PyTorch path. `VLSCOPE_DECODE_KERNELS=torch` forces the PyTorch path. The tests run the kernels on
@@ -174,8 +175,20 @@ def _kernel() -> Any:
         act = (gate / (1.0 + tl.exp(-gate))).to(out_ty).to(tl.float32)  # silu, rounded as the module's output
         tl.store(out_ptr + row * stride_out + i, (act * up).to(out_ty), mask=live)
 
+    @triton.jit
+    def rms_norm(x_ptr, w_ptr, out_ptr, stride_x, stride_out, width, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        i = tl.arange(0, BLOCK)
+        live = i < width
+        out_ty = out_ptr.dtype.element_ty
+        x = tl.load(x_ptr + row * stride_x + i, mask=live, other=0.0).to(tl.float32)
+        r = 1.0 / tl.sqrt_rn(tl.sum(x * x, 0) / width + eps)
+        w = tl.load(w_ptr + i, mask=live, other=0.0).to(tl.float32)
+        # as transformers: normalise in float32, round to the model's dtype, times the weight, round
+        tl.store(out_ptr + row * stride_out + i, (w * (x * r).to(out_ty).to(tl.float32)).to(out_ty), mask=live)
+
     _KERNEL = {"partial_attention": partial_attention, "merge_splits": merge_splits,
-               "prepare_attention": prepare_attention, "silu_mul": silu_mul}
+               "prepare_attention": prepare_attention, "silu_mul": silu_mul, "rms_norm": rms_norm}
     return _KERNEL
 
 
@@ -233,7 +246,16 @@ def register_ops() -> None:
     def _(gate_up):  # noqa: ANN001, ANN202 - shapes only
         return gate_up.new_empty((*gate_up.shape[:-1], gate_up.shape[-1] // 2))
 
-    _OPS.update(decode_attention=attention_op, prepare_attention=prepare_op, silu_mul=silu_mul_op)
+    @lib.custom_op("vlscope::rms_norm", mutates_args=(), schema="(Tensor x, Tensor weight, float eps) -> Tensor")
+    def rms_norm_op(x, weight, eps):  # noqa: ANN001, ANN202 - typed by the schema
+        return _rms_norm(x, weight, eps)
+
+    @rms_norm_op.register_fake
+    def _(x, weight, eps):  # noqa: ANN001, ANN202 - shapes only
+        return torch.empty_like(x)
+
+    _OPS.update(decode_attention=attention_op, prepare_attention=prepare_op, silu_mul=silu_mul_op,
+                rms_norm=rms_norm_op)
 
 
 def decode_attention(q: Any, keys: Any, values: Any, bias: Any, cache_position: Any, scale: float) -> Any:
@@ -266,6 +288,27 @@ def silu_mul(gate_up: Any) -> Any:
     if _OPS:
         return _OPS["silu_mul"](gate_up)
     return _silu_mul(gate_up)
+
+
+def rms_norm(x: Any, weight: Any, eps: float) -> Any:
+    """RMSNorm over the last dimension of a few rows (one program each), rounded as transformers' Qwen3-VL norm."""
+    if _OPS:
+        return _OPS["rms_norm"](x, weight, eps)
+    return _rms_norm(x, weight, eps)
+
+
+def _rms_norm(x: Any, weight: Any, eps: float) -> Any:
+    import triton
+
+    width = x.shape[-1]
+    flat = x.reshape(-1, width)
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    out = x.new_empty(flat.shape)
+    block = triton.next_power_of_2(width)
+    _kernel()["rms_norm"][(flat.shape[0],)](flat, weight, out, flat.stride(0), out.stride(0), width, eps, BLOCK=block,
+                                           num_warps=8 if block >= 2048 else 4)
+    return out.view(x.shape)
 
 
 def _prepare_attention(qkv: Any, q_norm: Any, k_norm: Any, cos: Any, sin: Any, cache_position: Any, keys: Any,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.vlm.decode_kernels import (GROUP_PAD, decode_attention, prepare_attention, register_ops, silu_mul,
-                                    unavailable_reason)
+from core.vlm.decode_kernels import (GROUP_PAD, decode_attention, prepare_attention, register_ops, rms_norm,
+                                    silu_mul, unavailable_reason)
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -124,6 +124,7 @@ class LeanDecodeStep:
                         for i in range(len(self.layers))]
         self.gated = [self.kernels == "triton" and self.gate_up[i] is not None and _is_silu(layer.mlp.act_fn)
                       for i, layer in enumerate(self.layers)]
+        self.triton_norm = self.kernels == "triton"
         if self.kernels == "triton":
             register_ops()  # outside any compiled code: torch.compile then sees opaque ops
 
@@ -166,7 +167,7 @@ class LeanDecodeStep:
         chunks = length // self.chunk if length >= 8 * self.chunk and length % self.chunk == 0 else 1
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            h = _rms(x, layer.input_layernorm)
+            h = self._norm(x, layer.input_layernorm)
             cache = cache_layers[i]
             keys, values = cache.keys, cache.values  # (B, kv_heads, L, head_dim)
             if self.prepare[i]:  # norm, rotary and cache writes in one kernel
@@ -182,7 +183,7 @@ class LeanDecodeStep:
             else:
                 x = _linear_add(x, attn.o_proj, self._attention_products(
                     q, keys, values, bias, batch * hkv, g, length, chunks, wide, dtype).view(batch, 1, hq * d))
-            h = _rms(x, layer.post_attention_layernorm)
+            h = self._norm(x, layer.post_attention_layernorm)
             mlp = layer.mlp
             if self.gated[i]:
                 x = _linear_add(x, mlp.down_proj, silu_mul(torch.nn.functional.linear(h, self.gate_up[i])))
@@ -191,8 +192,14 @@ class LeanDecodeStep:
                 x = _linear_add(x, mlp.down_proj, mlp.act_fn(gate) * up)
             else:
                 x = x + mlp(h)
-        x = _rms(x, self.norm)
+        x = self._norm(x, self.norm)
         return self.lm_head(x)[:, -1, :]
+
+    def _norm(self, x: Any, norm: Any) -> Any:
+        """The hidden state's RMSNorm: the Triton kernel with the Triton kernels, else one PyTorch kernel."""
+        if self.triton_norm:
+            return rms_norm(x, norm.weight, _eps(norm))
+        return _rms(x, norm)
 
     def _prepare_torch(self, h: Any, attn: Any, i: int, batch: int, cos: Any, sin: Any, cache_position: Any,
                        keys: Any, values: Any) -> Any:
@@ -259,13 +266,15 @@ class LeanDecodeStep:
 
 
 def _linear_add(residual: Any, linear: Any, x: Any) -> Any:
-    """residual + linear(x), as one GEMM with the residual as its addend where the layer is a plain nn.Linear."""
-    import torch
+    """residual + linear(x), as one GEMM accumulating into the residual where the layer is a plain nn.Linear.
+
+    The residual is the step's own hidden state (a fresh tensor from the embedding), so updating it in place is safe."""
     from torch import nn
 
-    if type(linear) is nn.Linear and linear.bias is None:
-        flat = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
-        return flat.view(residual.shape)
+    if type(linear) is nn.Linear and linear.bias is None and residual.is_contiguous():
+        # in place: the product accumulates into the residual's own memory (an out-of-place addmm first copies it)
+        residual.view(-1, residual.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
+        return residual
     return residual + linear(x)
 
 

@@ -30,7 +30,7 @@ def test_kernels_under_the_triton_interpreter() -> None:
          str(Path(__file__).relative_to(ROOT)), "tests/vlm/test_lean_step.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "14 passed" in run.stdout and "skipped" not in run.stdout  # 11 kernel checks + 3 lean-step checks
+    assert "16 passed" in run.stdout and "skipped" not in run.stdout  # 13 kernel checks + 3 lean-step checks
 
 
 @pytest.fixture()
@@ -91,19 +91,22 @@ def test_where_the_kernel_is_used(monkeypatch) -> None:
                             torch.tensor([3]), 1.0)
 
 
+def _prepare_reference_norm(x, weight, eps):
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
+
+    m = Qwen3VLTextRMSNorm(x.shape[-1], eps=eps).to(x.dtype)
+    m.weight.data = weight.clone()
+    return m(x)
+
+
 def _prepare_reference(qkv, q_norm, k_norm, cos, sin, q_heads, eps):
     """transformers' own code: Qwen3-VL's RMSNorm modules and apply_rotary_pos_emb, in the input's dtype."""
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm, apply_rotary_pos_emb
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb
 
     batch, _, heads, dim = qkv.shape
     kv_heads = (heads - q_heads) // 2
-    norms = []
-    for w in (q_norm, k_norm):
-        m = Qwen3VLTextRMSNorm(dim, eps=eps).to(qkv.dtype)
-        m.weight.data = w.clone()
-        norms.append(m)
-    q = norms[0](qkv[:, :, :q_heads]).transpose(1, 2)  # (B, heads, 1, D)
-    k = norms[1](qkv[:, :, q_heads:q_heads + kv_heads]).transpose(1, 2)
+    q = _prepare_reference_norm(qkv[:, :, :q_heads], q_norm, eps).transpose(1, 2)  # (B, heads, 1, D)
+    k = _prepare_reference_norm(qkv[:, :, q_heads:q_heads + kv_heads], k_norm, eps).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     return q, k, qkv[:, :, q_heads + kv_heads:].transpose(1, 2)
 
@@ -145,6 +148,19 @@ def test_silu_mul_equals_the_gated_activation(interpreted, dtype) -> None:
     got = da.silu_mul(gate_up)
     assert got.shape == (3, 1, width) and got.dtype == dtype
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 if dtype == torch.float32 else 4e-3)
+
+
+@pytest.mark.interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rms_norm_equals_the_models_norm(interpreted, dtype) -> None:
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
+
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(3, 1, 2560, generator=g) * 5).to(dtype)  # the 4B hidden size: a masked 4096-wide block
+    norm = Qwen3VLTextRMSNorm(2560, eps=1e-6).to(dtype)
+    norm.weight.data = (torch.rand(2560, generator=g) + 0.5).to(dtype)
+    got = da.rms_norm(x, norm.weight, 1e-6)
+    torch.testing.assert_close(got, norm(x), **(dict(rtol=0, atol=0) if dtype == torch.float16 else {}))
 
 
 def test_prepare_attention_refuses_a_layout_it_cannot_write() -> None:
@@ -191,6 +207,12 @@ def test_the_kernels_compiled_for_cuda_in_bf16(monkeypatch) -> None:
     ref = _reference(grouped.float(), keys.view(h, length, dim).float(), values.view(h, length, dim).float(), bias,
                      kv_heads, dim ** -0.5)
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+    x = (torch.randn(batch, 1, 2560, generator=g) * 5).to(dev, dt)
+    w = (torch.rand(2560, generator=g) + 0.5).to(dev, dt)
+    got, want = da.rms_norm(x, w, 1e-6), _prepare_reference_norm(x, w, 1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    assert (got == want).float().mean() > 0.99
 
     gate_up = (torch.randn(batch, 1, 2 * 9728, generator=g) * 4).to(dev, dt)
     gate, up = gate_up.chunk(2, dim=-1)

@@ -44,8 +44,11 @@ def test_fusing_shares_weights_and_keeps_the_prefill_output(model) -> None:
     assert LeanDecodeStep(model).qkv[0] is fused  # a second decoder reuses the fusion
 
 
-def _logits_per_step(model, step: str, prompts: list[torch.Tensor], steps: int) -> tuple[list, torch.Tensor]:
+def _logits_per_step(model, step: str, prompts: list[torch.Tensor], steps: int,
+                     forced: torch.Tensor | None = None) -> tuple[list, torch.Tensor]:
+    """Each decode step's logits and the new ids; `forced` (B, steps) feeds those ids instead of the argmax."""
     fd = FastDecoder(model, use_cuda_graph=False, step=step)
+    pick = (lambda lg, g: lg.argmax(-1)) if forced is None else (lambda lg, g: forced[:, g.shape[1]])
     seen: list[torch.Tensor] = []
     original = fd._step_eager
 
@@ -57,10 +60,10 @@ def _logits_per_step(model, step: str, prompts: list[torch.Tensor], steps: int) 
     fd._step_eager = spy
     if len(prompts) == 1:
         new = fd.generate({"input_ids": prompts[0], "attention_mask": torch.ones_like(prompts[0])}, steps,
-                          lambda lg, g: lg.argmax(-1), set(), greedy=True)
+                          pick, set(), greedy=forced is None)
     else:
         rows = [{"input_ids": p, "attention_mask": torch.ones_like(p)} for p in prompts]
-        new = fd.generate_batch(rows, steps, lambda lg, g: lg.argmax(-1), set(), greedy=True)
+        new = fd.generate_batch(rows, steps, pick, set(), greedy=forced is None)
     assert fd.last_stats.step == step
     return seen, new
 
@@ -172,18 +175,27 @@ def test_merge_rows_pads_left_and_concatenates_pictures() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 @pytest.mark.parametrize("lengths", [[9], [5, 11, 8], [2100]], ids=["one row", "three rows", "long prompt"])
-def test_on_cuda_in_bf16_the_triton_kernels_follow_transformers(tiny_model_dir: Path, lengths: list[int],
-                                                                 monkeypatch) -> None:
+def test_on_cuda_in_bf16_the_triton_kernels_are_as_close_to_float32_as_transformers(
+        tiny_model_dir: Path, lengths: list[int], monkeypatch) -> None:
+    """bf16 cannot equal float32; the Triton kernels must not add error: the lean step's logits are as close to
+    the float32 model's as transformers' own bf16 step is, over the same forced tokens."""
     from transformers import AutoModelForImageTextToText
 
     monkeypatch.delenv("VLSCOPE_DECODE_KERNELS", raising=False)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).to("cuda").eval()
+    load = AutoModelForImageTextToText.from_pretrained
+    exact = load(tiny_model_dir, dtype=torch.float32).to("cuda").eval()
+    model = load(tiny_model_dir, dtype=torch.bfloat16).to("cuda").eval()
     step = LeanDecodeStep(model)
-    assert step.kernels == "triton" and all(step.prepare) and all(step.gated), step.kernels_fallback
+    assert step.kernels == "triton" and all(step.prepare) and all(step.gated) and step.triton_norm, step.kernels_fallback
     prompts = [_ids(n, seed).cuda() for seed, n in enumerate(lengths)]
-    ref, ref_new = _logits_per_step(model, "transformers", prompts, 8)
-    got, got_new = _logits_per_step(model, "lean", prompts, 8)
-    # the first decoded token sees the same input on both paths; later ones follow each path's own choice,
-    # which bf16 rounding can flip where two logits tie
-    torch.testing.assert_close(got[0].float(), ref[0].float(), rtol=0.05, atol=0.05)
-    assert (got_new == ref_new).float().mean() >= 0.9
+    steps = 8
+    forced = torch.randint(10, 500, (len(prompts), steps), generator=torch.Generator().manual_seed(7)).cuda()
+    ref, _ = _logits_per_step(exact, "transformers", prompts, steps, forced)
+    tf, _ = _logits_per_step(model, "transformers", prompts, steps, forced)
+    got, _ = _logits_per_step(model, "lean", prompts, steps, forced)
+    assert len(got) == len(tf) == len(ref) == steps - 1
+
+    def error(logits: list) -> float:
+        return max((a.float() - b).abs().mean().item() for a, b in zip(logits, ref))
+
+    assert error(got) <= 1.25 * error(tf) + 1e-3, (error(got), error(tf))
