@@ -174,9 +174,19 @@ def test_prepare_attention_refuses_a_layout_it_cannot_write() -> None:
                              torch.tensor([0]), keys.transpose(2, 3), keys.clone(), 4, 1e-6)
 
 
+def _no_less_accurate(got, eager, exact, what: str) -> None:
+    """Within one bf16 step of transformers' eager bf16 result, and no further from the float32 result than it."""
+    torch.testing.assert_close(got, eager, rtol=1e-2, atol=1e-2)
+    err_got = (got.float() - exact).abs().mean().item()
+    err_eager = (eager.float() - exact).abs().mean().item()
+    assert err_got <= 1.05 * err_eager + 1e-7, f"{what}: error {err_got:.3g} against eager bf16's {err_eager:.3g}"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_the_kernels_compiled_for_cuda_in_bf16(monkeypatch) -> None:
-    """The same checks compiled for a real GPU, in bf16, with the 4B model's head layout."""
+    """The kernels compiled for a real GPU, in bf16, with the 4B model's layout, against transformers' eager code
+    in bf16 and in float32 (same inputs). On the GPU the products between roundings may stay in float32, so the
+    results can differ from eager bf16 by one step in the last bit; they must be no less accurate."""
     monkeypatch.delenv("VLSCOPE_DECODE_KERNELS", raising=False)
     assert da.unavailable_reason(torch.device("cuda"), torch.bfloat16) is None
     g = torch.Generator().manual_seed(0)
@@ -190,12 +200,11 @@ def test_the_kernels_compiled_for_cuda_in_bf16(monkeypatch) -> None:
     values = torch.randn(batch, kv_heads, length, dim, generator=g).to(dev, dt)
     q = da.prepare_attention(qkv, q_norm, k_norm, cos, sin, torch.tensor([pos], device=dev), keys, values, q_heads,
                              1e-6)
-    ref_q, ref_k, ref_v = _prepare_reference(qkv, q_norm, k_norm, cos, sin, q_heads, 1e-6)
-    # the GPU's sqrt / exp differ from PyTorch's in the last float32 bits: at most one bf16 step, and rarely
-    for got, want in ((q.view(batch, q_heads, dim), ref_q[:, :, 0]), (keys[:, :, pos], ref_k[:, :, 0])):
-        torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
-        assert (got == want).float().mean() > 0.99
-    assert torch.equal(values[:, :, pos], ref_v[:, :, 0])
+    eager = _prepare_reference(qkv, q_norm, k_norm, cos, sin, q_heads, 1e-6)
+    exact = _prepare_reference(*(t.float() for t in (qkv, q_norm, k_norm, cos, sin)), q_heads, 1e-6)
+    _no_less_accurate(q.view(batch, q_heads, dim), eager[0][:, :, 0], exact[0][:, :, 0], "queries")
+    _no_less_accurate(keys[:, :, pos], eager[1][:, :, 0], exact[1][:, :, 0], "keys")
+    assert torch.equal(values[:, :, pos], eager[2][:, :, 0])
 
     bias = torch.zeros(batch, length, device=dev)
     bias[:, pos + 1:] = float("-inf")
@@ -210,12 +219,10 @@ def test_the_kernels_compiled_for_cuda_in_bf16(monkeypatch) -> None:
 
     x = (torch.randn(batch, 1, 2560, generator=g) * 5).to(dev, dt)
     w = (torch.rand(2560, generator=g) + 0.5).to(dev, dt)
-    got, want = da.rms_norm(x, w, 1e-6), _prepare_reference_norm(x, w, 1e-6)
-    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
-    assert (got == want).float().mean() > 0.99
+    _no_less_accurate(da.rms_norm(x, w, 1e-6), _prepare_reference_norm(x, w, 1e-6),
+                      _prepare_reference_norm(x.float(), w.float(), 1e-6), "RMSNorm")
 
     gate_up = (torch.randn(batch, 1, 2 * 9728, generator=g) * 4).to(dev, dt)
     gate, up = gate_up.chunk(2, dim=-1)
-    got, want = da.silu_mul(gate_up), torch.nn.functional.silu(gate) * up
-    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
-    assert (got == want).float().mean() > 0.99
+    _no_less_accurate(da.silu_mul(gate_up), torch.nn.functional.silu(gate) * up,
+                      torch.nn.functional.silu(gate.float()) * up.float(), "silu * up")
