@@ -36,6 +36,8 @@ def render(pages: list[st.Page]) -> None:
         st.success(f"Model files {env.model.message}.")
         if info.loaded:
             st.write(f"Loaded on {info.device} ({info.dtype}, {info.attn_implementation}, quantisation {info.quantization}).")
+            if info.decoding:
+                st.text(f"Decoding: {info.decoding}")  # plain text: fallback reasons quote error messages
         elif info.error:
             st.error(info.error)
         elif st.button("Load the model now", key="load_model"):

@@ -55,7 +55,8 @@ def sidebar_generation_params() -> GenerationParams:
         st.subheader("Model")
         st.text(f"{settings.model}")
         if info.loaded:
-            st.caption(f"Loaded on {info.device} · {info.dtype} · {info.attn_implementation} · quantisation {info.quantization}")
+            st.caption(f"Loaded on {info.device} · {info.dtype} · {info.attn_implementation} · quantisation {info.quantization}"
+                       + (f" · decoding: {info.decoding.split(' (')[0]}" if info.decoding else ""))
         elif info.error:
             st.caption("Not loaded: see Home for the cause and fix.")
         else:

@@ -61,6 +61,8 @@ class EngineInfo:
     quantization: str = "none"
     attn_implementation: str = ""
     error: str | None = None
+    decoding: str = ""
+    """How answers are decoded: "plain generate" or "fast: <step, kernels, graph>" (local engine, once loaded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

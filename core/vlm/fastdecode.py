@@ -69,6 +69,19 @@ class FastDecoder:
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
 
+    def describe(self) -> str:
+        """How this decoder runs, for people: the step, its kernels, graphs and compilation, with fallback reasons."""
+        if self._lean is not None:
+            lean = self._lean
+            text = "lean step, " + ("Triton kernels" if lean.kernels == "triton"
+                                    else f"PyTorch kernels ({lean.kernels_fallback})")
+        else:
+            text = "transformers' step" + (f" ({self.step_fallback})" if self.step_fallback else "")
+        text += ", CUDA graph" if self.use_cuda_graph else ", no CUDA graph"
+        if self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1":
+            text += ", torch.compile" + (f" failed, uncompiled: {self.compile_fallback}" if self.compile_fallback else "")
+        return text
+
     def _new_cache(self, max_len: int, batch: int) -> Any:
         from transformers import StaticCache
 

@@ -12,12 +12,16 @@ weights' bytes. This step does the same arithmetic with less traffic and fewer k
   the model's own rotary module is called once per step and shared by all layers;
 - q/k/v and gate/up projections run as one matrix each: their weights are moved into one buffer
   and the original modules keep views into it (no extra memory; the prefill path is unchanged);
-- q_norm and k_norm run as one normalisation over the concatenated heads.
+- residual adds are accumulated in place by the o_proj / down_proj matrix products;
+- on CUDA with bf16/fp16 (`kernels == "triton"`), the small per-token work runs in VLScope's Triton kernels
+  (`core.vlm.decode_kernels`): RMSNorm, one kernel from the q/k/v projection to the cache (q/k norm, rotary,
+  cache writes), split-KV attention, and silu(gate) * up: 12 kernels per layer instead of about 22. Elsewhere
+  (`kernels == "torch"`) the same steps run as PyTorch operations, q_norm and k_norm as one normalisation.
 
 The model's modules (embedding, norms' weights, o_proj, down_proj, lm_head, activation) are used as
 they are, so bitsandbytes-quantised linears work too (they are simply not fused). Prefill and
 anything longer than one token still go through transformers. Greedy output equals the plain path
-on the tiny model (tests/vlm/test_fastdecode.py).
+on the tiny model (tests/vlm/test_lean_step.py).
 """
 
 from __future__ import annotations

@@ -377,7 +377,14 @@ class LocalEngine(Engine):
             quantization=self._quant,
             attn_implementation=self._attn,
             error=self._error,
+            decoding=self._decoding() if self.loaded else "",
         )
+
+    def _decoding(self) -> str:
+        if not self.fast_decode_enabled:
+            why = "VLSCOPE_FAST_DECODE=off" if self.settings.fast_decode == "off" else "fast decoding is for CUDA"
+            return f"plain generate ({why})"
+        return "fast: " + self._fast_decoder().describe()
 
     @property
     def fast_decode_enabled(self) -> bool:

@@ -88,3 +88,12 @@ def test_fast_sampling_is_seeded_and_penalties_apply(engines) -> None:
     assert out.completion_tokens >= 2
     plain_ids = fast.processor.tokenizer(fast.generate(REQUESTS["text"], GREEDY(20)).text)["input_ids"]
     assert len(set(ids)) / max(1, len(ids)) >= len(set(plain_ids)) / max(1, len(plain_ids))
+
+
+def test_the_engine_says_how_it_decodes(engines, monkeypatch) -> None:
+    plain, fast = engines
+    monkeypatch.delenv("VLSCOPE_DECODE_KERNELS", raising=False)
+    monkeypatch.delenv("VLSCOPE_COMPILE_DECODE", raising=False)
+    assert plain.info().decoding == "plain generate (VLSCOPE_FAST_DECODE=off)"
+    # on the CPU: the lean step with PyTorch operations, no CUDA graph
+    assert fast.info().decoding == "fast: lean step, PyTorch kernels (not a CUDA device), no CUDA graph"

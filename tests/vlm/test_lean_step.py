@@ -82,7 +82,7 @@ def test_lean_logits_equal_transformers_logits(model, lengths: list[int], monkey
 
     monkeypatch.setattr(LeanDecodeStep, "_weighted_values", staticmethod(spy))
     got, got_new = _logits_per_step(model, "lean", prompts, 12)
-    if os.environ.get("TRITON_INTERPRET") != "1":  # the child run uses the Triton attention instead
+    if os.environ.get("TRITON_INTERPRET") != "1":  # the child run uses the Triton kernels instead
         assert set(chunks_seen) == ({9} if max(lengths) > 2000 else {1})  # 2,304 cached positions = 9 chunks of 256
     assert len(got) == len(ref) == 11
     for a, b in zip(got, ref):
