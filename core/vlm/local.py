@@ -363,6 +363,8 @@ class LocalEngine(Engine):
                 self._quant = f"fp8 (checkpoint; {outcome})"
                 log.info("FP8 checkpoint: %s", outcome)
         self._model, self._processor = model, processor
+        if self.fast_decode_enabled:
+            self._fast_decoder()  # set up now (under the load lock), so the first request and info() find it
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s (%s, %s) in %.1fs", path, self._device, dtype_name(self._dtype), self._attn,
                  self.load_seconds)
@@ -384,7 +386,8 @@ class LocalEngine(Engine):
         if not self.fast_decode_enabled:
             why = "VLSCOPE_FAST_DECODE=off" if self.settings.fast_decode == "off" else "fast decoding is for CUDA"
             return f"plain generate ({why})"
-        return "fast: " + self._fast_decoder().describe()
+        fast = self._fast  # read only: info() never builds or changes the decoder
+        return "fast: " + (fast.describe() if fast is not None else "set up at the first request")
 
     @property
     def fast_decode_enabled(self) -> bool:

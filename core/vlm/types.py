@@ -145,9 +145,9 @@ class Metrics:
     reused_prefix_tokens: int = 0
     peak_gpu_memory_bytes: int | None = None
     decode_path: str = ""
+    """"plain" (transformers generate), "static+graph" (CUDA graph replay) or "static" (same loop, eager)."""
     batch_size: int = 1
     """How many requests were decoded together with this one (itself included)."""
-    """"plain" (transformers generate), "static+graph" (CUDA graph replay) or "static" (same loop, eager)."""
 
 
 @dataclass
