@@ -9,8 +9,8 @@ partial result; the partials are merged with their log-sum-exp weights. Chunks p
 skipped, so the unused tail of a static cache costs nothing.
 
 **Preparing q, k and v (`prepare_attention`).** Between the q/k/v projection and the attention, PyTorch
-runs about nine small kernels per layer for one token: q/k RMSNorm, its weight, the rotary embedding (flip,
-two products, a sum), two cache writes and a copy of q. Each takes 2 to 3 microseconds for a few kilobytes;
+runs seven small kernels per layer for one token: q/k RMSNorm, its weight, the rotary embedding (flip, a
+product, a multiply-add) and two cache writes. Each takes 2 to 3 microseconds for a few kilobytes;
 in a CUDA graph their count, not their bytes, is the cost. One program per head does all of it: normalise
 (q and k heads), rotate, and write q to the attention's input and k / v into the cache at the current index.
 The kernel rounds where transformers' eager code rounds (each product to the model's dtype): under Triton's
