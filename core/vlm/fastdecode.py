@@ -69,6 +69,11 @@ class FastDecoder:
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
 
+    @property
+    def _compile_wanted(self) -> bool:
+        """The `compile_decode` setting (or VLSCOPE_COMPILE_DECODE=1) asks for a compiled step."""
+        return self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1"
+
     def describe(self) -> str:
         """How this decoder runs, for people: the step, its kernels, graphs and compilation, with fallback reasons."""
         if self._lean is not None:
@@ -78,7 +83,7 @@ class FastDecoder:
         else:
             text = "transformers' step" + (f" ({self.step_fallback})" if self.step_fallback else "")
         text += ", CUDA graph" if self.use_cuda_graph else ", no CUDA graph"
-        if self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1":
+        if self._compile_wanted:
             text += ", torch.compile" + (f" failed, uncompiled: {self.compile_fallback}" if self.compile_fallback else "")
         return text
 
@@ -90,9 +95,8 @@ class FastDecoder:
     def _step(self, tokens: Any, cache_position: Any, rope_deltas: Any) -> Any:
         """The decode step, compiled by torch.compile with the `compile_decode` setting (fuses the small kernels)."""
         if self._compiled is None:  # decided once: a compiled step, or False for the eager one
-            wanted = self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1"
             self._compiled = False
-            if wanted and tokens.device.type == "cuda":
+            if self._compile_wanted and tokens.device.type == "cuda":
                 import torch
 
                 # Inductor fuses the small element-wise kernels; the CUDA graph stays ours. Shapes start static and
@@ -327,11 +331,10 @@ class FastDecoder:
             for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
                 static_layer.keys[:, :, :width].copy_(kept_layer.keys)
                 static_layer.values[:, :, :width].copy_(kept_layer.values)
-            self._mask[:, :width] = merged["attention_mask"]
+            self._mask[:, :width] = mask
             self._mask[:, width:] = 1
             rope = model.model.rope_deltas  # per row, as alone (transformers counts from the first real token)
-            alone = rope.view(batch).tolist() if rope is not None else [0] * batch
-            rope_deltas = torch.tensor([[int(d) - (width - n)] for d, n in zip(alone, lengths)], device=device)
+            deltas = [int(d) for d in rope.view(batch).tolist()] if rope is not None else [0] * batch
             stacked = out.logits[:, -1, :]
         else:
             kept, deltas, logits = [], [], []
@@ -349,9 +352,9 @@ class FastDecoder:
                     static_layer.keys[b:b + 1, :, pad:width].copy_(kept_layer.keys[:, :, :length])
                     static_layer.values[b:b + 1, :, pad:width].copy_(kept_layer.values[:, :, :length])
                 self._mask[b, pad:] = 1
-            # M-RoPE positions continue each row's own count: cache index - left padding + the row's rope delta
-            rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
             stacked = torch.cat(logits, dim=0)
+        # M-RoPE positions continue each row's own count: cache index - left padding + the row's rope delta
+        rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
         for counter in self._counters():
             counter.fill_(width)
         eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
