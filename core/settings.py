@@ -111,6 +111,35 @@ class Settings(BaseModel):
         120.0, gt=0, description="Seconds the remote server may take to answer (and between streamed chunks)."
     )
 
+    auth_file: Path | None = Field(
+        None,
+        description="TOML file of the team's users: hashed passwords for the dashboard's sign-in and hashed API "
+        "bearer tokens (manage it with `vlscope users add NAME` and `vlscope users token NAME`). Set: the dashboard "
+        "asks for sign-in and the API wants `Authorization: Bearer TOKEN`.",
+    )
+    auth_oidc: bool = Field(
+        False,
+        description="Sign in to the dashboard through Streamlit's own `st.login` with the OpenID Connect provider "
+        "configured under `[auth]` in `.streamlit/secrets.toml` (needs the `Authlib` package).",
+    )
+    allow_open_network: bool = Field(
+        False,
+        description="Allow the dashboard or the API to listen beyond localhost with no sign-in configured (only "
+        "for a network where everyone may upload, run the model and delete results).",
+    )
+    heavy_work_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="RAM that heavy work running at once (decoding large images, OCR, video analysis) may hold, in "
+        "GiB; work beyond it waits its turn. Unset: half of the RAM available when VLScope starts.",
+    )
+    busy_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long heavy work waits for memory held by other work before it is refused with a 'busy' "
+        "message (try again later), in seconds.",
+    )
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

@@ -12,7 +12,7 @@ import sys
 
 # Modules that add subcommands; a module that does not exist yet is skipped.
 SUBCOMMAND_MODULES = ["core.cli.base", "core.cli.video", "core.cli.ocr", "core.cli.ask", "core.cli.dev", "core.cli.batch",
-                      "core.cli.serve"]
+                      "core.cli.serve", "core.cli.users"]
 
 
 def present_modules(names: list[str]) -> list:

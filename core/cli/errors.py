@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Callable
 
+from core.errors import UserError
 from core.settings import SettingsError
 from core.vlm.base import EngineError
 
@@ -18,7 +19,7 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
     try:
         code = func(args)
         return int(code or 0)
-    except (CliError, SettingsError, EngineError) as exc:
+    except (CliError, UserError, SettingsError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
