@@ -100,7 +100,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from core.auth import check_listen
+
     settings = load_settings()
+    check_listen(settings, args.address, "dashboard")
     home = Path(__file__).resolve().parents[2] / "Home.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(home), "--server.headless", "true",
             "--server.port", str(args.port), "--server.address", args.address,
@@ -113,5 +116,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def register_dashboard(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dashboard", help="start the Streamlit dashboard (headless)")
     d.add_argument("--port", type=int, default=8501)
-    d.add_argument("--address", default="0.0.0.0", help="interface to listen on (0.0.0.0: every interface)")
+    d.add_argument("--address", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every interface, "
+                        "which needs sign-in (VLSCOPE_AUTH_FILE or VLSCOPE_AUTH_OIDC) or VLSCOPE_ALLOW_OPEN_NETWORK)")
     d.set_defaults(func=cmd_dashboard)
