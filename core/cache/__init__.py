@@ -3,6 +3,7 @@
 from core.cache.store import (
     SCHEMA_VERSION,
     CacheBackend,
+    CacheDamaged,
     CacheEntry,
     CacheKey,
     CacheStats,
@@ -18,6 +19,7 @@ from core.cache.store import (
 __all__ = [
     "SCHEMA_VERSION",
     "CacheBackend",
+    "CacheDamaged",
     "CacheEntry",
     "CacheKey",
     "CacheStats",

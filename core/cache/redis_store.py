@@ -10,6 +10,9 @@ Layout on the server (database of `redis_url`):
 - ``vlscope:index:<input>``: a sorted set per input hash (member: value key, score: time stored),
   used by `entries` and `delete_input`;
 - ``vlscope:inputs``: the set of input hashes that have an index;
+- ``vlscope:made_by:<input>``: a hash per input hash (field: value key, value: the user who stored it);
+- ``vlscope:lock:<input>:<stage>``: while a process computes that stage (`lock`): a random token set with
+  NX and a lease (PX) that the holder renews; only the holder (same token) extends or deletes it;
 - ``vlscope:stats``: a hash of the hit/miss/corrupt counters (every process adds to the same ones);
 - ``vlscope:problems``: the last problems met by any process (a capped list).
 
@@ -21,17 +24,21 @@ simply misses; its index member is pruned the next time the input's entries are 
 
 Redis down: opening the cache raises CacheUnavailable (a SettingsError: the CLI and the dashboard
 print it as one line naming the URL and the fix). A read that fails later counts as a miss and a
-write that fails is skipped; both are reported in `problems`, so the app keeps running.
+write that fails is skipped; both are reported in `problems`, so the app keeps running. With
+`raise_when_down` set (the batch sets it, to keep its results elsewhere) a lost connection raises
+CacheUnavailable instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from core.cache.store import (
@@ -55,6 +62,11 @@ STATS_KEY = NAMESPACE + "stats"
 PROBLEMS_KEY = NAMESPACE + "problems"
 PROBLEMS_KEPT = 100
 DEFAULT_URL = "redis://localhost:6379/0"
+LOCK_LEASE_MS = 30_000
+"""How long a lock outlives a holder that stopped renewing it (a crashed process)."""
+
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class CacheUnavailable(SettingsError):
@@ -89,6 +101,10 @@ def _index_key(input_hash: str) -> str:
     return f"{NAMESPACE}index:{input_hash}"
 
 
+def _made_by_key(input_hash: str) -> str:
+    return f"{NAMESPACE}made_by:{input_hash}"
+
+
 @dataclass
 class RedisCacheStats(CacheStats):
     """CacheStats of the Redis backend: `directory` is the (redacted) URL, `size_limit_bytes` the server's
@@ -117,6 +133,8 @@ class RedisResultCache(CacheBackend):
         self.url = url
         self.directory = redact_url(url)  # what stats and messages show in place of a folder
         self.ttl_seconds = int(ttl_seconds) if ttl_seconds else None
+        self.raise_when_down = False
+        """When True, a lost connection raises CacheUnavailable instead of counting as a miss or a skipped write."""
         self._lock = threading.Lock()
         self._local_problems: list[str] = []
         try:
@@ -156,6 +174,19 @@ class RedisResultCache(CacheBackend):
             except self._redis.RedisError:
                 pass
 
+    def _down(self, exc: BaseException, doing: str) -> None:
+        """With `raise_when_down`, a lost connection (not a server-side refusal) raises CacheUnavailable."""
+        if self.raise_when_down and isinstance(exc, (self._redis.ConnectionError, self._redis.TimeoutError)):
+            raise CacheUnavailable(f"the Redis server at {self.directory} stopped answering ({_reason(exc)}) while "
+                                   f"{doing}; restart it and run again") from exc
+
+    def reachable(self) -> bool:
+        """True when the server answers a PING now."""
+        try:
+            return bool(self._client.ping())
+        except self._redis.RedisError:
+            return False
+
     def _count(self, name: str) -> None:
         try:
             self._client.hincrby(STATS_KEY, name, 1)
@@ -183,6 +214,7 @@ class RedisResultCache(CacheBackend):
             self._corrupt(key, f"entry {text} is not a VLScope value ({exc})")
             return None
         except self._redis.RedisError as exc:
+            self._down(exc, "reading a result")
             self._problem(f"read of {text} failed, counted as a miss: Redis at {self.directory} ({_reason(exc)})",
                           shared=False)
             log.warning("Redis result cache unreachable at %s: %s; counted as a miss", self.directory, _reason(exc))
@@ -211,19 +243,25 @@ class RedisResultCache(CacheBackend):
             pipe.hincrby(STATS_KEY, "corrupt", 1)
             pipe.delete(text)
             pipe.zrem(_index_key(key.input_hash), text)
+            pipe.hdel(_made_by_key(key.input_hash), text)
             pipe.execute()
         except self._redis.RedisError:
             pass
 
-    def _put(self, key: CacheKey, kind: bytes, payload: bytes) -> None:
+    def _put(self, key: CacheKey, kind: bytes, payload: bytes, made_by: str | None) -> None:
         text = str(key)
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.set(text, _envelope(kind, payload), ex=self.ttl_seconds)
             pipe.zadd(_index_key(key.input_hash), {text: time.time()})
             pipe.sadd(INPUTS_KEY, key.input_hash)
+            if made_by:
+                pipe.hset(_made_by_key(key.input_hash), text, made_by.encode("utf-8"))
+            else:
+                pipe.hdel(_made_by_key(key.input_hash), text)
             pipe.execute()
         except self._redis.RedisError as exc:
+            self._down(exc, "storing a result")
             reason = _reason(exc)
             hint = (" (the server is full and does not evict: set maxmemory-policy allkeys-lru)"
                     if "OOM" in reason or "maxmemory" in reason else "")
@@ -237,6 +275,7 @@ class RedisResultCache(CacheBackend):
         try:
             return bool(self._client.exists(str(key)))
         except self._redis.RedisError as exc:
+            self._down(exc, "looking up a result")
             self._problem(f"lookup of {key} failed: {_reason(exc)}", shared=False)
             return False
 
@@ -249,10 +288,16 @@ class RedisResultCache(CacheBackend):
         pipe = self._client.pipeline(transaction=False)
         for member, _score in members:
             pipe.strlen(member)
-        sizes = pipe.execute()
+        pipe.hmget(_made_by_key(input_hash), [m for m, _ in members])
+        # a key of the wrong type (planted) answers an error for its own command only, never for the listing
+        *sizes, users = pipe.execute(raise_on_error=False)
+        if not isinstance(users, list):
+            users = [None] * len(members)
         out: list[CacheEntry] = []
         gone: list[bytes] = []
-        for (member, score), size in zip(members, sizes):
+        for (member, score), size, user in zip(members, sizes, users):
+            if isinstance(size, Exception):
+                continue  # not a VLScope value: reading it counts it as corrupt and removes it
             if not size:  # evicted by the server's policy, expired, or removed: prune the index
                 gone.append(member)
                 continue
@@ -260,9 +305,11 @@ class RedisResultCache(CacheBackend):
             parsed = CacheKey.parse(key_text)
             if parsed is None:
                 continue
-            out.append(CacheEntry(key_text, parsed.input_hash, parsed.stage, int(size), float(score)))
+            made_by = user.decode("utf-8", "replace") if isinstance(user, bytes) else None
+            out.append(CacheEntry(key_text, parsed.input_hash, parsed.stage, int(size), float(score), made_by))
         if gone:
             self._client.zrem(index, *gone)
+            self._client.hdel(_made_by_key(input_hash), *gone)
             if len(gone) == len(members):
                 self._client.srem(INPUTS_KEY, input_hash)
         return out
@@ -277,6 +324,7 @@ class RedisResultCache(CacheBackend):
                 for member in self._client.smembers(INPUTS_KEY):
                     out += self._input_entries(member.decode("utf-8"))
         except self._redis.RedisError as exc:
+            self._down(exc, "listing results")
             self._problem(f"listing entries failed: Redis at {self.directory} ({_reason(exc)})", shared=False)
             return []
         out.sort(key=lambda e: e.stored_at, reverse=True)
@@ -284,6 +332,18 @@ class RedisResultCache(CacheBackend):
 
     def _value_keys_matching(self, pattern: str) -> list[bytes]:
         return list(self._client.scan_iter(match=pattern, count=1000))
+
+    def delete(self, key: CacheKey) -> bool:
+        """Delete one entry; True when it existed (False, with a problem, when Redis is down)."""
+        text = str(key)
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(text)
+            pipe.zrem(_index_key(key.input_hash), text)
+            return bool(pipe.execute()[0])
+        except self._redis.RedisError as exc:
+            self._problem(f"delete of {text} failed: {_reason(exc)}", shared=False)
+            return False
 
     def delete_input(self, input_hash: str) -> int:
         """Delete every entry of one input; returns how many were removed. CacheUnavailable when Redis is down."""
@@ -294,7 +354,7 @@ class RedisResultCache(CacheBackend):
             keys |= set(self._value_keys_matching(f"v{SCHEMA_VERSION}/{_glob_escape(input_hash)}/*"))
             removed = int(self._client.delete(*keys)) if keys else 0
             pipe = self._client.pipeline(transaction=True)
-            pipe.delete(index)
+            pipe.delete(index, _made_by_key(input_hash))
             pipe.srem(INPUTS_KEY, input_hash)
             pipe.execute()
             return removed
@@ -314,12 +374,60 @@ class RedisResultCache(CacheBackend):
                     batch = []
             if batch:
                 removed += int(self._client.delete(*batch))
-            aux = list(self._client.scan_iter(match=f"{NAMESPACE}index:*", count=1000)) + [INPUTS_KEY.encode()]
+            aux = (list(self._client.scan_iter(match=f"{NAMESPACE}index:*", count=1000))
+                   + list(self._client.scan_iter(match=f"{NAMESPACE}made_by:*", count=1000)) + [INPUTS_KEY.encode()])
             self._client.delete(*aux)
             return removed
         except self._redis.RedisError as exc:
             raise CacheUnavailable(f"could not clear the Redis result cache at {self.directory} ({_reason(exc)}); "
                                    + _fix_hint(self.url)) from exc
+
+    @contextmanager
+    def lock(self, input_hash: str, stage: str, on_wait: Callable[[], None] | None = None,
+             lease_ms: int = LOCK_LEASE_MS, poll_s: float = 0.2) -> Iterator[None]:
+        """Hold the lock of (input, stage) shared by every process using this server: SET NX PX with a random
+        token, renewed by a thread while held and deleted (only if still ours) at the end. A holder that dies
+        loses it after `lease_ms`. With the server unreachable the work goes on unlocked (CacheUnavailable with
+        `raise_when_down`)."""
+        name = f"{NAMESPACE}lock:{input_hash}:{stage}"
+        token = secrets.token_hex(16).encode("ascii")
+        held = False
+        waited = False
+        while not held:
+            try:
+                held = bool(self._client.set(name, token, nx=True, px=lease_ms))
+            except self._redis.RedisError as exc:
+                self._down(exc, f"taking the lock of {stage}")
+                log.warning("Redis at %s: lock %s not taken (%s); going on without it", self.directory, name,
+                            _reason(exc))
+                break
+            if not held:
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(poll_s)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(lease_ms / 3000):
+                try:
+                    self._client.eval(_RENEW, 1, name, token, lease_ms)
+                except self._redis.RedisError:
+                    pass
+
+        renewer = threading.Thread(target=renew, name=f"lock:{stage}", daemon=True)
+        if held:
+            renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if held:
+                renewer.join()
+                try:
+                    self._client.eval(_RELEASE, 1, name, token)
+                except self._redis.RedisError:
+                    pass  # the lease runs out by itself
 
     def server_memory(self) -> dict[str, Any]:
         """The server's `maxmemory` (bytes, 0: unbounded), `maxmemory_policy` and `used_memory` (bytes)."""

@@ -70,7 +70,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
             else:
                 for e in entries:
                     when = dt.datetime.fromtimestamp(e.stored_at).strftime("%Y-%m-%d %H:%M:%S")
-                    print(f"{when}  {e.input_hash[:16]}  {e.stage:<20} {human_bytes(e.size_bytes):>10}  {e.key}")
+                    # who made it is stored text: shown printable only, so it cannot drive the terminal
+                    who = "".join(ch if ch.isprintable() else "?" for ch in (e.made_by or "-"))[:24]
+                    print(f"{when}  {e.input_hash[:16]}  {e.stage:<20} {human_bytes(e.size_bytes):>10}  "
+                          f"{who:<12}  {e.key}")
                 print(f"{len(entries)} entries")
         elif args.action == "delete":
             if not args.input:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -65,7 +66,11 @@ Work = Callable[[JobContext], Any]
 
 
 class Job:
-    """One background job. Read it with `snapshot()`; `result` once done; `cancel()` to stop it."""
+    """One background job. Read it with `snapshot()`; `result` once done; `cancel()` to stop it.
+
+    The work runs inside a copy of the context the job was created in, so context variables (the signed-in
+    user of `core.auth.current_user()`) are those of whoever submitted it.
+    """
 
     def __init__(self, key: str, title: str, work: Work, clock: Callable[[], float] = time.monotonic) -> None:
         self.key = key
@@ -87,7 +92,8 @@ class Job:
         self.result: Any = None
         self.error: str | None = None
         self.exception: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"job:{key}", daemon=True)
+        self._context = contextvars.copy_context()
+        self._thread = threading.Thread(target=self._context.run, args=(self._run,), name=f"job:{key}", daemon=True)
 
     def start(self) -> "Job":
         self._thread.start()
