@@ -3,33 +3,85 @@
 Every endpoint uses the same result cache as the dashboard and the CLI (`open_cache(settings)`),
 so a video analysed here opens instantly in the dashboard and vice versa. Uploads are streamed to
 a temporary file (never held whole in memory) and refused with 413 above `max_upload_mb`.
-User-caused problems become 4xx answers with a message naming the cause and the fix; a missing
-model is a 503 carrying the engine's explanation. The OpenAPI spec is at /openapi.json, the
-interactive docs at /docs.
+User-caused problems become 4xx answers with a message naming the cause and the fix (never an
+internal path: the upload is named as the client named it); a missing model is a 503 carrying the
+engine's explanation, and so is a server busy with other heavy work (with `Retry-After`).
+
+With `auth_file` set, every endpoint but /health and the API's description (/openapi.json, /docs,
+/redoc: they hold no data) wants `Authorization: Bearer TOKEN`, a token of the users file (re-read
+when it changes); the work of a request is done as its user (`core.auth.current_user()`).
+Work runs in a thread while the connection is watched: when the client leaves, the work is asked
+to stop (video analysis, OCR and video questions stop soon after).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
+import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from core.errors import Busy, UserError
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
 SHA256 = r"^[0-9a-f]{64}$"
 STAGE = r"^[A-Za-z0-9._-]{1,64}$"
 CHUNK = 1024 * 1024
+UPLOAD_PREFIX = "vlscope-upload-"
+STALE_UPLOAD_S = 600.0  # upload folders of dead processes older than this are removed at start
+POLL_S = 0.25  # how often a running request checks that its client is still there
+RETRY_AFTER_S = 60  # what a busy server tells clients to wait (the Busy message says "in a minute")
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_TEMP_PATH = re.compile(r"[^\s'\"()]*" + UPLOAD_PREFIX + r"[^\s'\"()]*")
+NO_TOKEN = ("This API needs sign-in: send the header `Authorization: Bearer TOKEN`. Ask the server's "
+            "administrator for a token (made with `vlscope users token NAME`).")
+BAD_TOKEN = ("The bearer token was not accepted (unknown, revoked or mistyped). Ask the server's administrator "
+             "for a new token (made with `vlscope users token NAME`) and send it as `Authorization: Bearer TOKEN`.")
+
+
+class ErrorDetail(BaseModel):
+    """Why a request was refused: the cause and what to do about it."""
+
+    detail: str
+
+
+_ERROR_TEXT = {
+    400: "The input or a parameter cannot be used; the message names the cause and the fix.",
+    401: "No valid bearer token; send `Authorization: Bearer TOKEN` (tokens: `vlscope users token NAME`).",
+    404: "Nothing is stored for this input or stage.",
+    413: "The upload is larger than `max_upload_mb`.",
+    503: "The model is not available, or the server is busy with other heavy work (then try again after "
+         "`Retry-After` seconds); the message says which.",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI descriptions of the error answers `codes` (each `{"detail": str}`)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ErrorDetail, "description": _ERROR_TEXT[code]}
+        if code == 503:
+            out[code]["headers"] = {"Retry-After": {"description": "seconds to wait before trying again (busy)",
+                                                    "schema": {"type": "integer"}}}
+    return out
 
 
 class UploadTooLarge(HTTPException):
@@ -69,18 +121,153 @@ class _LimitBody:
         return await self.app(scope, counted, send)
 
 
-def _error(status: int, exc: BaseException) -> HTTPException:
-    return HTTPException(status, str(exc))
+class _UsersFile:
+    """The API's users file, re-read when it changes (mtime, size, inode) so new tokens work without a restart.
+
+    A file that becomes unreadable (a half-written edit, removed) keeps the users last read; that is logged.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from core.auth import load_users
+
+        self.path = Path(path).expanduser()
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._users = load_users(self.path)  # at start a bad file is an AuthError naming the fix
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def user_for(self, token: str) -> str | None:
+        """The user `token` belongs to (None: no such token)."""
+        from core.auth import AuthError, load_users, user_for_token
+
+        stamp = self._stat()
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._users = load_users(self.path)
+                    log.info("users file %s re-read: %d user(s)", self.path, len(self._users))
+                except AuthError as exc:
+                    log.warning("kept the users read before: %s", exc)
+            users = self._users
+        return user_for_token(users, token)
+
+
+def _bearer(scope: dict) -> str:
+    for key, value in scope.get("headers") or []:
+        if key == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+class _Auth:
+    """ASGI middleware: a bearer token of the users file on every path but PUBLIC_PATHS (401 otherwise);
+    the rest of the request runs as the token's user (`core.auth.acting_as`)."""
+
+    def __init__(self, app: Any, users: _UsersFile) -> None:
+        self.app = app
+        self.users = users
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from core.auth import acting_as
+
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            return await self.app(scope, receive, send)
+        token = _bearer(scope)
+        name = self.users.user_for(token) if token else None
+        if name is None:
+            challenge = 'Bearer realm="VLScope"' + (', error="invalid_token"' if token else "")
+            response = JSONResponse({"detail": BAD_TOKEN if token else NO_TOKEN}, status_code=401,
+                                    headers={"WWW-Authenticate": challenge})
+            return await response(scope, receive, send)
+        with acting_as(name):
+            await self.app(scope, receive, send)
+
+
+@dataclass
+class WorkCounts:
+    """The API's work threads now, and the requests whose client left before the answer (work asked to stop)."""
+
+    running: int = 0
+    abandoned: int = 0
+
+
+class ClientLeft(Exception):
+    """The client closed the connection; its work was cancelled."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload saved to a temporary file: where it is, its sha256 and the name the client gave it."""
+
+    path: Path
+    sha256: str
+    name: str
+
+
+def _upload_name(upload: UploadFile) -> str:
+    return Path(upload.filename or "upload").name or "upload"
+
+
+def clean_message(message: str, upload: Upload | None = None) -> str:
+    """`message` with the upload's temporary path replaced by the client's file name (no internal path shown)."""
+    if upload is not None:
+        for internal in {str(upload.path), str(upload.path.resolve())}:
+            message = message.replace(internal, upload.name)
+        message = _TEMP_PATH.sub(lambda _: upload.name, message)
+        if upload.name not in message:
+            message = f"{upload.name}: {message}"
+    return _TEMP_PATH.sub("the uploaded file", message)
+
+
+def _http_error(exc: BaseException, upload: Upload | None = None) -> HTTPException | None:
+    """The answer for a user-caused error (None: not one, a defect)."""
+    from core.media.errors import VideoError
+    from core.ocr.types import OcrError
+    from core.vlm.base import EngineError, InvalidRequest
+
+    if isinstance(exc, HTTPException):
+        return exc
+    if isinstance(exc, Busy):
+        return HTTPException(503, clean_message(str(exc), upload), headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, EngineError) and not isinstance(exc, InvalidRequest):
+        return HTTPException(503, clean_message(str(exc), upload))  # no model, out of memory, remote server down
+    if isinstance(exc, (UserError, VideoError, OcrError, InvalidRequest)):
+        return HTTPException(400, clean_message(str(exc), upload))
+    return None
 
 
 @contextmanager
-def saved_upload(upload: UploadFile, limit_mb: int) -> Iterator[tuple[Path, str]]:
-    """Copy an upload to a temporary file in chunks (bounded memory); yields (path, sha256)."""
+def user_errors(upload: Upload | None = None) -> Iterator[None]:
+    """Turn user-caused errors raised in the block into their HTTP answers (messages naming the upload)."""
+    try:
+        yield
+    except Exception as exc:
+        answer = _http_error(exc, upload)
+        if answer is None or answer is exc:
+            raise
+        raise answer from None
+
+
+@contextmanager
+def saved_upload(upload: UploadFile, limit_mb: int) -> Iterator[Upload]:
+    """Copy an upload to a temporary folder in chunks (bounded memory), removed afterwards.
+
+    The folder is named after this process (`vlscope-upload-<pid>-...`) so a later start can tell
+    the folders of a crashed process (`clean_stale_uploads`) from those of a running one.
+    """
     import hashlib
 
-    name = Path(upload.filename or "upload").name
+    name = _upload_name(upload)
     suffix = Path(name).suffix.lower()[:12]
-    folder = tempfile.mkdtemp(prefix="vlscope-upload-")
+    folder = tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-")
     path = Path(folder) / f"upload{suffix}"
     digest = hashlib.sha256()
     size = 0
@@ -94,23 +281,70 @@ def saved_upload(upload: UploadFile, limit_mb: int) -> Iterator[tuple[Path, str]
                 out.write(chunk)
         if size == 0:
             raise HTTPException(400, f"The uploaded file {name!r} is empty; send the file's bytes.")
-        yield path, digest.hexdigest()
+        yield Upload(path, digest.hexdigest(), name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_uploads(folder: str | os.PathLike[str] | None = None, min_age_s: float = STALE_UPLOAD_S) -> list[Path]:
+    """Remove upload folders left by crashed API processes; returns those removed.
+
+    Removed: `vlscope-upload-*` folders of the temporary folder owned by this user, untouched for
+    `min_age_s`, whose process (the pid in the name) is gone; folders of an older VLScope without a
+    pid in the name are removed once untouched for `min_age_s` too. Never: another user's, or a
+    running process's.
+    """
+    base = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(UPLOAD_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.getuid() or now - st.st_mtime < min_age_s:
+                continue
+        except OSError:
+            continue
+        pid_text = entry.name[len(UPLOAD_PREFIX):].partition("-")[0]
+        if pid_text.isdigit() and "-" in entry.name[len(UPLOAD_PREFIX):] and _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d upload folder(s) left by stopped API processes in %s", len(removed), base)
+    return removed
+
+
 def create_app(settings: Settings | None = None, cache: Any = None, engine: Any = None) -> FastAPI:
     """The API app. `cache` defaults to the dashboard's cache (`open_cache(settings)`), `engine` to
-    `create_engine(settings)` made on the first question."""
+    `create_engine(settings)` made on the first question. With `settings.auth_file` set, bearer tokens
+    of that users file are required (an unreadable file is an AuthError here)."""
     from core.cache import CacheKey, open_cache
-    from core.media.errors import VideoError
-    from core.ocr.types import OcrError
-    from core.vlm.base import EngineError, InvalidRequest
+    from core.media.errors import Cancelled
+    from core.vlm.base import EngineError
 
     settings = settings or load_settings()
+    users = _UsersFile(settings.auth_file) if settings.auth_file is not None else None
     owns_cache = cache is None
     state: dict[str, Any] = {"cache": cache, "engine": engine}
     engine_lock = threading.Lock()
+    counts = WorkCounts()
+    counts_lock = threading.Lock()
 
     def get_cache() -> Any:
         if state["cache"] is None:
@@ -127,6 +361,7 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        clean_stale_uploads()
         yield
         if owns_cache and state["cache"] is not None:
             state["cache"].close()
@@ -137,32 +372,85 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         title="VLScope API",
         version="0.1.0",
         description="OCR, video analysis and questions about images, PDFs and videos with Qwen3-VL; results are "
-        "cached by the input's sha256 and shared with the VLScope dashboard.",
+        "cached by the input's sha256 and shared with the VLScope dashboard."
+        + (" Every endpoint but /health wants `Authorization: Bearer TOKEN` (tokens: `vlscope users token NAME`)."
+           if users is not None else ""),
         lifespan=lifespan,
     )
+    app.state.work = counts
     app.add_middleware(_LimitBody, limit_mb=settings.max_upload_mb)
+    if users is not None:
+        app.add_middleware(_Auth, users=users)  # outermost: nothing is read before the token is checked
     limit = settings.max_upload_mb
+    signed = (401,) if users is not None else ()
+
+    async def run_work(request: Request, what: str, work: Callable[[threading.Event], T]) -> T:
+        """Run `work(cancel)` in a thread; when the client leaves meanwhile, set `cancel` (ClientLeft if it stops)."""
+        cancel = threading.Event()
+
+        def tracked() -> T:
+            with counts_lock:
+                counts.running += 1
+            try:
+                return work(cancel)
+            finally:
+                with counts_lock:
+                    counts.running -= 1
+
+        task = asyncio.ensure_future(anyio.to_thread.run_sync(tracked))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=POLL_S)
+                if not task.done() and not cancel.is_set() and await request.is_disconnected():
+                    cancel.set()
+                    with counts_lock:
+                        counts.abandoned += 1
+                    log.info("the client left before the answer: stopping %s", what)
+            return task.result()
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        except Cancelled:
+            if cancel.is_set():
+                log.info("stopped %s: its client had left", what)
+                raise ClientLeft(what) from None
+            raise
 
     @app.exception_handler(UploadTooLarge)
     async def _too_large(_: Request, exc: UploadTooLarge) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=413)
 
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
+        answer = _http_error(exc)
+        assert answer is not None
+        return JSONResponse({"detail": answer.detail}, status_code=answer.status_code, headers=answer.headers)
+
+    @app.exception_handler(ClientLeft)
+    async def _client_left(_: Request, exc: ClientLeft) -> JSONResponse:
+        # nobody reads this (nginx's "client closed request"); it keeps the access log truthful
+        return JSONResponse({"detail": f"The client left; {exc} was cancelled."}, status_code=499)
+
     @app.get("/health", summary="Liveness check")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/info", summary="Engine, cache and limits")
+    @app.get("/info", summary="Engine, cache, limits and who is signed in", responses=_responses(*signed))
     def info() -> dict[str, Any]:
+        from core.auth import current_user
+
         try:
             engine_info = get_engine().info().to_dict()
         except EngineError as exc:
             engine_info = {"loaded": False, "error": str(exc)}
         stats = get_cache().stats()
         return {"engine": engine_info, "cache": stats.to_dict(), "max_upload_mb": limit,
-                "engine_kind": settings.engine}
+                "engine_kind": settings.engine, "user": current_user()}
 
-    @app.post("/ocr", summary="Read text, tables and invoice fields from an uploaded image or PDF")
-    def ocr(
+    @app.post("/ocr", summary="Read text, tables and invoice fields from an uploaded image or PDF",
+              responses=_responses(400, *signed, 413, 503))
+    async def ocr(
+        request: Request,
         file: UploadFile = File(..., description="PDF or image (PNG, JPEG, TIFF, WebP, BMP)"),
         engine_name: Literal["auto", "rapidocr", "tesseract", "vlm"] = Query("auto", alias="engine"),
         lang: str | None = Query(None, max_length=16, pattern=r"^[A-Za-z-]+$",
@@ -174,20 +462,20 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
     ) -> dict[str, Any]:
         from core.ocr.pipeline import OcrOptions, run_ocr
 
-        with saved_upload(file, limit) as (path, _):
-            try:
+        def work(cancel: threading.Event) -> dict[str, Any]:
+            with saved_upload(file, limit) as upload, user_errors(upload):
                 options = OcrOptions(engine=engine_name, lang=lang, pages=pages, dpi=dpi, enhanced=enhanced,
                                      fields=fields)
-                result = run_ocr(path, options, name=Path(file.filename or "upload").name, settings=settings,
-                                 cache=get_cache())
-            except OcrError as exc:
-                raise _error(400, exc) from None
-            except EngineError as exc:  # the `vlm` OCR engine without a model
-                raise _error(400 if isinstance(exc, InvalidRequest) else 503, exc) from None
-        return result.to_dict()
+                result = run_ocr(upload.path, options, name=upload.name, settings=settings, cache=get_cache(),
+                                 cancel=cancel.is_set)
+            return result.to_dict()
 
-    @app.post("/video/analyze", summary="Scene cuts, motion and on-screen text events of an uploaded video")
-    def analyze(
+        return await run_work(request, f"OCR of {_upload_name(file)}", work)
+
+    @app.post("/video/analyze", summary="Scene cuts, motion and on-screen text events of an uploaded video",
+              responses=_responses(400, *signed, 413, 503))
+    async def analyze(
+        request: Request,
         file: UploadFile = File(..., description="a video file (MP4, MOV, MKV, WebM, AVI...)"),
         stages: str = Query("scenes,motion", max_length=100, pattern=r"^[a-z, ]+$",
                             description="comma-separated stages: scenes, motion, text"),
@@ -197,17 +485,21 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
         if not wanted:
             raise HTTPException(400, "No stage asked for; choose from scenes, motion, text.")
-        with saved_upload(file, limit) as (path, digest):
-            try:
-                result = analyze_video(path, wanted, cache=get_cache(), input_hash=digest)
-            except VideoError as exc:
-                raise _error(400, exc) from None
-        data = result.to_dict()
-        data.pop("path", None)  # a temporary file, gone after the request
-        return data
 
-    @app.post("/ask", summary="Ask a question about an uploaded image, PDF or video (needs the model)")
-    def ask(
+        def work(cancel: threading.Event) -> dict[str, Any]:
+            with saved_upload(file, limit) as upload, user_errors(upload):
+                result = analyze_video(upload.path, wanted, cache=get_cache(), input_hash=upload.sha256,
+                                       cancel=cancel)
+            data = result.to_dict()
+            data.pop("path", None)  # a temporary file, gone after the request
+            return data
+
+        return await run_work(request, f"the analysis of {_upload_name(file)}", work)
+
+    @app.post("/ask", summary="Ask a question about an uploaded image, PDF or video (needs the model)",
+              responses=_responses(400, *signed, 413, 503))
+    async def ask(
+        request: Request,
         file: UploadFile = File(..., description="an image, a PDF or a video"),
         question: str = Form(..., min_length=1, max_length=4000),
         pages: str | None = Form("1", max_length=200, pattern=r"^[0-9,\- ]+$",
@@ -217,29 +509,39 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         from core.vlm.types import GenerationParams
 
         params = GenerationParams(max_new_tokens=max_new_tokens)
-        name = Path(file.filename or "upload").name
+        name = _upload_name(file)
         is_video = Path(name).suffix.lower() in VIDEO_SUFFIXES or (file.content_type or "").startswith("video/")
-        with saved_upload(file, limit) as (path, digest):
-            try:
+
+        def work(cancel: threading.Event) -> dict[str, Any]:
+            with saved_upload(file, limit) as upload, user_errors(upload):
                 if is_video:
                     from core.analysis.qa import VideoQA
                     from core.analysis.sources import MediaFrameSource
 
-                    source = MediaFrameSource(path, input_hash=digest)
-                    answer = VideoQA(get_engine(), source).ask(question, params)
-                    return {"kind": "video", "input_hash": digest, **answer.to_dict()}
-                from core.analysis.documents import load_pages, ask_document
+                    qa = VideoQA(get_engine(), MediaFrameSource(upload.path, input_hash=upload.sha256))
+                    chunks = qa.stream_answer(question, params)
+                    try:
+                        for _ in chunks:
+                            if cancel.is_set():
+                                raise Cancelled("the question was cancelled")
+                    finally:
+                        chunks.close()  # stops the generation when cancelled
+                    assert qa.last_result is not None
+                    return {"kind": "video", "input_hash": upload.sha256, **qa.last_result.to_dict()}
+                from core.analysis.documents import ask_document, load_pages
 
-                for _ in load_pages(path, pages, max_pixels=settings.max_image_pixels):
+                for _ in load_pages(upload.path, pages, max_pixels=settings.max_image_pixels):
                     break  # check the file is readable before waking the model
-                answer = ask_document(get_engine(), path, question, pages=pages, params=params, settings=settings)
-                return {"kind": "document", "input_hash": digest, **answer.to_dict()}
-            except (VideoError, OcrError, InvalidRequest) as exc:
-                raise _error(400, exc) from None
-            except EngineError as exc:  # no model, out of memory, remote server down
-                raise _error(503, exc) from None
+                if cancel.is_set():
+                    raise Cancelled("the question was cancelled")
+                answer = ask_document(get_engine(), upload.path, question, pages=pages, params=params,
+                                      settings=settings)
+                return {"kind": "document", "input_hash": upload.sha256, **answer.to_dict()}
 
-    @app.get("/results/{sha256}", summary="The cached results of one input (by the sha256 of its bytes)")
+        return await run_work(request, f"the question about {name}", work)
+
+    @app.get("/results/{sha256}", summary="The cached results of one input (by the sha256 of its bytes)",
+             responses=_responses(*signed, 404))
     def results(sha256: str = PathParam(..., pattern=SHA256)) -> dict[str, Any]:
         entries = get_cache().entries(sha256)
         if not entries:
@@ -248,7 +550,8 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         return {"input_hash": sha256, "entries": [
             {"stage": e.stage, "key": e.key, "size_bytes": e.size_bytes, "stored_at": e.stored_at} for e in entries]}
 
-    @app.get("/results/{sha256}/{stage}", summary="The stored JSON of one stage of one input")
+    @app.get("/results/{sha256}/{stage}", summary="The stored JSON of one stage of one input",
+             responses=_responses(*signed, 404))
     def result(sha256: str = PathParam(..., pattern=SHA256), stage: str = PathParam(..., pattern=STAGE)) -> dict:
         cache = get_cache()
         found = [e for e in cache.entries(sha256) if e.stage == stage]
@@ -266,12 +569,37 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
             raise HTTPException(404, f"The {stage!r} entries of {sha256} are binary or no longer readable.")
         return {"input_hash": sha256, "stage": stage, "results": values}
 
+    if users is not None:
+        _document_bearer(app)
     return app
 
 
+def _document_bearer(app: FastAPI) -> None:
+    """Describe the bearer token in the OpenAPI spec (so /docs offers "Authorize") on every path but /health."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http", "scheme": "bearer",
+                "description": "an API token of the users file (`vlscope users token NAME`)"}
+            for path, operations in spec.get("paths", {}).items():
+                if path not in PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run the API with uvicorn until interrupted; AuthError (before listening) beyond localhost with no sign-in."""
     import uvicorn
 
+    from core.auth import check_listen
+
+    settings = settings or load_settings()
+    check_listen(settings, host, "API", for_api=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -3,7 +3,8 @@
 `st.video` reads a local file wholly into memory and browsers play only some codecs, so long,
 large or exotic videos are played from a proxy (at most 360 pixels high, at most 15 fps, silent)
 while every analysis still reads the original file. Times are kept: frame at t s in the original
-is shown at t s in the proxy.
+is shown at t s in the proxy. Proxies count in the size limit of uploads and proxies (see
+`core.files.store.evict_files`).
 """
 
 from __future__ import annotations
@@ -31,21 +32,46 @@ def needs_proxy(info: Any, max_bytes: int = PROXY_MAX_BYTES) -> str | None:
 
 
 def proxy_path(cache_dir: str | os.PathLike[str], sha256: str, height: int = 360) -> Path:
-    """Where the proxy of a file is kept."""
+    """Where the proxy of a file is kept; an existing proxy counts as used now (last out of the size limit)."""
     folder = Path(cache_dir).expanduser() / "proxies"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder / f"{sha256}-{height}p.mp4"
+    path = folder / f"{sha256}-{height}p.mp4"
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        pass
+    return path
 
 
 def make_proxy(src: str | os.PathLike[str], dst: str | os.PathLike[str], max_height: int = 360, max_fps: float = 15.0,
                progress: Callable[[float, str], None] | None = None,
-               cancel: threading.Event | None = None) -> Path:
-    """Encode `src` as a small H.264 mp4 at `dst` (written to a temporary name, renamed when complete)."""
+               cancel: threading.Event | None = None, limit_bytes: int | None = None) -> Path:
+    """Encode `src` as a small H.264 mp4 at `dst` (written to a temporary name, renamed when complete).
+
+    When `dst` is in a cache's proxies folder (`proxy_path`), uploads and proxies are then evicted down
+    to `limit_bytes` (default: the `cache_size_limit_gb` setting), the new proxy excepted.
+    """
+    from core.files.store import using
+
+    dst = Path(dst)
+    with using(src):  # the source (maybe an upload) stays while it is read
+        _encode(src, dst, max_height, max_fps, progress, cancel)
+    if dst.parent.name == "proxies":
+        from core.files.store import evict_files
+
+        with using(dst):
+            evict_files(dst.parent.parent, limit_bytes)
+    if progress is not None:
+        progress(1.0, "proxy ready")
+    return dst
+
+
+def _encode(src: str | os.PathLike[str], dst: Path, max_height: int, max_fps: float,
+            progress: Callable[[float, str], None] | None, cancel: threading.Event | None) -> None:
     import av
 
     from core.media.errors import Cancelled, VideoError
 
-    dst = Path(dst)
     tmp = dst.with_name(dst.name + ".part")
     try:
         inp = av.open(str(src))
@@ -86,6 +112,3 @@ def make_proxy(src: str | os.PathLike[str], dst: str | os.PathLike[str], max_hei
         inp.close()
         if tmp.exists():
             tmp.unlink()
-    if progress is not None:
-        progress(1.0, "proxy ready")
-    return dst

@@ -4,26 +4,43 @@ Uploads are copied to ``<cache_dir>/uploads/<sha256><suffix>`` in chunks while b
 pass, bounded memory). Files too large for a browser upload are opened by path, but only from the
 allowed server folder (``VLSCOPE_MEDIA_ROOT``): paths that climb out of it (``..``) or symlinks that
 point out of it are refused.
+
+Uploads and proxies (``<cache_dir>/proxies``) together are kept within the cache's size limit
+(``cache_size_limit_gb``, counted apart from the result cache): least recently used first out, never
+a file in use (held with `using`, in any process) nor one used in the last `RECENT_S` seconds.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
+
+from core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MEDIA_ROOT_ENV = "VLSCOPE_MEDIA_ROOT"
 CHUNK = 4 * 1024 * 1024
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jfif", ".pbm", ".pgm", ".ppm"}
 DOCUMENT_SUFFIXES = {".pdf"}
+FILE_FOLDERS = ("uploads", "proxies")  # under cache_dir: the files kept within the size limit
+RECENT_S = 300.0  # a file used this recently is likely open in a page: never evicted
+PATH_MAX = 4096
+NAME_MAX = 255
 
 
-class FileError(ValueError):
+class FileError(UserError, ValueError):
     """A file a user gave cannot be used (too large, outside the allowed folder, missing); says why and what to do."""
 
 
@@ -67,10 +84,13 @@ def _safe_suffix(name: str) -> str:
     return suffix if suffix.isascii() and suffix[1:].isalnum() and len(suffix) <= 8 else ""
 
 
-def store_upload(stream: BinaryIO, name: str, cache_dir: str | os.PathLike[str], max_bytes: int) -> StoredFile:
+def store_upload(stream: BinaryIO, name: str, cache_dir: str | os.PathLike[str], max_bytes: int,
+                 limit_bytes: int | None = None) -> StoredFile:
     """Copy an uploaded file to disk in chunks, hashing it on the way; FileError when it is empty or too large.
 
-    The same content uploaded twice is stored once (named by its sha256).
+    The same content uploaded twice is stored once (named by its sha256). Afterwards uploads and
+    proxies are evicted down to `limit_bytes` (default: the `cache_size_limit_gb` setting), this
+    upload excepted.
     """
     folder = upload_dir(cache_dir)
     display = Path(name or "upload").name or "upload"
@@ -97,15 +117,114 @@ def store_upload(stream: BinaryIO, name: str, cache_dir: str | os.PathLike[str],
             raise FileError(f"{display} is empty (0 bytes); the upload did not finish. Upload it again.")
         sha = digest.hexdigest()
         final = folder / f"{sha}{_safe_suffix(display)}"
-        if final.exists():
+        try:
+            os.utime(final)  # stored before: now its last use
             os.unlink(tmp_name)
-        else:
+        except FileNotFoundError:
             os.replace(tmp_name, final)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+    with using(final):
+        evict_files(cache_dir, limit_bytes)
     return StoredFile(str(final), display, size, sha, file_kind(display), "upload")
+
+
+def file_limit_bytes() -> int | None:
+    """The size limit of uploads and proxies: the `cache_size_limit_gb` setting in bytes (None: unreadable settings)."""
+    from core.settings import SettingsError, load_settings
+
+    try:
+        return int(load_settings().cache_size_limit_gb * 1024**3)
+    except SettingsError:
+        return None
+
+
+@contextmanager
+def using(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Mark `path` as in use while the block runs (a shared lock): `evict_files` of any process leaves it alone."""
+    try:
+        fd: int | None = os.open(path, os.O_RDONLY)
+    except OSError:  # gone or unreadable: nothing to protect
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _kept_files(cache_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    for sub in FILE_FOLDERS:
+        try:
+            entries = list(os.scandir(cache_dir / sub))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path), entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+
+
+def _being_written(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.endswith(".part")
+
+
+def evict_files(cache_dir: str | os.PathLike[str], limit_bytes: int | None = None,
+                recent_s: float = RECENT_S) -> list[Path]:
+    """Delete uploads and proxies, least recently used first, until together they fit in `limit_bytes`.
+
+    `limit_bytes` defaults to the `cache_size_limit_gb` setting. Never deleted: files held with `using`
+    (by any process), files being written, and files used in the last `recent_s` seconds. Returns the
+    deleted paths.
+    """
+    limit = file_limit_bytes() if limit_bytes is None else int(limit_bytes)
+    if limit is None:
+        return []
+    root = Path(cache_dir).expanduser()
+    files = list(_kept_files(root))
+    total = sum(st.st_size for _, st in files)
+    if total <= limit:
+        return []
+    now = time.time()
+    removed: list[Path] = []
+    for path, st in sorted(files, key=lambda f: f[1].st_mtime):
+        if total <= limit:
+            break
+        if _being_written(path) or now - st.st_mtime < recent_s:
+            continue
+        if _remove_unless_used(path):
+            total -= st.st_size
+            removed.append(path)
+    if removed:
+        log.info("size limit of uploads and proxies (%.2f GiB): removed %d least recently used file(s)",
+                 limit / 1024**3, len(removed))
+    return removed
+
+
+def _remove_unless_used(path: Path) -> bool:
+    """Delete `path` unless some process holds it with `using`; True when deleted."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def media_root(environ: dict[str, str] | None = None) -> Path | None:
@@ -133,19 +252,39 @@ def resolve_in_root(path: str | os.PathLike[str], root: Path) -> Path:
         raise FileError("give a file path inside the media folder")
     if "\x00" in text:
         raise FileError("the path holds a NUL character; give a plain file path")
+    shown = _shorten(text)
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in Path(text).parts), default=0)
+    if len(text.encode("utf-8", "surrogateescape")) > PATH_MAX or longest > NAME_MAX:
+        raise FileError(f"The path {shown} is too long ({len(text)} characters).",
+                        f"Paths can have at most {PATH_MAX} bytes and each folder or file name at most {NAME_MAX}; "
+                        "give the path of a file inside the media folder.")
     root = root.resolve()
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = root / candidate
-    resolved = candidate.resolve()  # follows every symlink on the way
-    if resolved != root and root not in resolved.parents:
-        raise FileError(f"{text} is outside the allowed media folder {root}; only files inside it can be opened "
-                        "(no '..' and no links pointing out of it).")
-    if not resolved.exists():
-        raise FileError(f"{text} does not exist in the media folder {root}; check the name.")
-    if not resolved.is_file():
-        raise FileError(f"{text} is not a file; give the path of a video, image or PDF.")
+    try:
+        resolved = candidate.resolve()  # follows every symlink on the way
+        if resolved != root and root not in resolved.parents:
+            raise FileError(f"{shown} is outside the allowed media folder {root}; only files inside it can be opened "
+                            "(no '..' and no links pointing out of it).")
+        if not resolved.exists():
+            raise FileError(f"{shown} does not exist in the media folder {root}; check the name.")
+        if not resolved.is_file():
+            raise FileError(f"{shown} is not a file; give the path of a video, image or PDF.")
+    except (OSError, RuntimeError) as exc:  # too long once links are followed, a link loop, no permission
+        raise FileError(f"{shown} cannot be opened ({_os_reason(exc)}).",
+                        "Check the path, its links and its permissions in the media folder.") from None
     return resolved
+
+
+def _shorten(text: str, keep: int = 60) -> str:
+    return text if len(text) <= 2 * keep else f"{text[:keep]}…{text[-keep:]}"
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno) if exc.errno != errno.ENAMETOOLONG else "the path is too long"
+    return "a symbolic link loop" if isinstance(exc, RuntimeError) else type(exc).__name__
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -175,8 +314,12 @@ def open_server_file(path: str | os.PathLike[str], root: Path | None = None) -> 
         raise FileError(f"opening files by path is off: set {MEDIA_ROOT_ENV} to the server folder that holds "
                         "your media and restart the dashboard.")
     resolved = resolve_in_root(path, root)
-    return StoredFile(str(resolved), resolved.name, resolved.stat().st_size, _hash_once(resolved),
-                      file_kind(resolved.name), "server")
+    try:
+        return StoredFile(str(resolved), resolved.name, resolved.stat().st_size, _hash_once(resolved),
+                          file_kind(resolved.name), "server")
+    except OSError as exc:  # no read permission, removed meanwhile
+        raise FileError(f"{resolved.name} cannot be read ({_os_reason(exc)}).",
+                        "Check that the file exists and that the server may read it.") from None
 
 
 def list_server_files(root: Path | None = None, kinds: tuple[str, ...] = ("video", "image", "pdf"),

@@ -6,7 +6,9 @@ import io
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -38,13 +40,13 @@ def api_app(api_settings: Settings):
     return create_app(api_settings)
 
 
-@pytest.fixture(scope="session")
-def live_url(api_app):
-    """The app under a real uvicorn server on a free loopback port (stopped after the session)."""
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` under a real uvicorn server on a free loopback port; yields its base URL."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -52,9 +54,18 @@ def live_url(api_app):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_url(api_app):
+    """The app under a real uvicorn server on a free loopback port (stopped after the session)."""
+    with serving(api_app) as url:
+        yield url
 
 
 def rendered_png(lines: list[str], size: int = 30) -> bytes:
