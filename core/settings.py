@@ -69,7 +69,9 @@ class Settings(BaseModel):
     )
     cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
     cache_size_limit_gb: float = Field(
-        20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first."
+        20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first. Uploads and "
+        "players' small copies have a budget of the same size of their own (least recently used first; never a file "
+        "in use)."
     )
     cache_backend: Literal["disk", "redis"] = Field(
         "disk",
@@ -109,6 +111,17 @@ class Settings(BaseModel):
     )
     remote_timeout_s: float = Field(
         120.0, gt=0, description="Seconds the remote server may take to answer (and between streamed chunks)."
+    )
+    decode_kernels: Literal["auto", "torch", "triton"] = Field(
+        "auto",
+        description="Kernels of the fast path's lean decode step: `auto` runs VLScope's Triton kernels on CUDA with "
+        "bf16/fp16 weights (PyTorch operations elsewhere), `torch` always PyTorch operations, `triton` the Triton "
+        "kernels also on the CPU under Triton's interpreter (TRITON_INTERPRET=1, for tests).",
+    )
+    profile_fast_decode: bool = Field(
+        False,
+        description="Time each phase of the fast path (prefill, kept prefix, decode) with the GPU synchronised "
+        "between them, for benchmarks; slows requests down.",
     )
 
     auth_file: Path | None = Field(

@@ -1,8 +1,9 @@
 """The result store on a Redis server, shared by every dashboard, CLI and API process of a team.
 
 Same public methods, same keys (`str(CacheKey)`, e.g. ``v1/<sha256>/video.scenes/<digest>``) and
-the same checksummed envelope as the disk cache (`core.cache.store`): values are JSON or bytes,
-never pickle, and an entry that fails to read back counts as a miss, is reported and removed.
+the same checksummed envelope as the disk cache (both from `core.cache.base`; this module never imports
+the disk backend `core.cache.store`): values are JSON or bytes, never pickle, and an entry that fails to
+read back counts as a miss, is reported and removed.
 
 Layout on the server (database of `redis_url`):
 
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from core.cache.store import (
+from core.cache.base import (
     CacheBackend,
     _KIND_JSON,
     SCHEMA_VERSION,

@@ -13,12 +13,14 @@ Settings table that are unknown or hold an invalid value are detected before dis
 
 Each entry records who made it (`CacheEntry.made_by`, from `core.auth.current_user()` at write time) in
 a side table of `cache.db`; `lock(input_hash, stage)` is a file lock in the folder, shared by processes.
+
+Keys, the envelope and the `CacheBackend` interface live in `core.cache.base` (shared with the Redis
+backend, which this module never imports).
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -27,28 +29,25 @@ import sqlite3
 import stat
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import diskcache
 from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA, MODE_BINARY, MODE_RAW, UNKNOWN
 
+from core.cache.base import (
+    _KIND_JSON,
+    CacheBackend,
+    CacheEntry,
+    CacheKey,
+    CacheStats,
+    CorruptEntry,
+    _envelope,
+    _open_envelope,
+)
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-"""Bumped whenever the shape of cached results changes; old entries then simply miss."""
-
-_MAGIC = b"VLS1"
-_KIND_JSON = b"J"
-_KIND_BYTES = b"B"
-_HEADER = len(_MAGIC) + 1 + 32
-
-
-class CorruptEntry(IOError):
-    """A cache entry could not be read back safely (tampered, truncated or pickled)."""
 
 
 class CacheDamaged(UserError):
@@ -133,29 +132,6 @@ def check_settings_table(db_path: Path) -> tuple[list[str], bool]:
     return problems, counters
 
 
-def _current_user() -> str | None:
-    from core.auth import current_user
-
-    return current_user()
-
-
-def _envelope(kind: bytes, payload: bytes) -> bytes:
-    return _MAGIC + kind + hashlib.sha256(payload).digest() + payload
-
-
-def _open_envelope(blob: bytes) -> tuple[bytes, bytes]:
-    if len(blob) < _HEADER or not blob.startswith(_MAGIC):
-        raise CorruptEntry("not a VLScope cache envelope")
-    kind = blob[4:5]
-    digest = blob[5:_HEADER]
-    payload = blob[_HEADER:]
-    if kind not in (_KIND_JSON, _KIND_BYTES):
-        raise CorruptEntry(f"unknown value kind {kind!r}")
-    if hashlib.sha256(payload).digest() != digest:
-        raise CorruptEntry("checksum mismatch (the entry was truncated or changed on disk)")
-    return kind, payload
-
-
 class SafeDisk(diskcache.Disk):
     """A diskcache storage layer that only stores str keys and bytes values, never pickle."""
 
@@ -207,161 +183,6 @@ class SafeDisk(diskcache.Disk):
         a file outside the folder)."""
         if isinstance(file_path, str) and _VALUE_FILE.match(file_path):
             super().remove(file_path)
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """Identifies one result: which input, which stage, with which parameters and model."""
-
-    input_hash: str
-    stage: str
-    params_digest: str
-
-    def __str__(self) -> str:
-        return f"v{SCHEMA_VERSION}/{self.input_hash}/{self.stage}/{self.params_digest}"
-
-    @classmethod
-    def parse(cls, text: str) -> "CacheKey | None":
-        parts = text.split("/")
-        if len(parts) != 4 or parts[0] != f"v{SCHEMA_VERSION}":
-            return None
-        return cls(parts[1], parts[2], parts[3])
-
-
-@dataclass
-class CacheEntry:
-    """One stored result as listed by `ResultCache.entries`."""
-
-    key: str
-    input_hash: str
-    stage: str
-    size_bytes: int
-    stored_at: float
-    made_by: str | None = None
-    """The signed-in user whose work stored it (None: nobody signed in, or stored before this was recorded)."""
-
-
-@dataclass
-class CacheStats:
-    """Counts and sizes of the result cache."""
-
-    directory: str
-    entries: int
-    inputs: int
-    volume_bytes: int
-    size_limit_bytes: int
-    hits: int
-    misses: int
-    corrupt: int
-    problems: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: equal parameters give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def make_key(
-    input_hash: str,
-    stage: str,
-    params: dict[str, Any] | None = None,
-    model: str | None = None,
-    precision: str | None = None,
-) -> CacheKey:
-    """The key of a result: input content hash + stage + parameters + model and precision + schema."""
-    if not input_hash or "/" in input_hash:
-        raise ValueError("input_hash must be a non-empty content hash")
-    if not stage or "/" in stage:
-        raise ValueError("stage must be a non-empty name without '/'")
-    material = canonical_json(
-        {"params": params or {}, "model": model, "precision": precision, "schema": SCHEMA_VERSION}
-    )
-    return CacheKey(input_hash, stage, hashlib.sha256(material.encode("utf-8")).hexdigest()[:24])
-
-
-class CacheBackend:
-    """What every result-cache backend offers (disk: ResultCache; Redis: RedisResultCache).
-
-    JSON and bytes access is shared here; a backend provides `_get`/`_put` and the listing methods.
-    """
-
-    def _get(self, key: CacheKey) -> tuple[bytes, bytes] | None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _put(self, key: CacheKey, kind: bytes, payload: bytes,
-             made_by: str | None) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def lock(self, input_hash: str, stage: str,
-             on_wait: Callable[[], None] | None = None) -> Any:  # pragma: no cover - abstract
-        """A context manager held while one process computes `stage` of one input: every process sharing the
-        cache waits for it (calling `on_wait` once when it has to), then finds the result in the cache."""
-        raise NotImplementedError
-
-    def contains(self, key: CacheKey) -> bool:  # pragma: no cover - abstract
-        """True when an entry exists for `key`."""
-        raise NotImplementedError
-
-    def entries(self, input_hash: str | None = None) -> list[CacheEntry]:  # pragma: no cover - abstract
-        """Every stored entry (or those of one input), newest first."""
-        raise NotImplementedError
-
-    def delete(self, key: CacheKey) -> bool:  # pragma: no cover - abstract
-        """Delete one entry; True when it existed."""
-        raise NotImplementedError
-
-    def delete_input(self, input_hash: str) -> int:  # pragma: no cover - abstract
-        """Delete every entry of one input; returns how many were removed."""
-        raise NotImplementedError
-
-    def clear(self) -> int:  # pragma: no cover - abstract
-        """Delete every entry; returns how many were removed."""
-        raise NotImplementedError
-
-    def stats(self) -> CacheStats:  # pragma: no cover - abstract
-        """Counts of entries, inputs, bytes used, hits, misses and unreadable entries."""
-        raise NotImplementedError
-
-    def close(self) -> None:  # pragma: no cover - abstract
-        """Release connections and files."""
-
-    def __enter__(self) -> "CacheBackend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def get_json(self, key: CacheKey) -> Any | None:
-        """The JSON value stored under `key`, or None on a miss (or an unreadable entry)."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        if kind != _KIND_JSON:
-            return None
-        return json.loads(payload.decode("utf-8"))
-
-    def put_json(self, key: CacheKey, value: Any) -> None:
-        """Store a JSON-serialisable value (dataclasses: pass `asdict(obj)`)."""
-        self._put(key, _KIND_JSON, json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"),
-                  _current_user())
-
-    def get_bytes(self, key: CacheKey) -> bytes | None:
-        """The bytes stored under `key`, or None on a miss."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        return payload if kind == _KIND_BYTES else None
-
-    def put_bytes(self, key: CacheKey, value: bytes) -> None:
-        """Store raw bytes (thumbnails, exports)."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError("put_bytes takes bytes")
-        self._put(key, _KIND_BYTES, bytes(value), _current_user())
 
 
 class ResultCache(CacheBackend):
@@ -618,30 +439,3 @@ def _tampered(key: Any, raw: Any, mode: Any, filename: Any, value_type: str, siz
         ok = isinstance(filename, str) and _VALUE_FILE.match(filename) and value_type == "null"
         return "" if ok else f"it names the value file {_describe(filename)}, not one the cache makes"
     return f"it is stored with mode {_describe(mode)} (pickle or text), which is never read"
-
-
-def hash_bytes(data: bytes) -> str:
-    """sha256 hex digest of `data`."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def hash_file(path: str | os.PathLike[str], chunk_size: int = 4 * 1024 * 1024) -> str:
-    """sha256 hex digest of a file's bytes, read in chunks (bounded memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def open_cache(settings: Any) -> CacheBackend:
-    """The result cache described by `settings`: the disk cache (cache_dir, cache_size_limit_gb), or with
-    `cache_backend` "redis" a RedisResultCache at `redis_url` (same methods; CacheUnavailable, a
-    SettingsError naming the URL and the fix, when the server cannot be reached)."""
-    if getattr(settings, "cache_backend", "disk") == "redis":
-        from core.cache.redis_store import RedisResultCache
-
-        return RedisResultCache(settings.redis_url)
-    return ResultCache(settings.cache_dir, int(settings.cache_size_limit_gb * 1024**3))
-
-
