@@ -133,6 +133,30 @@ def answer_events(text: str, question: str, duration: float, seen: list[float]) 
     return events
 
 
+def _declared_duration(source: Any) -> float | None:
+    """The duration a truncated file claims, when the source knows its probe (MediaFrameSource does)."""
+    declared = getattr(getattr(source, "info", None), "declared_duration", None)
+    return float(declared) if declared else None
+
+
+def past_end_warning(ref: TimeReference, duration: float, declared: float | None) -> str | None:
+    """What to tell the user when the asked time lies (partly) past the part of the video that can be read."""
+    end = ref.end if ref.end > ref.start else ref.start
+    if end <= duration + 0.5:
+        return None
+    asked = format_timestamp(ref.start) + (f"-{format_timestamp(ref.end)}" if ref.end > ref.start else "")
+    readable = format_timestamp(float(int(duration)))  # rounded down: never promise a second that is not there
+    if declared and declared > duration:
+        where = (f"the file can only be read up to {readable} of {format_timestamp(declared)} "
+                 "(it looks truncated: the copy or download did not finish)")
+        fix = " Copy the file again to ask about the rest."
+    else:
+        where, fix = f"the video ends at {readable}", ""
+    if ref.start >= duration:
+        return f"You asked about {asked}, but {where}: that moment cannot be seen, so it was not asked.{fix}"
+    return f"You asked about {asked}, but {where}: only {format_timestamp(ref.start)}-{readable} was looked at.{fix}"
+
+
 class _ClipCache:
     """A few recent overview clips in memory (per content key), so follow-ups do not decode again."""
 
@@ -192,8 +216,19 @@ class VideoQA:
         started = time.perf_counter()
         duration = self.source.duration()
         ref: TimeReference | None = parse_time_reference(question, duration)
-        overview = self._overview()
         result = AnswerResult(question=question, text="")
+        past_end = past_end_warning(ref, duration, _declared_duration(self.source)) if ref is not None else None
+        if past_end is not None:
+            result.warnings.append(past_end)
+            if ref is not None and ref.start >= duration:
+                # nothing of the asked moment can be shown: any answer would describe another moment
+                result.time_reference = (ref.start, ref.end)
+                result.text = past_end
+                yield past_end
+                result.seconds = time.perf_counter() - started
+                self.last_result = result
+                return
+        overview = self._overview()
         if ref is not None:
             lo, hi = ref.window(duration)
             dense = self.source.window(lo, hi, self.dense_fps, like=overview)

@@ -1,6 +1,12 @@
 """Analyse a video by stages (probe, scenes, motion, text) with progress and cancel, each stage's
 result cached under the video's content hash + stage + its parameters, so reopening an analysed
-video is instant. Partial text results are saved as they come (`video.text.partial`).
+video is instant. Partial text results are saved as they come (`video.text.partial`, in chunks of
+`PARTIAL_CHUNK` readings, each written once), a cancelled text stage resumes from them, and they
+are deleted once the stage's result is stored.
+
+A damaged or truncated file gives a partial result (complete=False) with warnings naming the
+seconds that could not be read; it is cached like any other (the same file gives the same result).
+Only a decode the watchdog stopped (a stall, a time limit) is left uncached, to be tried again.
 
     result = analyze_video("talk.mp4", stages=("scenes", "motion"), cache=open_cache(load_settings()))
     for event in result.events: ...
@@ -15,16 +21,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from core.analysis.events import Event, events_from_json, events_to_json, sort_events
+from core.media.decode import DecodeReport
 from core.media.errors import Cancelled, VideoError
 from core.media.framepass import run_frame_pass
 from core.media.motion import MotionParams, MotionResult
-from core.media.probe import VideoInfo, probe_video
+from core.media.probe import VideoInfo, probe_video, truncation_warning
 from core.media.sampling import SamplingPlan
 from core.media.scenes import SceneParams, SceneResult
 from core.media.text import TextParams, TextReading, TextResult, TextTracker, run_text_pass
 
 STAGES = ("scenes", "motion", "text")
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: truncated and damaged files are read to their real end (results of 1 may be wrong)
+PARTIAL_CHUNK = 50  # text readings per saved partial chunk
 # progress(stage, fraction 0..1 of that stage, message)
 StageProgress = Callable[[str, float, str], None]
 
@@ -158,15 +166,17 @@ def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: Sampli
 
     results: dict[str, dict[str, Any]] = {}
     keys = {s: stage_key(input_hash, s, options.stage_params(s)) for s in stages}
+    warnings: list[str] = list(info.warnings)
+    complete = not info.truncated
     if cache is not None and not refresh:
         for s in stages:
             data = cache.get_json(keys[s])
             if data is not None:
                 results[s] = data
                 from_cache[s] = True
+                warnings += data.get("warnings", [])
+                complete = complete and bool(data.get("complete", True))
                 report(s, 1.0, "from the cache")
-    warnings: list[str] = list(info.warnings)
-    complete = True
 
     frame_stages = [s for s in ("scenes", "motion") if s in stages and s not in results]
     if frame_stages:
@@ -179,60 +189,139 @@ def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: Sampli
                             cancel=cancel)
         warnings += fp.warnings
         complete = complete and fp.complete
+        if fp.readable_end is not None:
+            # no index told the probe; decoding found where the file really ends: later stages and
+            # reopenings use that end
+            info.declared_duration, info.duration, info.truncated = info.duration, fp.readable_end, True
+            info.frame_count, info.frame_count_exact = max(1, int(round(fp.readable_end * info.fps))), False
+            info.warnings = info.warnings + [truncation_warning(info.duration, info.declared_duration)]
+            probe_data = info.to_dict()
+            if cache is not None:
+                cache.put_json(probe_key, probe_data)
         for s, res in (("scenes", fp.scenes), ("motion", fp.motion)):
             if s in frame_stages and res is not None:
                 data = res.to_dict()
                 data["complete"] = fp.complete
+                data["warnings"] = list(fp.warnings)
                 results[s] = data
                 from_cache[s] = False
-                if cache is not None and fp.complete:
+                if cache is not None and not fp.stopped_early:
                     cache.put_json(keys[s], data)
 
     if "text" in stages and "text" not in results:
-        partial_key = stage_key(input_hash, "text.partial", options.stage_params("text"))
-        saved: list[TextReading] = []
-
-        def on_reading(reading: TextReading) -> None:
-            saved.append(reading)
-            if cache is not None and len(saved) % 10 == 0:
-                cache.put_json(partial_key, {"readings": [r.to_dict() for r in saved], "complete": False})
-
+        partial = PartialText(cache, input_hash, options.text) if cache is not None else None
+        if partial is not None and refresh:
+            partial.clear()
+        resume = partial.load() if partial is not None else []
+        if resume:
+            report("text", 0.0, f"resuming after {len(resume)} saved readings (up to {resume[-1].time:.1f} s)")
+        decoding = DecodeReport()
         try:
             text, tw = run_text_pass(info, options.text, progress=lambda f, m: report("text", f, m), cancel=cancel,
-                                     on_reading=on_reading)
+                                     on_reading=partial.add if partial is not None else None, resume=resume,
+                                     report=decoding)
         except Cancelled:
-            if cache is not None and saved:
-                cache.put_json(partial_key, {"readings": [r.to_dict() for r in saved], "complete": False})
+            if partial is not None:
+                partial.flush()
             raise
         warnings += tw
         data = text.to_dict()
-        text_complete = not any("stopped" in w for w in tw)
+        text_complete = not decoding.stopped_early and not decoding.damaged and not info.truncated
         data["complete"] = text_complete
+        data["warnings"] = list(tw)
         complete = complete and text_complete
         results["text"] = data
         from_cache["text"] = False
-        if cache is not None and text_complete:
+        if partial is not None and not decoding.stopped_early:
             cache.put_json(keys["text"], data)
+            partial.clear()
+        elif partial is not None:
+            partial.flush()  # stopped early: the next run resumes from here
 
     events: list[Event] = []
     for s in stages:
         if s in results:
             events += _events_of(s, results[s])
+    if info.truncated:
+        events = [e for e in events if e.start < info.duration]
     return VideoAnalysis(input_hash=input_hash, path=str(p), probe=probe_data, plan=plan.to_dict(), stages=results,
-                         events=sort_events(events), from_cache=from_cache, complete=complete, warnings=warnings,
-                         seconds=time.perf_counter() - t0)
+                         events=sort_events(events), from_cache=from_cache, complete=complete,
+                         warnings=list(dict.fromkeys(warnings)), seconds=time.perf_counter() - t0)
+
+
+class PartialText:
+    """The readings of an unfinished text stage, saved as they come in chunks of PARTIAL_CHUNK readings.
+
+    Each full chunk is written once (the bytes written grow linearly with the readings, not with their
+    square); `flush` writes the unfinished last chunk (on cancel); `load` joins the chunks back;
+    `clear` deletes them once the stage's whole result is stored.
+    """
+
+    def __init__(self, cache: Any, input_hash: str, params: TextParams | None = None) -> None:
+        self.cache = cache
+        self.input_hash = input_hash
+        self.params = (params or TextParams()).to_dict()
+        self.chunk = 0  # index of the chunk being filled
+        self.buffer: list[TextReading] = []
+
+    def key(self, chunk: int) -> Any:
+        """The cache key of chunk number `chunk`."""
+        return stage_key(self.input_hash, "text.partial", {"text": self.params, "chunk": chunk})
+
+    def load(self) -> list[TextReading]:
+        """Every reading saved so far, in order; the chunk being filled continues after them."""
+        readings: list[TextReading] = []
+        chunk = 0
+        while True:
+            data = self.cache.get_json(self.key(chunk))
+            if not data:
+                break
+            part = [TextReading(**r) for r in data["readings"]]
+            if readings and part and part[0].index <= readings[-1].index:
+                break  # left from another run: the readings saved before it stand
+            readings += part
+            if len(part) < PARTIAL_CHUNK:
+                self.chunk, self.buffer = chunk, part
+                return readings
+            chunk += 1
+        self.chunk, self.buffer = chunk, []
+        return readings
+
+    def add(self, reading: TextReading) -> None:
+        """Keep one reading; a chunk that fills up is written."""
+        self.buffer.append(reading)
+        if len(self.buffer) >= PARTIAL_CHUNK:
+            self._write()
+            self.chunk, self.buffer = self.chunk + 1, []
+
+    def flush(self) -> None:
+        """Write the unfinished chunk (it is written again, whole, once it fills up)."""
+        if self.buffer:
+            self._write()
+
+    def clear(self) -> int:
+        """Delete every saved chunk; returns how many were deleted."""
+        removed = 0
+        chunk = 0
+        while self.cache.contains(self.key(chunk)):
+            self.cache.delete(self.key(chunk))
+            removed += 1
+            chunk += 1
+        self.chunk, self.buffer = 0, []
+        return removed
+
+    def _write(self) -> None:
+        self.cache.put_json(self.key(self.chunk), {"readings": [r.to_dict() for r in self.buffer], "complete": False})
 
 
 def load_partial_text(cache: Any, input_hash: str, params: TextParams | None = None) -> list[TextReading]:
     """Text readings saved so far by an unfinished text stage (empty when none)."""
-    data = cache.get_json(stage_key(input_hash, "text.partial", (params or TextParams()).to_dict()))
-    return [TextReading(**r) for r in data["readings"]] if data else []
+    return PartialText(cache, input_hash, params).load()
 
 
 def partial_text_events(readings: list[TextReading], params: TextParams | None = None) -> list[Event]:
     """Text events of saved partial readings (no OCR is run again)."""
     tracker = TextTracker(params)
     for r in readings:
-        tracker.readings.append(r)
-        tracker._merge(r)  # noqa: SLF001 - replaying saved readings
+        tracker.replay(r)
     return tracker.finish().events()

@@ -70,11 +70,12 @@ def _encode(src: str | os.PathLike[str], dst: Path, max_height: int, max_fps: fl
             progress: Callable[[float, str], None] | None, cancel: threading.Event | None) -> None:
     import av
 
+    from core.media.avopen import open_input
     from core.media.errors import Cancelled, VideoError
 
     tmp = dst.with_name(dst.name + ".part")
     try:
-        inp = av.open(str(src))
+        inp = open_input(src)
     except av.error.FFmpegError as exc:
         raise VideoError(f"{Path(src).name} could not be opened to make a proxy ({exc}); re-export it as mp4.") from exc
     try:

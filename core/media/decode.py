@@ -1,5 +1,7 @@
 """Low-level decoding with a watchdog: frame readers that stream (bounded memory) and stop cleanly
 when a decode hangs, fails mid-file or is cancelled, returning what was decoded with a warning.
+Packets the decoder rejects (damaged data) are skipped, as ffmpeg does, and the seconds they cover
+are recorded in a `DecodeReport`, so one bad packet costs its own seconds, not the rest of the file.
 
 Readers yield `DecodedFrame`s. Fast paths (measured, see benchmarks/sampling.py): frames that are
 not kept are never converted; key-frame-only decoding (`skip_frame="NONKEY"`) when samples are
@@ -12,11 +14,12 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
+from core.media.avopen import open_input
 from core.media.errors import Cancelled, VideoError
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,97 @@ class DecodedFrame:
     time: float
     image: np.ndarray
     key_frame: bool = False
+
+
+@dataclass
+class DecodeReport:
+    """What one decode could not read: `spans` of seconds lost to damaged data (their packets skipped),
+    and whether the watchdog stopped it early (`stopped_early`: a stall or time limit, worth retrying;
+    damage is not: the same file gives the same result). `readable_end`: spans from there on are a
+    truncation already reported by the probe, and are left out.
+    """
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    bad_packets: int = 0
+    stopped_early: bool = False
+    readable_end: float | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """True when some seconds could not be read."""
+        return bool(self.spans)
+
+    def add_span(self, start: float, end: float) -> None:
+        """Record [start, end) as unreadable (merged with the previous span when they touch)."""
+        if self.readable_end is not None:
+            if start >= self.readable_end:
+                return
+            end = min(end, self.readable_end)
+        start, end = max(0.0, start), max(start, end)
+        if self.spans and start <= self.spans[-1][1] + 0.05:
+            self.spans[-1] = (self.spans[-1][0], max(end, self.spans[-1][1]))
+        else:
+            self.spans.append((start, end))
+
+    def cut_at(self, end: float) -> None:
+        """Forget what lies from `end` on (the file turned out to end there)."""
+        self.readable_end = end
+        self.spans = [(a, min(b, end)) for a, b in self.spans if a < end - 1e-6]
+
+    def warning(self) -> str | None:
+        """The message naming the seconds that could not be read, or None when everything was read."""
+        if not self.spans:
+            return None
+        shown = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in self.spans[:8])
+        more = f" and {len(self.spans) - 8} more stretches" if len(self.spans) > 8 else ""
+        lost = sum(b - a for a, b in self.spans)
+        return (f"{lost:.1f} s of the video could not be read at {shown}{more} (damaged data: {self.bad_packets} "
+                "packet(s) skipped); the rest was analysed. Copy the file again or re-export it to fill the gap.")
+
+
+def decode_skipping(container: Any, stream: Any, report: DecodeReport, fps: float, start_time: float = 0.0,
+                    max_bad_at_start: int = 100) -> Iterator[Any]:
+    """The frames of `stream`, skipping packets the decoder rejects and recording the seconds they cost in `report`.
+
+    A lost span runs from the end of the last frame before the error to the first frame after it (exact
+    with threaded decoding too, whose errors surface a few packets late). Raises the decoder's error when
+    the first `max_bad_at_start` packets all fail (nothing decodable: a codec problem, not damage).
+    """
+    import av
+
+    step = 1.0 / fps if fps > 0 else 0.04
+    prev_end: float | None = None  # end of the last frame given, seconds from the start
+    pending: float | None = None  # time of the first rejected packet since that frame
+    last_bad: float | None = None
+    got_any = False
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.UndefinedError, av.error.PatchWelcomeError,
+                av.error.BugError) as exc:
+            report.bad_packets += 1
+            t = float(packet.pts * packet.time_base) - start_time if packet.pts is not None and packet.time_base else None
+            if t is not None:
+                last_bad = t if last_bad is None else max(last_bad, t)
+            if pending is None:
+                pending = t if t is not None else (prev_end or 0.0)
+            if not got_any and report.bad_packets >= max_bad_at_start:
+                raise exc
+            log.debug("skipped a damaged packet at %s s: %s", t, exc)
+            continue
+        for frame in frames:
+            got_any = True
+            t = float(frame.time) - start_time if frame.time is not None else (prev_end or 0.0)
+            if pending is not None:
+                lo = prev_end if prev_end is not None else min(pending, t)
+                if t - lo > 0.5 * step:
+                    report.add_span(lo, t)
+                pending = None
+            prev_end = t + step
+            yield frame
+    if pending is not None:
+        lo = prev_end if prev_end is not None else pending
+        report.add_span(lo, max(lo, (last_bad if last_bad is not None else lo) + step))
 
 
 def run_with_watchdog(fn: Callable[[], T], timeout_s: float, what: str) -> T:
@@ -177,18 +271,18 @@ def _frame_index(frame: Any, fps: float, start: float, counter: int) -> tuple[in
 
 def pyav_select(path: str, fps: float, start_time: float, rotation: int, targets: list[int],
                 size: tuple[int, int] | None, fmt: str = "rgb24", key_frames_only: bool = False,
-                from_time: float | None = None) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
+                from_time: float | None = None, report: DecodeReport | None = None
+                ) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
     """A producer decoding with PyAV and yielding, for each target frame number, the first frame at or after it.
 
     With `key_frames_only`, only key frames are decoded and each target gets the nearest key frame
     (no key frame is used twice). Frames not kept are never converted. `size` is the displayed
-    (width, height) to scale to, None for the source size.
+    (width, height) to scale to, None for the source size. Damaged packets are skipped into `report`.
     """
+    report = report if report is not None else DecodeReport()
 
     def produce(stop: threading.Event) -> Iterator[DecodedFrame]:
-        import av
-
-        container = av.open(path, metadata_errors="ignore", timeout=30)
+        container = open_input(path, timeout=30)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -206,7 +300,7 @@ def pyav_select(path: str, fps: float, start_time: float, rotation: int, targets
             ti = 0
             counter = 0
             if not key_frames_only:
-                for frame in container.decode(stream):
+                for frame in decode_skipping(container, stream, report, fps, start_time):
                     if stop.is_set():
                         return
                     idx, t = _frame_index(frame, fps, start_time, counter)
@@ -221,7 +315,7 @@ def pyav_select(path: str, fps: float, start_time: float, rotation: int, targets
                 return
             prev: tuple[Any, int] | None = None
             prev_used = False
-            for frame in container.decode(stream):
+            for frame in decode_skipping(container, stream, report, fps, start_time):
                 if stop.is_set():
                     return
                 idx, _ = _frame_index(frame, fps, start_time, counter)
@@ -247,11 +341,12 @@ def pyav_select(path: str, fps: float, start_time: float, rotation: int, targets
     return produce
 
 
-def opencv_select(path: str, fps: float, targets: list[int], size: tuple[int, int] | None
-                  ) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
+def opencv_select(path: str, fps: float, targets: list[int], size: tuple[int, int] | None, rotation: int = 0,
+                  report: DecodeReport | None = None) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
     """A producer using OpenCV grab() on every frame and retrieve() only on target frames (RGB, display orientation).
 
-    For constant-frame-rate files: the frame number is the count of frames grabbed.
+    For constant-frame-rate files: the frame number is the count of frames grabbed. OpenCV stops at
+    the first damaged packet; the targets left then go to PyAV, which skips damaged packets.
     """
 
     def produce(stop: threading.Event) -> Iterator[DecodedFrame]:
@@ -273,11 +368,11 @@ def opencv_select(path: str, fps: float, targets: list[int], size: tuple[int, in
                 if stop.is_set():
                     return
                 if not cap.grab():
-                    return
+                    break
                 if idx == targets[ti]:
                     ok, bgr = cap.retrieve()
                     if not ok:
-                        return
+                        break
                     if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
                         bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_AREA)
                     yield DecodedFrame(idx, idx / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
@@ -286,24 +381,30 @@ def opencv_select(path: str, fps: float, targets: list[int], size: tuple[int, in
                 idx += 1
         finally:
             cap.release()
+        if ti < len(targets) and not stop.is_set():
+            log.info("OpenCV stopped at frame %d of %s; PyAV reads the rest", idx, path)
+            rest = targets[ti:]
+            yield from pyav_select(path, fps, 0.0, rotation, rest, size, from_time=rest[0] / fps, report=report)(stop)
 
     return produce
 
 
 def pyav_all_gray(path: str, fps: float, start_time: float, rotation: int, size: tuple[int, int],
-                  step: int = 1) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
-    """A producer yielding every `step`-th frame as a small greyscale image of displayed `size` (width, height)."""
+                  step: int = 1, report: DecodeReport | None = None) -> Callable[[threading.Event], Iterator[DecodedFrame]]:
+    """A producer yielding every `step`-th frame as a small greyscale image of displayed `size` (width, height).
+
+    Damaged packets are skipped into `report`.
+    """
+    report = report if report is not None else DecodeReport()
 
     def produce(stop: threading.Event) -> Iterator[DecodedFrame]:
-        import av
-
-        container = av.open(path, metadata_errors="ignore", timeout=30)
+        container = open_input(path, timeout=30)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             w, h = _coded_size(size, rotation)
             counter = 0
-            for frame in container.decode(stream):
+            for frame in decode_skipping(container, stream, report, fps, start_time):
                 if stop.is_set():
                     return
                 idx, t = _frame_index(frame, fps, start_time, counter)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.media.avopen import open_input
 from core.media.errors import VideoError
 
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe", "apng")
@@ -44,6 +45,8 @@ class VideoInfo:
     start_time: float = 0.0
     bit_rate: int | None = None
     warnings: list[str] = field(default_factory=list)
+    truncated: bool = False
+    declared_duration: float | None = None  # what the container claims when the file ends before it
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -77,7 +80,7 @@ def open_container(path: str | os.PathLike[str]) -> Any:
     if size == 0:
         raise VideoError(f"{p} is empty (0 bytes); the upload or copy did not finish. Copy the file again.")
     try:
-        return av.open(str(p), metadata_errors="ignore", timeout=30)
+        return open_input(p, timeout=30)
     except av.error.InvalidDataError as exc:
         raise VideoError(
             f"{p} is not a video FFmpeg can read ({_first_line(exc)}): it may be truncated, or a "
@@ -85,6 +88,21 @@ def open_container(path: str | os.PathLike[str]) -> Any:
         ) from exc
     except (av.error.FFmpegError, OSError) as exc:
         raise VideoError(f"{p} could not be opened ({_first_line(exc)}); re-export it as mp4 (H.264).") from exc
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss (h:mm:ss past an hour), rounded down: a readable end is never overstated."""
+    whole = max(0, int(seconds))
+    h, rem = divmod(whole, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def truncation_warning(readable: float, declared: float) -> str:
+    """The message shown when a file ends before the duration it declares."""
+    return (f"the file ends at {clock(readable)} of {clock(declared)} ({readable:.1f} s of {declared:.1f} s can be "
+            "read): it looks truncated (the copy or download did not finish). Only the readable part is analysed; "
+            "copy the file again to get the rest.")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -161,9 +179,19 @@ def _probe(container: Any, p: Path, max_packets: int, decode_first_frame: bool) 
         entries = None
     n_index = len(entries) if entries is not None else 0
     full_index = n_index > 1 and "mp4" in (container.format.name or "") and bool(tb)
+    # a file cut short with its index at the front (mp4 "faststart") still lists every frame: the
+    # frames whose bytes lie past the end of the file are missing
+    file_size = p.stat().st_size
+    present = 0
+    first_missing: float | None = None
     if n_index > 1 and tb:
         for i in range(n_index):
             e = entries[i]
+            if full_index and e.pos + e.size > file_size and e.pos >= 0:
+                t = float(e.timestamp * tb)
+                first_missing = t if first_missing is None else min(first_missing, t)
+                continue
+            present += 1
             if e.is_keyframe:
                 key_times.append(float(e.timestamp * tb))
             if full_index and i < max_packets * 4:
@@ -206,8 +234,22 @@ def _probe(container: Any, p: Path, max_packets: int, decode_first_frame: bool) 
     if full_index and not duration and pts_sorted:
         duration = pts_sorted[-1] - start + 1.0 / fps
 
+    truncated = False
+    declared: float | None = None
+    if first_missing is not None:
+        readable = max(0.0, first_missing - start)
+        if present == 0 or readable <= 0:
+            raise VideoError(f"{p} is truncated: its index lists {n_index} frames but the file ends before the "
+                             "first one. Copy the file again (the copy or download did not finish).")
+        if readable < duration - 0.5 / fps:
+            truncated, declared = True, duration
+            warnings.append(truncation_warning(readable, duration))
+            duration = readable
+
     frame_count = int(stream.frames or 0)
     exact = frame_count > 0
+    if truncated:
+        frame_count, exact = present, True
     if not exact and full_index:
         frame_count, exact = n_index, True
     if not exact:
@@ -262,6 +304,8 @@ def _probe(container: Any, p: Path, max_packets: int, decode_first_frame: bool) 
         start_time=start,
         bit_rate=int(container.bit_rate) if container.bit_rate else None,
         warnings=warnings,
+        truncated=truncated,
+        declared_duration=round(declared, 6) if declared is not None else None,
     )
 
 

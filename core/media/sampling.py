@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from core.media.decode import DecodedFrame, Watched, opencv_select, pyav_select
+from core.media.decode import DecodedFrame, DecodeReport, Watched, opencv_select, pyav_select
 from core.media.errors import VideoError
-from core.media.probe import VideoInfo
+from core.media.probe import VideoInfo, truncation_warning
 
 FACTOR = 32  # patch 16 x spatial merge 2: one visual token covers 32x32 pixels
 TEMPORAL = 2  # frames per temporal patch: each pair of frames shares its tokens
@@ -176,6 +176,8 @@ def schedule_frames(info: VideoInfo, plan: SamplingPlan) -> FrameSchedule:
     total = max(1, info.frame_count)
     duration = info.duration if info.duration > 0 else total / fps
     warnings: list[str] = []
+    if info.truncated and info.declared_duration:
+        warnings.append(truncation_warning(info.duration, info.declared_duration))
     start = plan.start or 0.0
     end = duration if plan.end is None else min(plan.end, duration)
     if start >= duration:
@@ -264,21 +266,27 @@ class SampledVideo:
 
 def iter_samples(info: VideoInfo, schedule: FrameSchedule, stall_s: float = 60.0, total_s: float | None = None,
                  cancel: threading.Event | None = None, size: tuple[int, int] | None = None,
-                 backend: str = "auto", warnings: list[str] | None = None) -> Iterator[SampledFrame]:
+                 backend: str = "auto", warnings: list[str] | None = None,
+                 report: DecodeReport | None = None) -> Iterator[SampledFrame]:
     """Stream the scheduled frames (RGB, `size` or the schedule's size) in order, under a watchdog.
 
-    A decode that fails or stalls mid-file ends the stream early and appends a message to `warnings`.
+    Damaged packets are skipped (the seconds lost go to `report` and a message to `warnings`); a
+    decode that stalls mid-file ends the stream early with a message in `warnings`.
     """
     size = size or (schedule.width, schedule.height)
     targets = list(schedule.indices)
     fps = schedule.source_fps
+    report = report if report is not None else DecodeReport()
+    if info.truncated:
+        report.readable_end = info.duration
     if schedule.mode == "keyframes":
-        producer = pyav_select(info.path, fps, info.start_time, info.rotation, targets, size, key_frames_only=True)
+        producer = pyav_select(info.path, fps, info.start_time, info.rotation, targets, size, key_frames_only=True,
+                               from_time=targets[0] / fps if targets else None, report=report)
     elif backend in ("auto", "opencv") and not info.variable_frame_rate and info.start_time == 0 and _opencv_ok():
-        producer = opencv_select(info.path, fps, targets, size)
+        producer = opencv_select(info.path, fps, targets, size, rotation=info.rotation, report=report)
     else:
         producer = pyav_select(info.path, fps, info.start_time, info.rotation, targets, size,
-                               from_time=targets[0] / fps if targets else None)
+                               from_time=targets[0] / fps if targets else None, report=report)
     watched = Watched(producer, stall_s=stall_s, total_s=total_s, cancel=cancel, what=f"decoding {info.path}")
     target_times = [i / fps for i in targets]
     ti = 0
@@ -289,8 +297,12 @@ def iter_samples(info: VideoInfo, schedule: FrameSchedule, stall_s: float = 60.0
         shift = item.time - target_times[ti] if target_times else 0.0
         ti = min(ti + 1, len(target_times) - 1)
         yield SampledFrame(item.index, item.time, item.image, shift)
+    report.stopped_early = report.stopped_early or watched.stopped_early
     if warnings is not None:
         warnings.extend(watched.warnings)
+        damage = report.warning()
+        if damage:
+            warnings.append(damage)
 
 
 def _opencv_ok() -> bool:
@@ -314,7 +326,8 @@ def sample_video(info: VideoInfo, plan: SamplingPlan, batch_size: int = 64, on_b
     batch: list[SampledFrame] = []
     count = 0
     largest = 0.0
-    for frame in iter_samples(info, schedule, warnings=warnings, **kwargs):
+    report = kwargs.pop("report", None) or DecodeReport()
+    for frame in iter_samples(info, schedule, warnings=warnings, report=report, **kwargs):
         count += 1
         largest = max(largest, abs(frame.shift))
         if keep:
@@ -329,5 +342,6 @@ def sample_video(info: VideoInfo, plan: SamplingPlan, batch_size: int = 64, on_b
     complete = count >= schedule.frames
     if not complete:
         warnings.append(f"{count} of {schedule.frames} planned frames were decoded")
+    complete = complete and not info.truncated and not report.damaged  # some seconds could not be read
     return SampledVideo(frames=frames, schedule=schedule, warnings=warnings, complete=complete, decoded=count,
                         largest_shift=largest)

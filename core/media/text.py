@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from core.analysis.events import Event
+from core.media.decode import DecodeReport
 
 OcrFunction = Callable[[np.ndarray], list[tuple[str, float, list[list[float]]]]]
 _engine: Any = None
@@ -164,6 +165,12 @@ class TextTracker:
         self._merge(reading)
         return reading
 
+    def replay(self, reading: TextReading) -> None:
+        """Take a reading saved earlier (no OCR is run): it joins the readings and the merged spans."""
+        self.readings.append(reading)
+        self.ocr_calls += int(reading.ocr_run)
+        self._merge(reading)
+
     def _same(self, a: str, b: str) -> bool:
         return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= self.params.similarity and len(a) > 6
 
@@ -215,11 +222,16 @@ def parse_timecode(text: str, fps: float) -> float | None:
 
 def run_text_pass(info: Any, params: TextParams | None = None, progress: Callable[[float, str], None] | None = None,
                   cancel: threading.Event | None = None, start: float | None = None, end: float | None = None,
-                  on_reading: Callable[[TextReading], None] | None = None, stall_s: float = 60.0) -> tuple[TextResult, list[str]]:
+                  on_reading: Callable[[TextReading], None] | None = None, stall_s: float = 60.0,
+                  resume: list[TextReading] | None = None, report: DecodeReport | None = None) -> tuple[TextResult, list[str]]:
     """OCR the probed video at `params.fps` (changed frames only) and return (TextResult, warnings).
 
-    Key frames only are decoded when samples are further apart than key frames.
+    Key frames only are decoded when samples are further apart than key frames. `resume`: readings
+    saved by an earlier, unfinished pass; they are replayed (no OCR) and only later samples are read.
+    `report` (a DecodeReport) receives the seconds lost to damaged data and whether decoding stopped early.
     """
+    from dataclasses import replace
+
     from core.media.sampling import SamplingPlan, iter_samples, schedule_frames
 
     p = params or TextParams()
@@ -230,7 +242,17 @@ def run_text_pass(info: Any, params: TextParams | None = None, progress: Callabl
     warnings: list[str] = list(schedule.warnings)
     tracker = TextTracker(p)
     total = max(1, schedule.frames)
-    for k, frame in enumerate(iter_samples(info, schedule, size=size, cancel=cancel, warnings=warnings, stall_s=stall_s)):
+    done = 0
+    if resume:
+        for r in resume:
+            tracker.replay(r)
+        last = resume[-1].index
+        kept = [(i, t) for i, t in zip(schedule.indices, schedule.times) if i > last]
+        done = schedule.frames - len(kept)
+        schedule = replace(schedule, indices=[i for i, _ in kept], times=[t for _, t in kept])
+    samples = iter_samples(info, schedule, size=size, cancel=cancel, warnings=warnings, stall_s=stall_s,
+                           report=report) if schedule.indices else iter(())
+    for k, frame in enumerate(samples, start=done):
         reading = tracker.process(frame.time, frame.index, frame.image)
         if on_reading is not None:
             on_reading(reading)
