@@ -95,12 +95,7 @@ def make_decoder(model, path: str, **kwargs):
     until 2026-11-29) or "lean-torch" (the lean step in PyTorch operations, as on a machine without Triton)."""
     from core.vlm.fastdecode import FastDecoder
 
-    if path == "lean-torch":
-        os.environ["VLSCOPE_DECODE_KERNELS"] = "torch"
-    try:
-        fd = FastDecoder(model, step=path.split("-")[0], **kwargs)
-    finally:
-        os.environ.pop("VLSCOPE_DECODE_KERNELS", None)
+    fd = FastDecoder(model, step=path.split("-")[0], kernels="torch" if path == "lean-torch" else "auto", **kwargs)
     if path == "lean-attention":
         lean = fd._lean
         lean.prepare = [False] * len(lean.prepare)
@@ -379,9 +374,9 @@ def media_section(engine, args, out, weights, limit, use, torch):
                               key=lambda r: r.metrics.ttft_ms)
             engine.settings.fast_decode = "on"
             out["follow_up_plain_path_ttft_ms"] = plain_reuse.metrics.ttft_ms
-            os.environ["VLSCOPE_PROFILE_FAST"] = "1"
+            engine.settings.profile_fast_decode = True
             profiled = engine.generate([user(kept, follow + "#")], one)
-            os.environ.pop("VLSCOPE_PROFILE_FAST")
+            engine.settings.profile_fast_decode = False
             phases = engine._fast.last_stats.phases_ms if engine._fast is not None else None
             print(f"follow-up with reuse, fast path phases (synchronised, ms): {phases}; ttft {profiled.metrics.ttft_ms:.0f}")
             print(f"follow-up with reuse, plain decode path: ttft {plain_reuse.metrics.ttft_ms:.0f} ms "

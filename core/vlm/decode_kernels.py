@@ -22,9 +22,9 @@ than eager bf16 is (tests/vlm/test_decode_kernels.py checks both).
 state, rounded as transformers rounds it.
 
 Used by the lean decode step on CUDA with bf16/fp16 weights when Triton is importable; everything else
-takes the PyTorch path. `VLSCOPE_DECODE_KERNELS=torch` forces the PyTorch path. The tests run the kernels on
-the CPU under Triton's interpreter (`TRITON_INTERPRET=1` set before Triton is imported, plus
-`VLSCOPE_DECODE_KERNELS=triton`).
+takes the PyTorch path. The setting `decode_kernels` = `torch` (VLSCOPE_DECODE_KERNELS=torch) forces the
+PyTorch path. The tests run the kernels on the CPU under Triton's interpreter (`TRITON_INTERPRET=1` set before
+Triton is imported, plus `decode_kernels` = `triton`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ GROUP_PAD = 16  # query rows per program: the group padded to the smallest tenso
 BLOCK_N = 64  # cached positions per inner step
 
 
-def unavailable_reason(device: Any, dtype: Any) -> str | None:
-    """Why the Triton kernels will not be used for this device and dtype (None when it will)."""
+def unavailable_reason(device: Any, dtype: Any, mode: str = "auto") -> str | None:
+    """Why the Triton kernels will not be used for this device and dtype (None when it will).
+
+    `mode` is the `decode_kernels` setting: "auto", "torch" (never the kernels) or "triton" (also on the CPU
+    under Triton's interpreter, TRITON_INTERPRET=1).
+    """
     import torch
 
-    mode = os.environ.get("VLSCOPE_DECODE_KERNELS", "").lower()
     if mode == "torch":
         return "VLSCOPE_DECODE_KERNELS=torch"
     if getattr(device, "type", str(device)) != "cuda":

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from core.vlm.decodeloop import DecodeLoops
+from core.vlm.rows import MERGED_PREFILL_TOKENS, VISUAL_KEYS, make_picker, merge_rows
+
+__all__ = ["MERGED_PREFILL_TOKENS", "FastDecodeStats", "FastDecoder", "make_picker", "merge_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +34,23 @@ class FastDecodeStats:
     step: str = "lean"
     """Which decode step ran: "lean" (core.vlm.leanstep) or "transformers" (the model's own forward)."""
     phases_ms: dict[str, float] | None = None
-    """With VLSCOPE_PROFILE_FAST=1: synchronised time of each phase (prefill, load_prefix, suffix, decode)."""
+    """With `profile=True` (setting `profile_fast_decode`), on CUDA: the synchronised time of each phase (cache,
+    load_prefix, prefill, decode)."""
 
 
 def _cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-class FastDecoder:
-    """Greedy or sampled decoding of one or more equal-length prompts with a static cache.
+class FastDecoder(DecodeLoops):
+    """Greedy or sampled decoding of one or more prompts with a static cache.
 
     `pick(logits) -> token ids` chooses the next token (argmax for greedy); it runs outside the graph.
+    `kernels` is the `decode_kernels` setting of the lean step ("auto", "torch" or "triton").
     """
 
     def __init__(self, model: Any, use_cuda_graph: bool = True, compile_step: bool = False,
-                 step: str = "lean") -> None:
+                 step: str = "lean", kernels: str = "auto") -> None:
         self.model = model
         self._lean: Any = None
         self.step_name = "transformers"
@@ -54,7 +60,7 @@ class FastDecoder:
 
             self.step_fallback = unsupported_reason(model)
             if self.step_fallback is None:
-                self._lean = LeanDecodeStep(model)
+                self._lean = LeanDecodeStep(model, kernels=kernels)
                 self.step_name = "lean"
             else:
                 log.info("fast decoding uses transformers' forward per step: %s", self.step_fallback)
@@ -69,11 +75,6 @@ class FastDecoder:
         self._cache: Any = None
         self.last_stats: FastDecodeStats | None = None
 
-    @property
-    def _compile_wanted(self) -> bool:
-        """The `compile_decode` setting (or VLSCOPE_COMPILE_DECODE=1) asks for a compiled step."""
-        return self.compile_step or os.environ.get("VLSCOPE_COMPILE_DECODE") == "1"
-
     def describe(self) -> str:
         """How this decoder runs, for people: the step, its kernels, graphs and compilation, with fallback reasons."""
         if self._lean is not None:
@@ -83,7 +84,7 @@ class FastDecoder:
         else:
             text = "transformers' step" + (f" ({self.step_fallback})" if self.step_fallback else "")
         text += ", CUDA graph" if self.use_cuda_graph else ", no CUDA graph"
-        if self._compile_wanted:
+        if self.compile_step:
             text += ", torch.compile" + (f" failed, uncompiled: {self.compile_fallback}" if self.compile_fallback else "")
         return text
 
@@ -96,7 +97,7 @@ class FastDecoder:
         """The decode step, compiled by torch.compile with the `compile_decode` setting (fuses the small kernels)."""
         if self._compiled is None:  # decided once: a compiled step, or False for the eager one
             self._compiled = False
-            if self._compile_wanted and tokens.device.type == "cuda":
+            if self.compile_step and tokens.device.type == "cuda":
                 import torch
 
                 # Inductor fuses the small element-wise kernels; the CUDA graph stays ours. Shapes start static and
@@ -168,7 +169,7 @@ class FastDecoder:
 
     def generate(
         self,
-        inputs: dict[str, Any],
+        inputs: dict[str, Any] | list[dict[str, Any]],
         max_new_tokens: int,
         pick: Callable[[Any, Any], Any],
         eos_ids: set[int],
@@ -176,27 +177,48 @@ class FastDecoder:
         should_stop: Callable[[], bool] | None = None,
         prefix: tuple[Any, int, Any] | None = None,
         greedy: bool = False,
+        pad_id: int = 0,
+        profile: bool = False,
     ) -> Any:
-        """Decode up to `max_new_tokens` after the prompt in `inputs`; returns the generated ids (B, n).
+        """Decode up to `max_new_tokens` after the prompts; returns the generated ids (B, n).
 
+        `inputs` is one processor output (B rows of one length, prefilled straight into the static cache), or a
+        list of single-prompt outputs of any lengths: those are left-padded with `pad_id` and prefilled in one
+        forward (`merge_rows`; rows that cannot be merged are prefilled one by one and their caches placed
+        right-aligned) into one batched static cache, padding masked. A list of one is decoded as one output.
+        Then all rows decode in the same steps; rows that end early get EOS after their end.
         `pick(logits, generated_so_far)` returns the next ids (B,); `on_tokens(ids)` sees each step's ids.
-        `prefix` = (kept DynamicCache, its length, its rope deltas): only the rest of the prompt is prefilled.
-        `greedy=True` (argmax, no penalties; `pick` unused) runs steps back to back without host round trips.
+        `prefix` = (kept DynamicCache, its length, its rope deltas), one output only: only the rest of the
+        prompt is prefilled. `greedy=True` (argmax, no penalties; `pick` unused) runs steps back to back without
+        host round trips. `profile=True` (on CUDA) records each phase's synchronised time in `last_stats`.
         """
         import torch
 
+        rows = [inputs] if isinstance(inputs, dict) else list(inputs)
+        if prefix is not None and len(rows) != 1:
+            raise ValueError("a kept prefix is for one prompt at a time")
         with torch.inference_mode():
-            return self._generate(inputs, max_new_tokens, pick, eos_ids, on_tokens, should_stop, prefix, greedy)
+            return self._decode(rows, max_new_tokens, pick, eos_ids, on_tokens, should_stop, prefix, greedy, pad_id,
+                                profile)
 
-    def _generate(self, inputs: dict[str, Any], max_new_tokens: int, pick: Callable[[Any, Any], Any],
-                  eos_ids: set[int], on_tokens: Callable[[Any], None] | None,
-                  should_stop: Callable[[], bool] | None, prefix: tuple[Any, int, Any] | None,
-                  greedy: bool) -> Any:
+    def generate_batch(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Callable[[Any, Any], Any],
+                       eos_ids: set[int], on_tokens: Callable[[Any], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None, greedy: bool = False, pad_id: int = 0) -> Any:
+        """`generate` of several single-prompt outputs (the list form)."""
+        return self.generate(list(rows), max_new_tokens, pick, eos_ids, on_tokens, should_stop, greedy=greedy,
+                             pad_id=pad_id)
+
+    def _decode(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Callable[[Any, Any], Any],
+                eos_ids: set[int], on_tokens: Callable[[Any], None] | None, should_stop: Callable[[], bool] | None,
+                prefix: tuple[Any, int, Any] | None, greedy: bool, pad_id: int, profile: bool) -> Any:
+        """The one decode loop for 1..N rows: bucket and cache, prefill, then greedy or sampled steps."""
         import torch
 
         self._used_graph = False
         self._fallback = None
-        profile = os.environ.get("VLSCOPE_PROFILE_FAST") == "1" and inputs["input_ids"].device.type == "cuda"
+        self._kw = _cache_kwarg(self.model)
+        device = rows[0]["input_ids"].device
+        profile = profile and device.type == "cuda"
         phases: dict[str, float] = {}
         mark = [time.perf_counter()]
 
@@ -207,114 +229,75 @@ class FastDecoder:
                 phases[name] = (now - mark[0]) * 1000
                 mark[0] = now
 
-        model = self.model
-        self._kw = _cache_kwarg(model)
-        input_ids = inputs["input_ids"]
-        batch, prompt_len = input_ids.shape
-        device = input_ids.device
-        max_len = prompt_len + max_new_tokens + 1
+        masked = len(rows) > 1  # prompts of several lengths: left padding, masked in the static cache
+        width = max(int(row["input_ids"].shape[1]) for row in rows)
+        batch = len(rows) if masked else int(rows[0]["input_ids"].shape[0])
         # one cache per shape bucket: reuse it (and its graph) when the next request fits
-        bucket = (batch, ((max_len + 255) // 256) * 256, False)
-        self._mask = None
+        bucket = (batch, ((width + max_new_tokens + 1 + 255) // 256) * 256, masked)
         if self._cache is None or self._graph_key != bucket:
             self._new_bucket(bucket, device)
         else:
             self._cache.reset()
+        self._mask = self._mask_buffer  # None when unmasked
         lap("cache")
-        if prefix is None:
-            prefill = dict(inputs)
-            prefill.update({self._kw: self._cache, "use_cache": True, "logits_to_keep": 1})
-            model.model.rope_deltas = None  # a text-only prompt must not inherit another request's deltas
-            logits = model(**prefill).logits[:, -1, :]
-            rope = model.model.rope_deltas
-            rope_deltas = (rope if rope is not None else torch.zeros(batch, 1, dtype=torch.long, device=device))
+        if masked:
+            logits, rope_deltas = self._prefill_rows(rows, width, pad_id)
+        elif prefix is None:
+            logits, rope_deltas = self._prefill(rows[0])
         else:
-            kept_kv, kept_len, rope_deltas = prefix
-            self._load_prefix(kept_kv, kept_len)
-            lap("load_prefix")
-            suffix = input_ids[:, kept_len:]
-            positions = torch.arange(kept_len, prompt_len, device=device)
-            logits = self._forward_tokens(suffix, positions, rope_deltas)
+            logits, rope_deltas = self._prefill_after(rows[0], prefix, lap)
         lap("prefill")
         rope_deltas = rope_deltas.to(device)
         use_graph = self.use_cuda_graph and device.type == "cuda"
         eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
         if greedy:
-            generated = self._greedy_loop(logits, rope_deltas, prompt_len, max_new_tokens, eos, on_tokens,
-                                          should_stop, use_graph)
+            generated = self._greedy_loop(logits, rope_deltas, width, max_new_tokens, eos, on_tokens, should_stop,
+                                          use_graph)
         else:
-            generated = self._sampling_loop(logits, rope_deltas, prompt_len, max_new_tokens, pick, eos, on_tokens,
+            generated = self._sampling_loop(logits, rope_deltas, width, max_new_tokens, pick, eos, on_tokens,
                                             should_stop, use_graph)
         lap("decode")
-        self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=prompt_len,
+        self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=width,
                                           new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
                                           step=self.step_name, phases_ms=phases or None)
         return generated
 
-    def _new_bucket(self, bucket: tuple[int, int, bool], device: Any) -> None:
-        """A fresh static cache, input buffers (and no graphs yet) for `bucket` = (batch, cache length, masked)."""
+    def _prefill(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
+        """Prefill rows of one length straight into the static cache: (last logits, rope deltas)."""
         import torch
 
-        batch, length, masked = bucket
-        self._cache = self._new_cache(length, batch)
-        self._graph = None
-        self._greedy_graph = None
-        self._graph_key = bucket
-        self._buffers = (
-            torch.zeros(batch, 1, dtype=torch.long, device=device),
-            torch.zeros(1, dtype=torch.long, device=device),
-            torch.zeros(batch, 1, dtype=torch.long, device=device),
-        )
-        self._mask_buffer = torch.zeros(batch, length, dtype=torch.long, device=device) if masked else None
-
-    def generate_batch(
-        self,
-        rows: list[dict[str, Any]],
-        max_new_tokens: int,
-        pick: Callable[[Any, Any], Any],
-        eos_ids: set[int],
-        on_tokens: Callable[[Any], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        greedy: bool = False,
-        pad_id: int = 0,
-    ) -> Any:
-        """Decode several prompts of any lengths together; returns (B, n) new ids (EOS after a row's end).
-
-        The prompts are left-padded with `pad_id` and prefilled in one forward (`merge_rows`; rows that cannot be
-        merged are prefilled one by one and their caches placed right-aligned), into one batched static cache
-        (padding masked); then all rows decode in the same steps.
-        """
-        import torch
-
-        with torch.inference_mode():
-            return self._generate_batch(rows, max_new_tokens, pick, eos_ids, on_tokens, should_stop, greedy,
-                                        pad_id)
-
-    def _fill_static(self, kept: Any, batch: int) -> None:
-        """Allocate the static cache's buffers (shape, dtype, device of a kept cache) for `batch` rows."""
-        for static_layer, kept_layer in zip(self._cache.layers, kept.layers):
-            if not getattr(static_layer, "is_initialized", True):
-                k = kept_layer.keys[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
-                v = kept_layer.values[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
-                static_layer.lazy_initialization(k, v)
-
-    def _generate_batch(self, rows: list[dict[str, Any]], max_new_tokens: int, pick: Any, eos_ids: set[int],
-                        on_tokens: Any, should_stop: Any, greedy: bool, pad_id: int) -> Any:
-        import torch
-
-        self._used_graph = False
-        self._fallback = None
         model = self.model
-        self._kw = _cache_kwarg(model)
+        prefill = dict(inputs)
+        prefill.update({self._kw: self._cache, "use_cache": True, "logits_to_keep": 1})
+        model.model.rope_deltas = None  # a text-only prompt must not inherit another request's deltas
+        logits = model(**prefill).logits[:, -1, :]
+        rope = model.model.rope_deltas
+        input_ids = inputs["input_ids"]
+        return logits, (rope if rope is not None
+                        else torch.zeros(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device))
+
+    def _prefill_after(self, inputs: dict[str, Any], prefix: tuple[Any, int, Any],
+                       lap: Callable[[str], None]) -> tuple[Any, Any]:
+        """Load a kept prefix cache, then prefill only the rest of the prompt: (last logits, rope deltas)."""
+        import torch
+
+        kept_kv, kept_len, rope_deltas = prefix
+        self._load_prefix(kept_kv, kept_len)
+        lap("load_prefix")
+        input_ids = inputs["input_ids"]
+        suffix = input_ids[:, kept_len:]
+        positions = torch.arange(kept_len, input_ids.shape[1], device=input_ids.device)
+        return self._forward_tokens(suffix, positions, rope_deltas), rope_deltas
+
+    def _prefill_rows(self, rows: list[dict[str, Any]], width: int, pad_id: int) -> tuple[Any, Any]:
+        """Prefill prompts of any lengths into the batched static cache, right-aligned with the padding masked:
+        (last logits, per-row rope deltas counted from each row's first real token)."""
+        import torch
+
+        model = self.model
+        batch = len(rows)
         device = rows[0]["input_ids"].device
         lengths = [int(row["input_ids"].shape[1]) for row in rows]
-        batch, width = len(rows), max(lengths)
-        bucket = (batch, ((width + max_new_tokens + 1 + 255) // 256) * 256, True)
-        if self._cache is None or self._graph_key != bucket:
-            self._new_bucket(bucket, device)
-        else:
-            self._cache.reset()
-        self._mask = self._mask_buffer
         self._mask.zero_()
         merged = merge_rows(rows, pad_id)
         if merged is not None:
@@ -323,7 +306,7 @@ class FastDecoder:
             # batch holds images or videos (M-RoPE from the attention mask); for text only they are given here.
             model.model.rope_deltas = None
             mask = merged["attention_mask"]
-            if not any(key in merged for key in _VISUAL_KEYS):
+            if not any(key in merged for key in VISUAL_KEYS):
                 merged["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             out = model(**merged, use_cache=True, logits_to_keep=1)
             kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -357,235 +340,28 @@ class FastDecoder:
         rope_deltas = torch.tensor([[d - (width - n)] for d, n in zip(deltas, lengths)], device=device)
         for counter in self._counters():
             counter.fill_(width)
-        eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
-        use_graph = self.use_cuda_graph and device.type == "cuda"
-        if greedy:
-            generated = self._greedy_loop(stacked, rope_deltas, width, max_new_tokens, eos, on_tokens, should_stop,
-                                          use_graph)
-        else:
-            generated = self._sampling_loop(stacked, rope_deltas, width, max_new_tokens, pick, eos, on_tokens,
-                                            should_stop, use_graph)
-        self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=width,
-                                          new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
-                                          step=self.step_name)
-        return generated
+        return stacked, rope_deltas
 
-    def _greedy_step(self, tok: Any, pos: Any, rope: Any) -> Any:
-        """One greedy step that feeds itself: reads `tok` at `pos`, writes the argmax back, advances `pos`."""
-        logits = self._step(tok, pos, rope)
-        tok.copy_(logits.argmax(-1, keepdim=True))
-        pos.add_(1)
-        return tok
-
-    def _greedy_loop(self, logits: Any, rope_deltas: Any, prompt_len: int, max_new: int, eos: Any,
-                     on_tokens: Any, should_stop: Any, use_graph: bool, chunk: int = 8) -> Any:
-        """Greedy decoding with no host round trip per token: steps are queued back to back and the host
-        reads the new tokens every `chunk` steps (to stream them and to stop at EOS)."""
+    def _new_bucket(self, bucket: tuple[int, int, bool], device: Any) -> None:
+        """A fresh static cache, input buffers (and no graphs yet) for `bucket` = (batch, cache length, masked)."""
         import torch
 
-        tok, pos, rope = self._buffers
-        batch = tok.shape[0]
-        device = tok.device
-        gen = torch.empty(batch, max_new, dtype=torch.long, device=device)
-        gen[:, 0] = logits.argmax(-1)
-        tok.copy_(gen[:, :1])
-        pos.fill_(prompt_len)
-        rope.copy_(rope_deltas.expand(batch, 1) if rope_deltas.shape[0] != batch else rope_deltas)
-        step = None
-        if use_graph and (self._greedy_graph is not None or max_new > 16):  # capturing costs more than a few steps
-            try:
-                if self._greedy_graph is None:
-                    self._greedy_graph = self._capture_greedy(tok, pos, rope)
-                step = self._greedy_graph.replay
-                self._used_graph = True
-            except Exception as exc:  # noqa: BLE001 - fall back to eager steps
-                self._fallback = f"CUDA graph unavailable ({type(exc).__name__}: {exc})"
-                log.warning("fast decoding falls back to eager steps: %s", self._fallback)
-                self._greedy_graph = None
-        if step is None:
-            def step() -> None:
-                self._greedy_step(tok, pos, rope)
-        finished = torch.zeros(batch, dtype=torch.bool)
-        eos_cpu = set(eos.tolist()) if eos is not None else set()
-        emitted, n = 0, 1
-        stop = False
-        while True:
-            if n - emitted >= chunk or n == max_new or emitted == 0:
-                fresh = gen[:, emitted:n].cpu()
-                for col in range(fresh.shape[1]):
-                    ids = fresh[:, col]
-                    if on_tokens is not None:
-                        on_tokens(ids)
-                    finished |= torch.tensor([int(t) in eos_cpu for t in ids.tolist()])
-                    if bool(finished.all()):
-                        n = emitted + col + 1
-                        stop = True
-                        break
-                emitted = n
-                if stop or n >= max_new or (should_stop is not None and should_stop()):
-                    break
-            step()
-            gen[:, n].copy_(tok[:, 0])
-            n += 1
-        out = gen[:, :n].clone()
-        if eos is not None and batch > 1:
-            # rows that ended early: everything after their EOS becomes padding (EOS)
-            hit = torch.isin(out, eos)
-            after = (hit.cumsum(1) - hit.long()) > 0
-            out = out.masked_fill(after, int(eos[0]))
-        return out
+        batch, length, masked = bucket
+        self._cache = self._new_cache(length, batch)
+        self._graph = None
+        self._greedy_graph = None
+        self._graph_key = bucket
+        self._buffers = (
+            torch.zeros(batch, 1, dtype=torch.long, device=device),
+            torch.zeros(1, dtype=torch.long, device=device),
+            torch.zeros(batch, 1, dtype=torch.long, device=device),
+        )
+        self._mask_buffer = torch.zeros(batch, length, dtype=torch.long, device=device) if masked else None
 
-    def _sampling_loop(self, logits: Any, rope_deltas: Any, prompt_len: int, max_new: int, pick: Any, eos: Any,
-                       on_tokens: Any, should_stop: Any, use_graph: bool) -> Any:
-        """Sampling (or penalised) decoding: the graph gives logits, the host picks each token."""
-        import torch
-
-        device = logits.device
-        batch = logits.shape[0]
-        static_tok, static_pos, static_rope = self._buffers
-        generated = torch.empty(batch, 0, dtype=torch.long, device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        pad = int(eos[0]) if eos is not None else 0
-        for step in range(max_new):
-            next_ids = pick(logits, generated)
-            next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)
-            generated = torch.cat([generated, next_ids[:, None]], dim=1)
-            if on_tokens is not None:
-                on_tokens(next_ids)
-            if eos is not None:
-                finished |= torch.isin(next_ids, eos)
-                if bool(finished.all()):
-                    break
-            if step == max_new - 1 or (should_stop is not None and should_stop()):
-                break
-            pos = prompt_len + step
-            if use_graph:
-                try:
-                    static_tok.copy_(next_ids[:, None])
-                    static_pos.fill_(pos)
-                    static_rope.copy_(rope_deltas.expand(batch, 1) if rope_deltas.shape[0] != batch else rope_deltas)
-                    if self._graph is None:
-                        self._capture(static_tok, static_pos, static_rope)
-                    self._graph.replay()
-                    logits = self._graph_logits.clone()
-                    self._used_graph = True
-                    continue
-                except Exception as exc:  # noqa: BLE001 - fall back to the eager loop
-                    self._fallback = f"CUDA graph unavailable ({type(exc).__name__}: {exc})"
-                    log.warning("fast decoding falls back to eager steps: %s", self._fallback)
-                    use_graph = False
-                    self._graph = None
-            logits = self._step(next_ids[:, None], torch.tensor([pos], device=device), rope_deltas)
-        return generated
-
-    def _capture_greedy(self, tok: Any, pos: Any, rope: Any) -> Any:
-        import torch
-
-        saved = [c.clone() for c in self._counters()]
-        saved_tok, saved_pos = tok.clone(), pos.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up runs for real: restore what it advanced
-                self._greedy_step(tok, pos, rope)
-                for counter, value in zip(self._counters(), saved):
-                    counter.copy_(value)
-                tok.copy_(saved_tok)
-                pos.copy_(saved_pos)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._greedy_step(tok, pos, rope)
-        return graph
-
-    def _capture(self, tok: Any, pos: Any, rope: Any) -> Any:
-        import torch
-
-        saved = [c.clone() for c in self._counters()]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up: writes K/V at this and the next position, rewritten later
-                self._step(tok, pos, rope)
-                for counter, value in zip(self._counters(), saved):
-                    counter.copy_(value)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = self._step(tok, pos, rope)
-        self._graph = graph
-        self._graph_logits = logits
-        return logits
-
-
-_TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}  # left-padded (None: pad_id)
-_VISUAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")  # concatenated
-
-
-MERGED_PREFILL_TOKENS = 8192
-"""Largest padded batch (rows x longest prompt) prefilled in one forward: beyond it the activations of one
-merged forward would outgrow those of the longest prompt alone, so rows are prefilled one by one."""
-
-
-def merge_rows(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any] | None:
-    """Several single-prompt processor outputs as one left-padded batch, or None when a row has other keys or
-    the padded batch exceeds `MERGED_PREFILL_TOKENS`.
-
-    Token rows are left-padded (pad_id / 0); images and videos are concatenated in row order, which is the
-    order in which the model assigns them to their placeholder tokens.
-    """
-    import torch
-
-    known = set(_TOKEN_KEYS) | set(_VISUAL_KEYS)
-    if any(set(row) - known or "attention_mask" not in row or row["input_ids"].shape[0] != 1 for row in rows):
-        return None
-    width = max(int(row["input_ids"].shape[1]) for row in rows)
-    if width * len(rows) > MERGED_PREFILL_TOKENS:
-        return None
-    merged: dict[str, Any] = {}
-    for key, fill in _TOKEN_KEYS.items():
-        present = [key in row for row in rows]
-        if not any(present):
-            continue
-        if not all(present):
-            return None
-        value = pad_id if fill is None else fill
-        merged[key] = torch.cat([torch.nn.functional.pad(row[key], (width - row[key].shape[1], 0), value=value)
-                                 for row in rows], dim=0)
-    for key in _VISUAL_KEYS:
-        parts = [row[key] for row in rows if key in row]
-        if parts:
-            merged[key] = torch.cat(parts, dim=0)
-    return merged
-
-
-def make_picker(params: Any, prompt_ids: Any) -> Callable[[Any, Any], Any]:
-    """The next-token rule of `params` (GenerationParams): penalties, then greedy or temperature/top-k/top-p."""
-    import torch
-
-    def pick(logits: Any, generated: Any) -> Any:
-        scores = logits.float()
-        seen = torch.cat([prompt_ids, generated], dim=1)
-        if params.repetition_penalty != 1.0:
-            got = scores.gather(1, seen)
-            got = torch.where(got > 0, got / params.repetition_penalty, got * params.repetition_penalty)
-            scores = scores.scatter(1, seen, got)
-        if params.presence_penalty and generated.shape[1]:
-            mask = torch.zeros_like(scores).scatter_(1, generated, 1.0)
-            scores = scores - params.presence_penalty * mask
-        if params.greedy:
-            return scores.argmax(-1)
-        scores = scores / params.temperature
-        if params.top_k and params.top_k > 0:
-            kth = torch.topk(scores, min(params.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if params.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=True, dim=-1)
-            cumulative = ordered.softmax(-1).cumsum(-1)
-            drop = cumulative - ordered.softmax(-1) > params.top_p
-            ordered = ordered.masked_fill(drop, float("-inf"))
-            scores = torch.full_like(scores, float("-inf")).scatter(1, order, ordered)
-        probs = scores.softmax(-1)
-        return torch.multinomial(probs, 1).squeeze(1)
-
-    return pick
+    def _fill_static(self, kept: Any, batch: int) -> None:
+        """Allocate the static cache's buffers (shape, dtype, device of a kept cache) for `batch` rows."""
+        for static_layer, kept_layer in zip(self._cache.layers, kept.layers):
+            if not getattr(static_layer, "is_initialized", True):
+                k = kept_layer.keys[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
+                v = kept_layer.values[:1, :, :1].expand(batch, -1, -1, -1).contiguous()
+                static_layer.lazy_initialization(k, v)

@@ -79,9 +79,12 @@ def _fuse_rows(linears: list[Any]) -> Any | None:
 
 
 class LeanDecodeStep:
-    """Logits after feeding one token per row, reading and writing a transformers StaticCache in place."""
+    """Logits after feeding one token per row, reading and writing a transformers StaticCache in place.
 
-    def __init__(self, model: Any, fuse: bool = True) -> None:
+    `kernels` is the `decode_kernels` setting: "auto" (the Triton kernels where they apply), "torch" or "triton".
+    """
+
+    def __init__(self, model: Any, fuse: bool = True, kernels: str = "auto") -> None:
         import torch
 
         reason = unsupported_reason(model)
@@ -118,7 +121,7 @@ class LeanDecodeStep:
         # "triton": core.vlm.decode_kernels (attention split over the cache, one kernel from q/k/v to the cache,
         # silu * up); "torch": PyTorch operations and matrix products (any device)
         weight = self.embed.weight
-        self.kernels_fallback = unavailable_reason(weight.device, weight.dtype)
+        self.kernels_fallback = unavailable_reason(weight.device, weight.dtype, kernels)
         d = self.head_dim
         if self.kernels_fallback is None and (self.group > GROUP_PAD or d < 16 or d & (d - 1)):
             self.kernels_fallback = f"{self.group} query heads per K/V head, head_dim {d} (kernels: <= 16, 2^n >= 16)"

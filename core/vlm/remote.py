@@ -1,32 +1,28 @@
 """The remote engine: Qwen3-VL served by an OpenAI-compatible chat API (vLLM, SGLang, `transformers serve`).
 
-How visual inputs travel
-------------------------
-Images go as `image_url` parts holding a base64 data URI (PNG, lossless, so OCR-like questions
-lose nothing). A video goes as its frames, each sent as an image (JPEG data URI) and **preceded by
-a text part `<t seconds>` holding that frame's real time in the source file** (frame index /
-source fps). This is the portable way that keeps times correct on any server: vLLM accepts a
-video as a list of frames plus metadata only in some versions and with its own field names, other
-servers ignore such metadata and then assume a default frame rate, which shifts every time the
-model names. Written-out times are read by Qwen3-VL exactly like the `<t seconds>` texts its own
-video processor inserts, so answers such as "at 12.5 seconds" refer to the source file's clock.
+Images and videos travel as `core.vlm.chatformat` writes them: images as data URIs, a video as its
+frames, each preceded by a `<t seconds>` text holding its real time in the source file.
 (`RemoteEngine.build_request` returns the body that is sent, so callers and tests can see it.)
 
-HTTP: `httpx2` (the HTTP client huggingface_hub already depends on; same API as httpx). Connection
-errors, timeouts while connecting and 5xx answers are retried with exponential backoff; 4xx
-answers are not (the request itself is wrong). The API key from settings (`remote_api_key`, a
-pydantic SecretStr) is sent as a Bearer header only; it never appears in logs, errors or reprs.
+HTTP: the official `openai` client (over httpx2). It retries connection errors, timeouts while
+connecting and 5xx answers (also 408, 409 and 429) `retries` times with exponential backoff from
+`backoff_s`; other 4xx answers are not retried (the request itself is wrong), nor is a server that
+takes longer than `remote_timeout_s` to answer. Its typed errors become VLScope's EngineError,
+ModelUnavailable, InvalidRequest and OutOfMemory with the cause and the fix. The API key from
+settings (`remote_api_key`, a pydantic SecretStr) is sent as a Bearer header only (none without a
+key); it never appears in logs, errors or reprs.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import threading
 import time
 from typing import Any, Iterator
+
+import httpx2
+import openai
 
 from core.settings import Settings
 from core.vlm.base import (
@@ -40,21 +36,15 @@ from core.vlm.base import (
     RequestRecord,
     TextStream,
 )
-from core.vlm.types import (
-    GenerationParams,
-    GenerationResult,
-    ImagePart,
-    Message,
-    Metrics,
-    TextPart,
-    VideoPart,
-    to_rgb_array,
-)
+from core.vlm.chatformat import chat_messages, data_uri, time_text, video_parts
+from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics
+
+__all__ = ["RemoteEngine", "RemoteModelUnavailable", "chat_messages", "data_uri", "time_text", "video_parts"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = frozenset({500, 502, 503, 504})
 _EXTENSION_FIELDS = ("top_k", "repetition_penalty")
+_NO_KEY = "vlscope-no-key"  # the client wants a key; this one is not sent (`_Transport`)
 
 
 class RemoteModelUnavailable(ModelUnavailable):
@@ -66,46 +56,42 @@ class RemoteModelUnavailable(ModelUnavailable):
         EngineError.__init__(self, f"Remote model {model or '(first served)'!r} is not available: {reason}. {fix}")
 
 
-def time_text(seconds: float) -> str:
-    """The `<t seconds>` text Qwen3-VL reads before a frame (one decimal, like its video processor)."""
-    return f"<{seconds:.1f} seconds>"
+class _Transport(httpx2.BaseTransport):
+    """What the openai client sends, as VLScope wants it: no Authorization header without a key (the client insists
+    on one, `_NO_KEY`), and a read or write timeout raised as openai's APITimeoutError, which the client raises at
+    once instead of retrying: a server that is slow to answer is not asked the same question again."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.headers.get("Authorization") == f"Bearer {_NO_KEY}":
+            del request.headers["Authorization"]
+        try:
+            return self.inner.handle_request(request)
+        except (httpx2.ReadTimeout, httpx2.WriteTimeout) as exc:
+            raise openai.APITimeoutError(request=request) from exc
+
+    def close(self) -> None:
+        self.inner.close()
 
 
-def _data_uri(image: Any, fmt: str = "PNG", max_pixels: int | None = None) -> str:
-    from PIL import Image
+class _Client(openai.OpenAI):
+    """The openai client with VLScope's backoff: `backoff_s`, then twice as long at each retry (no jitter)."""
 
-    try:
-        arr = to_rgb_array(image)
-    except ValueError as exc:
-        raise InvalidRequest(f"cannot send this image: {exc}") from exc
-    im = Image.fromarray(arr)
-    if max_pixels and im.width * im.height > max_pixels:
-        scale = (max_pixels / (im.width * im.height)) ** 0.5
-        im = im.resize((max(1, int(im.width * scale)), max(1, int(im.height * scale))), Image.BILINEAR)
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        im.save(buf, "JPEG", quality=90)
-        mime = "image/jpeg"
-    else:
-        im.save(buf, "PNG")
-        mime = "image/png"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    backoff_s = 0.5
 
+    @property
+    def user_agent(self) -> str:
+        return f"OpenAI/Python {openai.__version__}"  # what the official client says, not this subclass's name
 
-def video_parts(video: VideoPart) -> list[dict[str, Any]]:
-    """A video as OpenAI content parts: `<t seconds>` text, then the frame as an image, for every frame.
-
-    The time is the frame's real time in the source (frame index / source fps), so the model's
-    answers use the source file's clock whatever frame rate the frames were sampled at.
-    """
-    per_frame = None
-    if video.max_pixels_total:
-        per_frame = max(1, video.max_pixels_total // len(video.frames))
-    out: list[dict[str, Any]] = []
-    for frame, t in zip(video.frames, video.timestamps):
-        out.append({"type": "text", "text": time_text(t)})
-        out.append({"type": "image_url", "image_url": {"url": _data_uri(frame, "JPEG", per_frame)}})
-    return out
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        max_retries = options.get_max_retries(self.max_retries)
+        taken = max_retries - remaining_retries
+        delay = self.backoff_s * 2 ** taken
+        log.warning("remote engine: no answer yet from %s, retry %d of %d in %.2f s", self.base_url, taken + 1,
+                    max_retries, delay)
+        return delay
 
 
 class RemoteEngine(Engine):
@@ -117,10 +103,8 @@ class RemoteEngine(Engine):
     retry knobs are for tests and special set-ups.
     """
 
-    def __init__(self, settings: Settings, *, transport: Any = None, retries: int = 3, backoff_s: float = 0.5,
-                 connect_timeout_s: float = 10.0) -> None:
-        import httpx2
-
+    def __init__(self, settings: Settings, *, transport: httpx2.BaseTransport | None = None, retries: int = 3,
+                 backoff_s: float = 0.5, connect_timeout_s: float = 10.0) -> None:
         self.settings = settings
         self.ledger = Ledger()
         self.base_url = settings.remote_url.rstrip("/")
@@ -129,13 +113,13 @@ class RemoteEngine(Engine):
         self._send_extensions = True
         self._model: str | None = None
         self._lock = threading.Lock()
-        headers = {"Accept": "application/json"}
         key = settings.remote_api_key
         self._secret = key.get_secret_value() if key is not None else ""
-        if self._secret:
-            headers["Authorization"] = f"Bearer {self._secret}"
         timeout = httpx2.Timeout(settings.remote_timeout_s, connect=min(connect_timeout_s, settings.remote_timeout_s))
-        self._client = httpx2.Client(headers=headers, timeout=timeout, transport=transport)
+        http = openai.DefaultHttpxClient(transport=_Transport(transport or httpx2.HTTPTransport()), timeout=timeout)
+        self._client = _Client(api_key=self._secret or _NO_KEY, base_url=self.base_url, max_retries=self.retries,
+                               timeout=timeout, http_client=http)
+        self._client.backoff_s = backoff_s
         self.last_request: dict[str, Any] | None = None
         """The body of the latest chat request (images as data URIs), for inspection."""
 
@@ -143,92 +127,74 @@ class RemoteEngine(Engine):
         return (f"RemoteEngine(url={self.base_url!r}, model={self.settings.remote_model or '(first served)'!r}, "
                 f"api_key={'set' if self._secret else 'unset'})")
 
-    # -- HTTP with retries ------------------------------------------------------------------
+    # -- errors -----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _unreachable(self, exc: Exception, tries: int) -> RemoteModelUnavailable:
+    def _unreachable(self, cause: BaseException) -> RemoteModelUnavailable:
         return RemoteModelUnavailable(
             self.settings.remote_model,
-            f"the server at {self.base_url} cannot be reached ({type(exc).__name__} after {tries} tries)",
+            f"the server at {self.base_url} cannot be reached ({type(cause).__name__} after {self.retries + 1} tries)",
             "Start the server (e.g. `vllm serve Qwen/Qwen3-VL-4B-Instruct`) or point VLSCOPE_REMOTE_URL "
             "(setting `remote_url`) at it, e.g. http://HOST:8000/v1.",
         )
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None = None, stream: bool = False) -> Any:
-        """Send one request, retrying connection errors and 5xx with backoff; returns the response.
-
-        The caller closes a streamed response. 4xx answers are returned as they are (not retried).
-        """
-        import httpx2
-
-        url = self.base_url + path
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                request = self._client.build_request(method, url, json=body)
-                response = self._client.send(request, stream=stream)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.RemoteProtocolError, httpx2.ReadError,
-                    httpx2.WriteError, httpx2.PoolTimeout) as exc:
-                if attempt > self.retries:
-                    raise self._unreachable(exc, attempt) from None
-                log.warning("remote engine: %s %s failed (%s), retry %d of %d", method, path, type(exc).__name__,
-                            attempt, self.retries)
-            except httpx2.TimeoutException as exc:
-                raise EngineError(
-                    f"The server at {self.base_url} did not answer within {self.settings.remote_timeout_s:g} s "
-                    f"({type(exc).__name__}). Raise VLSCOPE_REMOTE_TIMEOUT_S or ask for less (fewer frames, "
-                    "shorter answers)."
-                ) from None
-            else:
-                if response.status_code not in _RETRY_STATUS or attempt > self.retries:
-                    return response
-                log.warning("remote engine: %s %s answered HTTP %d, retry %d of %d", method, path,
-                            response.status_code, attempt, self.retries)
-                response.close()
-            time.sleep(self.backoff_s * (2 ** (attempt - 1)))
-
-    def _error_detail(self, response: Any) -> str:
+    def _detail(self, response: Any) -> str:
+        """The server's own words from an error answer: its detail / error / message field, or its text."""
         try:
-            if not response.is_stream_consumed:
-                response.read()
             data = response.json()
             detail = data.get("detail") or data.get("error") or data.get("message") or data
             if isinstance(detail, dict):
                 detail = detail.get("message") or json.dumps(detail)
             text = str(detail)
         except Exception:  # noqa: BLE001 - any unreadable body
-            text = (response.text if response.is_stream_consumed else "")[:500]
+            try:
+                text = response.text[:500]
+            except Exception:  # noqa: BLE001 - a body that was never read
+                text = ""
         return self._redact(text.strip())[:500]
 
-    def _raise_for(self, response: Any, model: str) -> None:
-        code = response.status_code
-        if code < 400:
-            return
-        detail = self._error_detail(response)
-        response.close()
+    def _error(self, exc: openai.OpenAIError, model: str) -> EngineError:
+        """The engine error, with cause and fix, for an error of the openai client."""
+        if isinstance(exc, openai.APITimeoutError):
+            cause = exc.__cause__ or exc
+            if isinstance(cause, (httpx2.ConnectTimeout, httpx2.PoolTimeout)):
+                return self._unreachable(cause)
+            return EngineError(
+                f"The server at {self.base_url} did not answer within {self.settings.remote_timeout_s:g} s "
+                f"({type(cause).__name__}). Raise VLSCOPE_REMOTE_TIMEOUT_S or ask for less (fewer frames, "
+                "shorter answers)."
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return self._unreachable(exc.__cause__ or exc)
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc.status_code, self._detail(exc.response), model)
+        return EngineError(f"The server at {self.base_url} answered what this client cannot read "
+                           f"({type(exc).__name__}: {self._redact(str(exc))[:300]}). Check VLSCOPE_REMOTE_URL "
+                           "(it usually ends in /v1).")
+
+    def _status_error(self, code: int, detail: str, model: str) -> EngineError:
         low = detail.lower()
         if code in (401, 403):
-            raise EngineError(
+            return EngineError(
                 f"The server at {self.base_url} refused the request (HTTP {code}: {detail}). Set the right API key "
                 "in VLSCOPE_REMOTE_API_KEY (setting `remote_api_key`)."
             )
         if code == 404 or (code in (400, 422) and "model" in low and any(
                 w in low for w in ("not found", "does not exist", "pinned", "not served", "unknown model"))):
-            raise RemoteModelUnavailable(model, f"the server at {self.base_url} answered HTTP {code}: {detail}",
-                                         "Set VLSCOPE_REMOTE_MODEL to one of the models the server lists (or empty).")
+            return RemoteModelUnavailable(model, f"the server at {self.base_url} answered HTTP {code}: {detail}",
+                                          "Set VLSCOPE_REMOTE_MODEL to one of the models the server lists (or empty).")
         if "out of memory" in low:
-            raise OutOfMemory(f"on the server: {detail}")
+            return OutOfMemory(f"on the server: {detail}")
         if code == 413 or "context length" in low or "too long" in low or ("maximum" in low and "token" in low):
-            raise InvalidRequest(
+            return InvalidRequest(
                 f"The request is too large for the server (HTTP {code}: {detail}). Send fewer frames or smaller "
                 "images, or start the server with a larger --max-model-len."
             )
         if code < 500:
-            raise InvalidRequest(f"The server at {self.base_url} rejected the request (HTTP {code}: {detail}).")
-        raise EngineError(
+            return InvalidRequest(f"The server at {self.base_url} rejected the request (HTTP {code}: {detail}).")
+        return EngineError(
             f"The server at {self.base_url} failed (HTTP {code}: {detail}) after {self.retries + 1} tries. "
             "Check the server's log."
         )
@@ -237,14 +203,14 @@ class RemoteEngine(Engine):
 
     def models(self) -> list[str]:
         """The model names the server serves (GET /models)."""
-        response = self._send("GET", "/models")
-        self._raise_for(response, self.settings.remote_model)
         try:
-            data = response.json()
-            return [str(m["id"]) for m in data.get("data", [])]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            page = self._client.models.list()
+            return [str(m.id) for m in page.data]
+        except (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EngineError(f"The server at {self.base_url} is not an OpenAI-compatible API: /models answered "
                               f"{type(exc).__name__}. Check VLSCOPE_REMOTE_URL (it usually ends in /v1).") from None
+        except openai.OpenAIError as exc:
+            raise self._error(exc, self.settings.remote_model) from None
 
     def model_name(self) -> str:
         """The model requests go to: the configured one if the server serves it, else the first served."""
@@ -283,25 +249,7 @@ class RemoteEngine(Engine):
 
     def build_messages(self, messages: list[Message]) -> list[dict[str, Any]]:
         """Messages in OpenAI chat format: text parts, images as data URIs, videos as timed frames."""
-        if not messages:
-            raise InvalidRequest("no messages to answer")
-        out: list[dict[str, Any]] = []
-        for message in messages:
-            if isinstance(message.content, str):
-                out.append({"role": message.role, "content": message.content})
-                continue
-            parts: list[dict[str, Any]] = []
-            for part in message.parts():
-                if isinstance(part, TextPart):
-                    parts.append({"type": "text", "text": part.text})
-                elif isinstance(part, ImagePart):
-                    parts.append({"type": "image_url", "image_url": {"url": _data_uri(part.image)}})
-                elif isinstance(part, VideoPart):
-                    parts.extend(video_parts(part))
-                else:
-                    raise InvalidRequest(f"unsupported message part {type(part).__name__}")
-            out.append({"role": message.role, "content": parts})
-        return out
+        return chat_messages(messages)
 
     def build_request(self, messages: list[Message], params: GenerationParams | None = None,
                       model: str | None = None, stream: bool = True) -> dict[str, Any]:
@@ -327,6 +275,25 @@ class RemoteEngine(Engine):
             body["seed"] = params.seed
         return body
 
+    def _create(self, body: dict[str, Any]) -> Any:
+        """Send a chat request; the vLLM / SGLang sampling extensions go as extra body fields."""
+        fields = {k: v for k, v in body.items() if k not in _EXTENSION_FIELDS}
+        extra = {k: body[k] for k in _EXTENSION_FIELDS if k in body}
+        return self._client.chat.completions.create(**fields, extra_body=extra or None)
+
+    def _open(self, body: dict[str, Any]) -> Any:
+        """The streamed answer to `body`; a server that refuses the sampling extensions is asked again without."""
+        try:
+            return self._create(body)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            if not (self._send_extensions and any(f in body for f in _EXTENSION_FIELDS)
+                    and any(f in self._detail(exc.response) for f in _EXTENSION_FIELDS)):
+                raise
+        self._send_extensions = False  # this server knows only OpenAI's own fields
+        for f in _EXTENSION_FIELDS:
+            body.pop(f, None)
+        return self._create(body)
+
     def stream(self, messages: list[Message], params: GenerationParams | None = None, kind: str = "chat") -> TextStream:
         """Send the request (retrying until the server answers) and stream the answer's text chunks."""
         params = params or GenerationParams(max_new_tokens=self.settings.max_new_tokens)
@@ -338,17 +305,10 @@ class RemoteEngine(Engine):
             body = self.build_request(messages, params, model=model)
             t1 = time.perf_counter()
             self.last_request = body
-            response = self._send("POST", "/chat/completions", body, stream=True)
-            if response.status_code in (400, 422) and self._send_extensions and any(
-                    f in body for f in _EXTENSION_FIELDS):
-                detail = self._error_detail(response)
-                if any(f in detail for f in _EXTENSION_FIELDS):
-                    response.close()
-                    self._send_extensions = False  # this server knows only OpenAI's own fields
-                    for f in _EXTENSION_FIELDS:
-                        body.pop(f, None)
-                    response = self._send("POST", "/chat/completions", body, stream=True)
-            self._raise_for(response, model)
+            try:
+                answer = self._open(body)
+            except openai.OpenAIError as exc:
+                raise self._error(exc, model) from None
         except EngineError as exc:
             record.status, record.error = "error", self._redact(str(exc))
             record.total_ms = (time.perf_counter() - t0) * 1000
@@ -359,52 +319,42 @@ class RemoteEngine(Engine):
                                  "error": None, "cancelled": False, "end": None}
 
         def chunks() -> Iterator[str]:
-            import httpx2
-
             try:
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        event = json.loads(data)
-                    except json.JSONDecodeError:
-                        continue
-                    if event.get("error"):
-                        err = event["error"]
-                        raise EngineError(f"The server failed while answering: "
-                                          f"{self._redact(str(err.get('message', err) if isinstance(err, dict) else err))}")
-                    if event.get("usage"):
-                        state["usage"] = event["usage"]
-                    for choice in event.get("choices") or []:
-                        if choice.get("finish_reason"):
-                            state["finish"] = choice["finish_reason"]
-                        piece = (choice.get("delta") or {}).get("content")
+                for event in answer:
+                    usage = getattr(event, "usage", None)
+                    if usage:
+                        state["usage"] = {"prompt_tokens": getattr(usage, "prompt_tokens", 0),
+                                          "completion_tokens": getattr(usage, "completion_tokens", 0)}
+                    for choice in getattr(event, "choices", None) or []:
+                        if getattr(choice, "finish_reason", None):
+                            state["finish"] = choice.finish_reason
+                        piece = getattr(getattr(choice, "delta", None), "content", None)
                         if piece:
                             if state["first"] is None:
                                 state["first"] = time.perf_counter()
                             state["chunks"] += 1
                             state["text"].append(piece)
                             yield piece
-            except httpx2.TimeoutException:
+            except (openai.APITimeoutError, httpx2.TimeoutException):
                 state["error"] = EngineError(
                     f"The server at {self.base_url} stopped sending the answer for {self.settings.remote_timeout_s:g} s. "
                     "Raise VLSCOPE_REMOTE_TIMEOUT_S or ask for less.")
-            except httpx2.TransportError as exc:
+            except (openai.APIConnectionError, httpx2.TransportError) as exc:
                 if not state["cancelled"]:
+                    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
                     state["error"] = EngineError(f"The connection to {self.base_url} broke while answering "
-                                                 f"({type(exc).__name__}).")
-            except EngineError as exc:
-                state["error"] = exc
+                                                 f"({type(cause).__name__}).")
+            except openai.APIError as exc:  # an error event in the stream
+                err = exc.body
+                text = err.get("message", err) if isinstance(err, dict) else (err or exc.message)
+                state["error"] = EngineError(f"The server failed while answering: {self._redact(str(text))}")
             finally:
                 state["end"] = time.perf_counter()
-                response.close()
+                answer.close()
 
         def cancel() -> None:
             state["cancelled"] = True
-            response.close()
+            answer.close()
 
         def finish() -> GenerationResult:
             t_end = state["end"] or time.perf_counter()
@@ -439,4 +389,3 @@ class RemoteEngine(Engine):
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
-

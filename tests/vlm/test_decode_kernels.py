@@ -16,6 +16,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from core.settings import load_settings  # noqa: E402
 from core.vlm import decode_kernels as da  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -84,8 +85,9 @@ def test_where_the_kernel_is_used(monkeypatch) -> None:
     assert da.unavailable_reason(torch.device("cpu"), torch.bfloat16) == "not a CUDA device"
     assert "float32" in da.unavailable_reason(torch.device("cuda"), torch.float32)
     assert da.unavailable_reason(torch.device("cuda"), torch.bfloat16) is None
-    monkeypatch.setenv("VLSCOPE_DECODE_KERNELS", "torch")
-    assert da.unavailable_reason(torch.device("cuda"), torch.bfloat16) == "VLSCOPE_DECODE_KERNELS=torch"
+    monkeypatch.setenv("VLSCOPE_DECODE_KERNELS", "torch")  # the setting `decode_kernels`, passed down by the engine
+    mode = load_settings().decode_kernels
+    assert da.unavailable_reason(torch.device("cuda"), torch.bfloat16, mode) == "VLSCOPE_DECODE_KERNELS=torch"
     with pytest.raises(ValueError, match="power-of-two head_dim"):
         da.decode_attention(torch.zeros(1, 2, 24), torch.zeros(1, 64, 24), torch.zeros(1, 64, 24), torch.zeros(1, 64),
                             torch.tensor([3]), 1.0)

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.settings import load_settings
 from core.vlm.fastdecode import FastDecoder
 from core.vlm.leanstep import LeanDecodeStep, unsupported_reason
+
+KERNELS = load_settings().decode_kernels  # VLSCOPE_DECODE_KERNELS: "triton" in the interpreted child run
 
 
 @pytest.fixture()
@@ -47,7 +50,7 @@ def test_fusing_shares_weights_and_keeps_the_prefill_output(model) -> None:
 def _logits_per_step(model, step: str, prompts: list[torch.Tensor], steps: int,
                      forced: torch.Tensor | None = None) -> tuple[list, torch.Tensor]:
     """Each decode step's logits and the new ids; `forced` (B, steps) feeds those ids instead of the argmax."""
-    fd = FastDecoder(model, use_cuda_graph=False, step=step)
+    fd = FastDecoder(model, use_cuda_graph=False, step=step, kernels=KERNELS)
     pick = (lambda lg, g: lg.argmax(-1)) if forced is None else (lambda lg, g: forced[:, g.shape[1]])
     seen: list[torch.Tensor] = []
     original = fd._step_eager
@@ -96,7 +99,7 @@ def test_lean_logits_equal_transformers_logits(model, lengths: list[int], monkey
 def test_lean_step_with_the_triton_attention_equals_transformers(model, lengths: list[int]) -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("runs in the child pytest with TRITON_INTERPRET=1 (tests/vlm/test_decode_kernels.py)")
-    step = LeanDecodeStep(model)
+    step = LeanDecodeStep(model, kernels=KERNELS)
     assert step.kernels == "triton" and all(step.prepare) and all(step.gated)
     prompts = [_ids(n, seed) for seed, n in enumerate(lengths)]
     steps = 4 if max(lengths) > 2000 else 8

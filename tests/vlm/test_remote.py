@@ -16,6 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,7 +172,7 @@ class Stub:
     """A tiny OpenAI-like server: answers /models after `fail_first` 503s; records requests."""
 
     def __init__(self, port: int = 0, fail_first: int = 0, status: int | None = None, body: str = "") -> None:
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[tuple[str, Any]] = []  # (path, headers: looked up case-insensitively, as HTTP says)
         self.fail_first, self.status, self.body = fail_first, status, body
         stub = self
 
@@ -188,7 +189,7 @@ class Stub:
                 self.wfile.write(data)
 
             def do_GET(self):  # noqa: N802
-                stub.requests.append((self.path, dict(self.headers)))
+                stub.requests.append((self.path, self.headers))
                 if len(stub.requests) <= stub.fail_first:
                     return self._answer(503, '{"detail": "warming up"}')
                 if stub.status:
