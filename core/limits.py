@@ -4,7 +4,8 @@ Heavy work (decoding a large image, OCR of a page, reading a video's frames) ask
 expects to hold with `hold(nbytes, what)`. Work that fits in what is free starts at once; other work
 waits its turn, oldest first; after `timeout_s` it is refused with `Busy`, whose message says to try
 again later, instead of the process being killed for running out of memory. One piece of work
-larger than the whole budget still runs, alone.
+larger than the whole budget still runs, alone. A hold inside a hold of the same thread costs nothing
+more: the outer estimate covers the work inside it (so nested layers never wait for themselves).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class HeavyWork:
         self._held = 0
         self._running = 0
         self._queue: list[object] = []
+        self._local = threading.local()
 
     def _fits(self, n: int) -> bool:
         return self._running == 0 or self._held + n <= self.capacity
@@ -49,6 +51,13 @@ class HeavyWork:
     @contextmanager
     def hold(self, nbytes: int, what: str = "this work", timeout_s: float | None = None) -> Iterator[None]:
         """Hold `nbytes` of the budget while the block runs; raises Busy after waiting `timeout_s`."""
+        if getattr(self._local, "depth", 0):
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
         n = max(0, min(int(nbytes), self.capacity))
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
         ticket = object()
@@ -70,9 +79,11 @@ class HeavyWork:
                 self._cond.notify_all()
             self._held += n
             self._running += 1
+        self._local.depth = 1
         try:
             yield
         finally:
+            self._local.depth = 0
             with self._cond:
                 self._held -= n
                 self._running -= 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from core.errors import Busy, UserError
 from core.limits import GIB, HeavyWork, heavy_work, reset_heavy_work
@@ -39,13 +38,28 @@ def test_work_that_fits_runs_together_and_the_rest_waits() -> None:
     assert bound.stats().held_bytes == 0 and bound.stats().running == 0
 
 
+def _in_thread(bound: HeavyWork, nbytes: int, what: str, timeout_s: float | None = None) -> BaseException | None:
+    """Try a hold from another thread (another request); returns what it raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with bound.hold(nbytes, what, timeout_s=timeout_s):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            raised.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return raised[0] if raised else None
+
+
 def test_one_piece_larger_than_the_budget_runs_alone() -> None:
     bound = HeavyWork(1 * GIB, timeout_s=1)
     with bound.hold(50 * GIB, "a huge page"):
         assert bound.stats().held_bytes == 1 * GIB
-        with pytest.raises(Busy):
-            with bound.hold(1, "anything", timeout_s=0.05):
-                pass
+        assert isinstance(_in_thread(bound, 1, "anything", timeout_s=0.05), Busy)
     with bound.hold(50 * GIB, "a huge page"):
         pass
 
@@ -53,11 +67,9 @@ def test_one_piece_larger_than_the_budget_runs_alone() -> None:
 def test_busy_message_names_cause_and_fix() -> None:
     bound = HeavyWork(2 * GIB, timeout_s=0.05)
     with bound.hold(2 * GIB, "reading scan.png"):
-        with pytest.raises(Busy) as exc:
-            with bound.hold(1 * GIB, "reading page.png"):
-                pass
-    assert isinstance(exc.value, UserError)
-    text = str(exc.value)
+        exc = _in_thread(bound, 1 * GIB, "reading page.png")
+    assert isinstance(exc, Busy) and isinstance(exc, UserError)
+    text = str(exc)
     assert text.startswith("The server is busy: reading page.png needs about 1.0 GiB")
     assert "holds 2.0 of the 2.0 GiB" in text and "Try again" in text and "VLSCOPE_HEAVY_WORK_MEMORY_GB" in text
     assert bound.stats().waiting == 0  # the refused request left the queue
@@ -71,3 +83,25 @@ def test_shared_bound_follows_settings() -> None:
         assert heavy_work() is bound
     finally:
         reset_heavy_work()
+
+
+def test_a_hold_inside_a_hold_of_the_same_thread_costs_nothing_more() -> None:
+    bound = HeavyWork(2 * GIB, timeout_s=0.05)
+    with bound.hold(2 * GIB, "reading a page"):
+        with bound.hold(2 * GIB, "OCR of that page"):  # would wait for itself if counted twice
+            assert bound.stats().held_bytes == 2 * GIB and bound.stats().running == 1
+        assert bound.stats().held_bytes == 2 * GIB
+    assert bound.stats().held_bytes == 0
+
+    other: list[BaseException] = []
+    with bound.hold(2 * GIB, "reading a page"):
+        def elsewhere() -> None:
+            try:
+                with bound.hold(1 * GIB, "another request"):
+                    pass
+            except Busy as exc:
+                other.append(exc)
+        t = threading.Thread(target=elsewhere)
+        t.start()
+        t.join()
+    assert len(other) == 1  # another thread is still bounded

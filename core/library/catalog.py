@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from core.analysis.events import Event, sort_events
 from core.cache import CacheKey, ResultCache, make_key
 
+log = logging.getLogger(__name__)
 FILE_STAGE = "library.file"
 THUMB_STAGE = "library.thumb"
 STAGE_LABELS = {
@@ -88,10 +90,28 @@ def _thumb_key(input_hash: str) -> CacheKey:
     return make_key(input_hash, THUMB_STAGE, {})
 
 
-def make_thumbnail(path: str | Path, kind: str, width: int = 240) -> bytes | None:
-    """A small JPEG of a video's frame at 10 % of its length, an image, or a PDF's first page; None when impossible."""
+def _max_image_pixels(settings: Any) -> int:
+    """The `max_image_pixels` setting (VLSCOPE_MAX_IMAGE_PIXELS) of `settings`, else of the loaded settings."""
+    if settings is None:
+        try:
+            from core.settings import load_settings
+
+            settings = load_settings()
+        except Exception:  # noqa: BLE001 - a bad setting is reported where settings are loaded; default here
+            return 178_956_970
+    return int(settings.max_image_pixels)
+
+
+def make_thumbnail(path: str | Path, kind: str, width: int = 240, settings: Any = None) -> bytes | None:
+    """A small JPEG of a video's frame at 10 % of its length, an image, or a PDF's first page; None when impossible.
+
+    Images above the `max_image_pixels` setting are not decoded (the thumbnail is skipped, with the
+    guard's message in the log), and decoding holds its memory from the heavy-work bound.
+    """
     import cv2
     import numpy as np
+
+    from core.ocr.types import OcrError
 
     try:
         if kind == "video":
@@ -108,7 +128,7 @@ def make_thumbnail(path: str | Path, kind: str, width: int = 240) -> bytes | Non
         else:
             from core.ocr.loading import iter_pages
 
-            page = next(iter_pages(str(path), "1", 50, 178_956_970, 1, False))
+            page = next(iter_pages(str(path), "1", 50, _max_image_pixels(settings), 1, False, settings))
             rgb = page.image
         rgb = np.asarray(rgb)
         h, w = rgb.shape[:2]
@@ -116,20 +136,24 @@ def make_thumbnail(path: str | Path, kind: str, width: int = 240) -> bytes | Non
         small = cv2.resize(rgb, (width, max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
         return bytes(buf) if ok else None
+    except OcrError as exc:  # too large, damaged, or the server is busy: no thumbnail, and the reason logged
+        log.warning("no thumbnail for %s: %s", Path(path).name, exc)
+        return None
     except Exception:  # noqa: BLE001 - a missing thumbnail never stops anything
         return None
 
 
 def record_file(cache: ResultCache, input_hash: str, name: str, kind: str, path: str, size_bytes: int,
-                origin: str = "upload", thumbnail: bytes | None = None) -> LibraryItem:
-    """Add (or refresh) a file in the library; the first date it was added is kept."""
+                origin: str = "upload", thumbnail: bytes | None = None, settings: Any = None) -> LibraryItem:
+    """Add (or refresh) a file in the library; the first date it was added is kept (`settings` give the
+    thumbnail's pixel limit; the loaded settings when None)."""
     old = cache.get_json(_file_key(input_hash)) or {}
     record = {"name": name, "kind": kind, "path": str(path), "size_bytes": int(size_bytes), "origin": origin,
               "added_at": old.get("added_at", time.time())}
     if old != record:
         cache.put_json(_file_key(input_hash), record)
     if thumbnail is None and not cache.contains(_thumb_key(input_hash)):
-        thumbnail = make_thumbnail(path, kind)
+        thumbnail = make_thumbnail(path, kind, settings=settings)
     if thumbnail:
         cache.put_bytes(_thumb_key(input_hash), thumbnail)
     item = get_item(cache, input_hash)

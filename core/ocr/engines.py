@@ -119,9 +119,20 @@ class RapidOcrEngine(OcrEngine):
 
     def _call(self, img: np.ndarray, det: bool = True, cls: bool = True, rec: bool = True):
         eng = self._engine()
+        # RapidOCR reads a copy shrunk to `max_side_len` (2000) a side; shrinking here, with its own resize,
+        # gives the same reading without the full-size colour copies it would make first
+        max_side = float(getattr(eng, "max_side_len", 2000))
+        ratio_h = ratio_w = 1.0
+        if max(img.shape[:2]) > max_side:
+            from rapidocr.utils.process_img import reduce_max_side
+
+            img, ratio_h, ratio_w = reduce_max_side(img, max_side)
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
         with RapidOcrEngine._lock:  # the RapidOCR object keeps per-call state
-            return eng(bgr, use_det=det, use_cls=cls, use_rec=rec)
+            r = eng(bgr, use_det=det, use_cls=cls, use_rec=rec)
+        if (ratio_h, ratio_w) != (1.0, 1.0) and getattr(r, "boxes", None) is not None:
+            r.boxes = np.asarray(r.boxes, dtype=np.float64) * np.array([ratio_w, ratio_h])
+        return r
 
     def recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         """Text and score of single-line crops (no detection)."""

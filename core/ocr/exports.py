@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from core.ocr.tables import table_to_csv, table_to_markdown, tables_to_xlsx
+from core.ocr.tables import spreadsheet_safe, table_to_csv, table_to_markdown, tables_to_xlsx
 from core.ocr.types import OcrError, OcrResult
 
 FORMATS = ("txt", "md", "json", "csv", "xlsx", "pdf", "html")
@@ -67,10 +67,20 @@ def tables_csv(result: OcrResult) -> str:
     return "\n".join(parts)
 
 
+class _SafeWriter:
+    """A csv writer whose text cells never start a formula when the file is opened in a spreadsheet."""
+
+    def __init__(self, buf: io.StringIO) -> None:
+        self._w = csv.writer(buf)
+
+    def writerow(self, row: list) -> None:
+        self._w.writerow([spreadsheet_safe(v) for v in row])
+
+
 def fields_csv(result: OcrResult) -> str:
-    """Invoice fields as two-column CSV (field, value), then line items."""
+    """Invoice fields as two-column CSV (field, value), then line items (formula-like text escaped)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = _SafeWriter(buf)
     f = result.fields
     w.writerow(["field", "value"])
     if f is None:
@@ -89,13 +99,16 @@ def fields_csv(result: OcrResult) -> str:
 
 
 def to_csv(result: OcrResult) -> str:
-    """CSV: the tables when there are any, else the invoice fields, else one row per line."""
+    """CSV: the tables when there are any, else the invoice fields, else one row per line.
+
+    Text that would start a formula (= + - @ TAB CR) is prefixed with a single quote; plain numbers
+    such as -12.50 are kept as numbers (see core.ocr.tables.spreadsheet_safe)."""
     if result.tables:
         return tables_csv(result)
     if result.fields is not None:
         return fields_csv(result)
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = _SafeWriter(buf)
     w.writerow(["page", "line", "text", "confidence", "box"])
     for p in result.pages:
         for i, ln in enumerate(p.lines, 1):
@@ -115,8 +128,7 @@ def to_xlsx(result: OcrResult) -> bytes:
     ws.append(["page", "line", "text", "confidence"])
     for p in result.pages:
         for i, ln in enumerate(p.lines, 1):
-            text = ("'" + ln.text) if ln.text.startswith(("=", "+", "-", "@")) else ln.text
-            ws.append([p.index + 1, i, text, ln.confidence])
+            ws.append([p.index + 1, i, spreadsheet_safe(ln.text), ln.confidence])
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
@@ -260,16 +272,29 @@ def to_searchable_pdf(result: OcrResult, images: Iterable[np.ndarray | Image.Ima
     return w.bytes(catalog)
 
 
-def page_images(source, result: OcrResult, max_pixels: int = 178_956_970) -> list[np.ndarray]:
+def page_images(source, result: OcrResult, max_pixels: int = 178_956_970, settings=None) -> list[np.ndarray]:
     """The original page images of `result`'s pages, loaded again from the source file or bytes."""
     from core.ocr.loading import iter_pages
 
     spec = ",".join(str(p.index + 1) for p in result.pages)
     dpi = float(result.options.get("dpi") or 200)
-    return [pg.image for pg in iter_pages(source, spec, dpi, max_pixels, max(len(result.pages), 1), False)]
+    return [pg.image for pg in iter_pages(source, spec, dpi, max_pixels, max(len(result.pages), 1), False, settings)]
 
 
-def export(result: OcrResult, fmt: str, source=None, max_pixels: int = 178_956_970) -> bytes:
+def _searchable_pdf(result: OcrResult, source, max_pixels: int, settings=None) -> bytes:
+    """The searchable PDF, holding the memory of every page image (they are all kept until the PDF is written)."""
+    from core.ocr.loading import PAGE_BYTES_PER_PIXEL, _read_source, heavy, is_pdf, load_bytes, page_pixels
+
+    data = _read_source(source)
+    dpi = float(result.options.get("dpi") or 200)
+    pixels = [min(px, max_pixels) for px in page_pixels(data, [p.index for p in result.pages], dpi)] or [0]
+    # all pages as RGB arrays, plus decoding one page or encoding it as JPEG (~8 bytes a pixel)
+    nbytes = PAGE_BYTES_PER_PIXEL * sum(pixels) + max(load_bytes(max(pixels), is_pdf(data)), 8 * max(pixels))
+    with heavy(nbytes, "the searchable PDF", settings):
+        return to_searchable_pdf(result, page_images(data, result, max_pixels, settings))
+
+
+def export(result: OcrResult, fmt: str, source=None, max_pixels: int = 178_956_970, settings=None) -> bytes:
     """The result in one format (txt, md, json, csv, xlsx, html, pdf) as bytes; pdf needs the source."""
     fmt = fmt.lower().lstrip(".")
     if fmt == "txt":
@@ -290,7 +315,7 @@ def export(result: OcrResult, fmt: str, source=None, max_pixels: int = 178_956_9
     if fmt == "pdf":
         if source is None:
             raise OcrError("the searchable PDF needs the original file to take the page images from")
-        return to_searchable_pdf(result, page_images(source, result, max_pixels))
+        return _searchable_pdf(result, source, max_pixels, settings)
     raise OcrError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

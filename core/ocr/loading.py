@@ -2,20 +2,27 @@
 
 Pages are produced one at a time (bounded memory). PDF pages with a real text layer carry
 their text lines so OCR can be skipped for them.
+
+Decoding a page, and reading it, holds the memory it is expected to need from the process-wide
+heavy-work bound (`heavy`, core.limits): the size comes from the file's header before anything is
+decoded, so large pages wait their turn (or are refused as busy) instead of exhausting the RAM.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from core.ocr.types import OcrError, OcrLine
+from core.errors import Busy
+from core.ocr.types import OcrBusy, OcrError, OcrLine
 
 DEFAULT_MAX_PAGES = 300
 MIN_SIDE = 8
@@ -23,6 +30,69 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".g
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message): called as pages are handled."""
+
+# Memory per pixel, measured as peak RSS above the start (psutil, sampled every 2 ms) on 6-179 Mpx PNGs
+# and a 35 Mpx PDF page: decoding an image peaks at ~10 bytes a pixel (Pillow's raster, its bytes and
+# the RGB array), rendering a PDF page at ~13. The page then stays as a 3-byte RGB array while OCR works
+# on a copy of at most MAX_OCR_PIXELS at ~6-8 bytes a pixel, plus the engine's own working memory
+# (RapidOCR's detector at 1280 pixels a side: ~150-250 MB whatever the page size).
+IMAGE_LOAD_BYTES_PER_PIXEL = 10
+PDF_LOAD_BYTES_PER_PIXEL = 13
+PAGE_BYTES_PER_PIXEL = 3
+OCR_BYTES_PER_PIXEL = 8
+OCR_ENGINE_BYTES = 256 * 1024**2
+
+
+def load_bytes(pixels: int, pdf: bool = False) -> int:
+    """Peak memory of decoding an image page (or rendering a PDF page) of `pixels` pixels."""
+    return int(pixels * (PDF_LOAD_BYTES_PER_PIXEL if pdf else IMAGE_LOAD_BYTES_PER_PIXEL))
+
+
+def ocr_bytes(pixels: int, pdf: bool = False, per_pixel: float = OCR_BYTES_PER_PIXEL) -> int:
+    """Peak memory of loading and reading one page of `pixels` pixels (decoding ends before reading starts);
+    `per_pixel` is what reading needs per pixel it works on (more when variants or step images are kept)."""
+    from core.ocr.preprocess import MAX_OCR_PIXELS
+
+    reading = PAGE_BYTES_PER_PIXEL * pixels + per_pixel * min(pixels, MAX_OCR_PIXELS) + OCR_ENGINE_BYTES
+    return int(max(load_bytes(pixels, pdf), reading))
+
+
+_held = threading.local()
+
+
+def _bound_settings(settings: Any) -> Any:
+    if settings is not None:
+        return settings
+    try:  # the bound is built once per process, from the settings of the first caller
+        from core.settings import load_settings
+
+        return load_settings()
+    except Exception:  # noqa: BLE001 - bad settings are reported where they are used; defaults here
+        return None
+
+
+@contextmanager
+def heavy(nbytes: int, what: str, settings: Any = None) -> Iterator[None]:
+    """Hold `nbytes` of the process's heavy-work memory (core.limits) while the block runs.
+
+    A hold inside a hold of the same thread costs nothing more (the outer estimate covers it). When
+    other work holds the memory for longer than `busy_timeout_s`, raises OcrBusy ("the server is busy").
+    """
+    if getattr(_held, "depth", 0):
+        yield
+        return
+    from core.limits import heavy_work
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(heavy_work(_bound_settings(settings)).hold(nbytes, what))
+        except Busy as exc:
+            raise OcrBusy(exc.cause, exc.fix) from exc
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
 
 
 @dataclass
@@ -79,7 +149,11 @@ def is_pdf(data: bytes) -> bool:
 
 
 def _to_rgb(frame: Image.Image) -> np.ndarray:
-    frame = ImageOps.exif_transpose(frame)
+    frame.load()
+    if frame.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        frame = ImageOps.exif_transpose(frame)
+    if frame.mode == "RGB":
+        return np.array(frame)  # no converted copy of the decoded raster
     if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):
         rgba = frame.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -100,6 +174,34 @@ def _check_size(w: int, h: int, max_pixels: int, what: str) -> None:
     if w < MIN_SIDE or h < MIN_SIDE:
         raise OcrError(f"{what} is only {w}x{h} pixels, too small to hold readable text; give an image at least "
                        f"{MIN_SIDE}x{MIN_SIDE} pixels (ideally text 20+ pixels high)")
+
+
+def page_pixels(data: bytes, indices: list[int], dpi: float = 200) -> list[int]:
+    """Pixels of each page in `indices` (0-based; PDF pages rendered at `dpi`), from the headers only."""
+    if is_pdf(data):
+        pdf = _open_pdf(data)
+        try:
+            n, scale = len(pdf), dpi / 72.0
+            if any(not 0 <= i < n for i in indices):
+                raise OcrError(f"page {max(indices) + 1} is past the PDF's last page ({n}); choose pages 1-{n}")
+            sizes = [pdf.get_page_size(i) for i in indices]
+            return [int(round(w * scale)) * int(round(h * scale)) for w, h in sizes]
+        finally:
+            pdf.close()
+    with _open_image(data) as im:
+        n = getattr(im, "n_frames", 1)
+        if any(not 0 <= i < n for i in indices):
+            raise OcrError(f"page {max(indices) + 1} is past the image's last page ({n}); choose pages 1-{n}")
+        out = []
+        for i in indices:
+            try:
+                if i:
+                    im.seek(i)
+            except (EOFError, OSError, ValueError) as exc:
+                raise OcrError(f"page {i + 1} of the image could not be read ({exc}); the file is damaged or "
+                               "truncated: re-export it") from exc
+            out.append(im.width * im.height)
+        return out
 
 
 def count_pages(source: str | Path | bytes) -> int:
@@ -134,7 +236,8 @@ def _open_image(data: bytes) -> Image.Image:
         raise OcrError(f"the image could not be opened ({exc}); it may be damaged: re-export or convert it") from exc
 
 
-def iter_image_pages(data: bytes, pages: str | None, max_pixels: int, max_pages: int) -> Iterator[PageImage]:
+def iter_image_pages(data: bytes, pages: str | None, max_pixels: int, max_pages: int,
+                     settings: Any = None) -> Iterator[PageImage]:
     """Frames of an image file (several for multi-page TIFF) as RGB pages."""
     im = _open_image(data)
     with im:
@@ -143,16 +246,24 @@ def iter_image_pages(data: bytes, pages: str | None, max_pixels: int, max_pages:
         if len(wanted) > max_pages:
             raise OcrError(f"{len(wanted)} pages selected, above the limit of {max_pages}; choose a page range "
                            "(e.g. --pages 1-50) or raise the page limit")
+        last = max(wanted)
         for i, frame in enumerate(ImageSequence.Iterator(im)):
             if i not in wanted:
                 continue
             _check_size(frame.width, frame.height, max_pixels, f"page {i + 1} of the image")
             try:
-                rgb = _to_rgb(frame)
+                with heavy(load_bytes(frame.width * frame.height), f"decoding page {i + 1} of the image", settings):
+                    rgb = _to_rgb(frame)
+            except OcrError:
+                raise
             except (OSError, ValueError, SyntaxError) as exc:
                 raise OcrError(f"page {i + 1} of the image could not be decoded ({exc}); the file is damaged or "
                                "truncated: re-export it") from exc
             dpi = float((frame.info.get("dpi") or (0, 0))[0] or 0) or 72.0
+            if i == last:
+                im.close()  # frees the decoded raster while the page is being read
+                yield PageImage(i, rgb, None, dpi)
+                return
             yield PageImage(i, rgb, None, dpi)
 
 
@@ -163,6 +274,10 @@ def _open_pdf(data: bytes):
         return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         msg = str(exc).lower()
+        if getattr(exc, "err_code", None) == 0 or "success" in msg:
+            # PDFium refuses a document whose page tree is empty, reporting "Success" as the error
+            raise OcrError("the PDF has no pages (its page list is empty); export it again from the program "
+                           "that made it, with at least one page, or check that this is the right file") from exc
         if "password" in msg or "security" in msg:
             raise OcrError("the PDF is encrypted (password protected); remove the password (e.g. `qpdf --decrypt "
                            "--password=... in.pdf out.pdf`) and try again") from exc
@@ -195,13 +310,14 @@ def has_text_layer(lines: list[OcrLine]) -> bool:
 
 
 def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, max_pages: int,
-                   use_text_layer: bool = True) -> Iterator[PageImage]:
+                   use_text_layer: bool = True, settings: Any = None) -> Iterator[PageImage]:
     """PDF pages rendered at `dpi`, with their text layer lines when the page has one."""
     pdf = _open_pdf(data)
     try:
         n = len(pdf)
         if n == 0:
-            raise OcrError("the PDF has no pages; export it again")
+            raise OcrError("the PDF has no pages (its page list is empty); export it again from the program "
+                           "that made it, with at least one page, or check that this is the right file")
         wanted = parse_pages(pages, n)
         if len(wanted) > max_pages:
             raise OcrError(f"{len(wanted)} of the PDF's {n} pages are selected, above the limit of {max_pages}; "
@@ -219,9 +335,12 @@ def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, 
                     raise OcrError(f"page {i + 1} rendered at {dpi:g} DPI would be {w}x{h} pixels, above the limit "
                                    f"of {max_pixels:,}; choose a lower DPI")
                 layer = _text_layer_lines(page, scale, h_pt) if use_text_layer else []
-                bitmap = page.render(scale=scale)
-                rgb = np.array(bitmap.to_pil().convert("RGB"))
-                bitmap.close()
+                with heavy(load_bytes(w * h, pdf=True), f"rendering page {i + 1} of the PDF", settings):
+                    bitmap = page.render(scale=scale)
+                    pil = bitmap.to_pil()
+                    rgb = np.array(pil if pil.mode == "RGB" else pil.convert("RGB"))
+                    del pil
+                    bitmap.close()
             finally:
                 page.close()
             yield PageImage(i, rgb, layer if has_text_layer(layer) else None, dpi)
@@ -230,16 +349,19 @@ def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, 
 
 
 def iter_pages(source: str | Path | bytes, pages: str | None = None, dpi: float = 200, max_pixels: int = 178_956_970,
-               max_pages: int = DEFAULT_MAX_PAGES, use_text_layer: bool = True) -> Iterator[PageImage]:
-    """Every selected page of a PDF or image, one at a time (raises OcrError on bad input)."""
+               max_pages: int = DEFAULT_MAX_PAGES, use_text_layer: bool = True,
+               settings: Any = None) -> Iterator[PageImage]:
+    """Every selected page of a PDF or image, one at a time (raises OcrError on bad input, OcrBusy when
+    the memory to decode a page stays held by other work)."""
     data = _read_source(source)
     if is_pdf(data):
-        yield from iter_pdf_pages(data, pages, dpi, max_pixels, max_pages, use_text_layer)
+        yield from iter_pdf_pages(data, pages, dpi, max_pixels, max_pages, use_text_layer, settings)
     else:
-        yield from iter_image_pages(data, pages, max_pixels, max_pages)
+        yield from iter_image_pages(data, pages, max_pixels, max_pages, settings)
 
 
-def load_image(source: str | Path | bytes | np.ndarray | Image.Image, max_pixels: int = 178_956_970) -> np.ndarray:
+def load_image(source: str | Path | bytes | np.ndarray | Image.Image, max_pixels: int = 178_956_970,
+               settings: Any = None) -> np.ndarray:
     """One RGB image (the first page of a file) as an HxWx3 uint8 array."""
     if isinstance(source, np.ndarray):
         arr = source
@@ -251,7 +373,8 @@ def load_image(source: str | Path | bytes | np.ndarray | Image.Image, max_pixels
         return np.ascontiguousarray(arr[:, :, :3]).astype(np.uint8)
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, max_pixels, "the image")
-        return _to_rgb(source)
-    for page in iter_pages(source, "1", max_pixels=max_pixels, max_pages=1):
+        with heavy(load_bytes(source.width * source.height), "decoding the image", settings):
+            return _to_rgb(source)
+    for page in iter_pages(source, "1", max_pixels=max_pixels, max_pages=1, settings=settings):
         return page.image
     raise OcrError("the file holds no page")

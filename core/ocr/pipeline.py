@@ -16,8 +16,9 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from core.ocr.engines import EngineOutput, OcrEngine, RapidOcrEngine, TesseractEngine, get_engine, script_from_osd
-from core.ocr.loading import DEFAULT_MAX_PAGES, PageImage, Progress, _read_source, count_pages, iter_pages
-from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, preprocess
+from core.ocr.loading import (DEFAULT_MAX_PAGES, PageImage, Progress, _read_source, count_pages, heavy, is_pdf,
+                               iter_pages, ocr_bytes, page_pixels)
+from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, mean_std, preprocess
 from core.ocr.scripts import (LANGUAGES, RTL_SCRIPTS, detect_script, normalise_lang, order_lines, rapidocr_reads,
                               script_language)
 from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
@@ -25,7 +26,8 @@ from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, O
 log = logging.getLogger(__name__)
 
 RESULT_STAGE = "ocr-page"
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: sparse pages (one line on a white page) are read, no longer stretched to black
+PREVIEW_BYTES_PER_PIXEL = 3 * 8 + 8
 
 
 @dataclass
@@ -221,7 +223,7 @@ def ocr_page_image(page: PageImage, options: OcrOptions, settings=None) -> OcrPa
             result.tables = find_tables(page.image, lines, page.index)
         result.seconds = round(time.perf_counter() - t0, 3)
         return result
-    if float(page.image.std()) < 2.0:
+    if mean_std(page.image)[1] < 2.0:
         return OcrPage(page.index, w, h, [], engine=options.engine, seconds=round(time.perf_counter() - t0, 3),
                        warnings=["blank page: no ink found, nothing to read"])
     out, pre = _read_image(page.image, options, settings)
@@ -272,6 +274,10 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
     progress(done, total, message) is called per page; cancel() returning True stops after the
     current page (the pages read so far are returned and, with a cache, kept). Raises OcrError
     on bad input with a message naming the cause and the fix.
+
+    The run holds the memory its largest page needs (header sizes, see core.ocr.loading.ocr_bytes)
+    from the process-wide heavy-work bound; when other work holds it longer than `busy_timeout_s`,
+    raises OcrBusy ("the server is busy ... try again").
     """
     from core.cache import hash_bytes, make_key
 
@@ -292,8 +298,6 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
     result = OcrResult(name, input_hash, [], total_pages, options.to_dict())
     versions = _engine_versions(options) if cache is not None else ""
     params = options.page_key_params()
-    if progress:
-        progress(0, len(wanted), f"reading {len(wanted)} page(s) of {name}")
     pending = []
     for idx in wanted:
         key = make_key(input_hash, RESULT_STAGE, {**params, "page": idx}, model=versions) if cache else None
@@ -305,18 +309,23 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
     if pending:
         spec = ",".join(str(i + 1) for i, _ in pending)
         keys = dict(pending)
-        for page in iter_pages(data, spec, options.dpi, max_pixels, options.max_pages, options.use_text_layer):
-            if cancel is not None and cancel():
-                result.warnings.append("cancelled: only the pages read before cancelling are included")
-                break
-            page_result = ocr_page_image(page, options, settings)
-            if cache is not None:
-                cache.put_json(keys[page.index], page_result.to_dict())
-            result.pages.append(page_result)
-            del page
+        largest = min(max(page_pixels(data, [i for i, _ in pending], options.dpi)), max_pixels)
+        with heavy(ocr_bytes(largest, is_pdf(data), _reading_bytes_per_pixel(options)), f"OCR of {name}", settings):
             if progress:
-                progress(len(result.pages), len(wanted), f"page {page_result.index + 1}: {len(page_result.lines)} lines "
-                         f"({page_result.source}, {page_result.engine})")
+                progress(0, len(wanted), f"reading {len(wanted)} page(s) of {name}")
+            for page in iter_pages(data, spec, options.dpi, max_pixels, options.max_pages, options.use_text_layer,
+                                   settings):
+                if cancel is not None and cancel():
+                    result.warnings.append("cancelled: only the pages read before cancelling are included")
+                    break
+                page_result = ocr_page_image(page, options, settings)
+                if cache is not None:
+                    cache.put_json(keys[page.index], page_result.to_dict())
+                result.pages.append(page_result)
+                del page
+                if progress:
+                    progress(len(result.pages), len(wanted), f"page {page_result.index + 1}: "
+                             f"{len(page_result.lines)} lines ({page_result.source}, {page_result.engine})")
     else:
         if progress:
             progress(len(wanted), len(wanted), "all pages from the cache")
@@ -330,14 +339,24 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
     return result
 
 
+def _reading_bytes_per_pixel(options: OcrOptions) -> float:
+    """Memory reading needs per pixel it works on: enhanced mode keeps a second preprocessed variant."""
+    from core.ocr.loading import OCR_BYTES_PER_PIXEL
+
+    return OCR_BYTES_PER_PIXEL * (2 if options.enhanced else 1)
+
+
 def ocr_image(image: np.ndarray, options: OcrOptions | None = None, settings=None) -> OcrPage:
     """OCR one RGB image array; returns its page (boxes in the image's pixels)."""
     from core.ocr.loading import load_image
 
     options = options or OcrOptions()
     max_pixels = getattr(settings, "max_image_pixels", 178_956_970) if settings is not None else 178_956_970
-    rgb = load_image(image, max_pixels)
-    return ocr_page_image(PageImage(0, rgb), options, settings)
+    pixels = int(image.shape[0]) * int(image.shape[1]) if image.ndim >= 2 else 0
+    with heavy(ocr_bytes(min(pixels, max_pixels), per_pixel=_reading_bytes_per_pixel(options)), "OCR of the image",
+               settings):
+        rgb = load_image(image, max_pixels, settings)
+        return ocr_page_image(PageImage(0, rgb), options, settings)
 
 
 def preview_preprocessing(source: str | Path | bytes | np.ndarray, options: OcrOptions | None = None,
@@ -348,10 +367,21 @@ def preview_preprocessing(source: str | Path | bytes | np.ndarray, options: OcrO
     options = options or OcrOptions()
     max_pixels = getattr(settings, "max_image_pixels", 178_956_970) if settings is not None else 178_956_970
     if isinstance(source, np.ndarray):
-        img = load_image(source, max_pixels)
+        pixels, pdf = int(source.shape[0]) * int(source.shape[1]), False
     else:
-        img = next(iter_pages(source, str(page), options.dpi, max_pixels, 1, False)).image
-    return preprocess(img, options.preprocess, _orientation_fn(options, {}), keep_images=True).steps
+        from core.ocr.loading import parse_pages
+
+        data = _read_source(source)
+        [index] = parse_pages(str(page), count_pages(data))
+        pixels, pdf, source = page_pixels(data, [index], options.dpi)[0], is_pdf(data), data
+    # every applied step keeps a before/after copy for display: ~3 bytes a pixel for each of up to 8 steps
+    with heavy(ocr_bytes(min(pixels, max_pixels), pdf, per_pixel=PREVIEW_BYTES_PER_PIXEL), "the preprocessing preview",
+               settings):
+        if isinstance(source, np.ndarray):
+            img = load_image(source, max_pixels, settings)
+        else:
+            img = next(iter_pages(source, str(page), options.dpi, max_pixels, 1, False, settings)).image
+        return preprocess(img, options.preprocess, _orientation_fn(options, {}), keep_images=True).steps
 
 
 def run_ocr_cached(source: str | Path | bytes, options: OcrOptions | None = None, *, settings=None,

@@ -1,6 +1,9 @@
 """OpenCV preprocessing: EXIF orientation (done at load), 90/180/270 orientation, deskew up to 45 degrees,
-denoise, contrast (CLAHE), gamma for dark photos, binarisation, upscale. Each step is switchable and
-can keep before/after images for display.
+denoise, contrast (CLAHE), gamma for dark photos, binarisation, upscale, and a downscale of huge images
+(above MAX_OCR_PIXELS). Each step is switchable and can keep before/after images for display.
+
+Statistics are taken without full-size float copies (OpenCV's meanStdDev, histograms, lookup tables),
+so the memory preprocessing needs stays a few bytes per pixel (see core.ocr.loading.ocr_bytes).
 
 Every geometric step updates a 3x3 matrix mapping original pixels to processed pixels, so line
 boxes found on the processed image can be mapped back onto the original page.
@@ -18,6 +21,11 @@ import numpy as np
 from core.ocr.types import OcrError, PreprocessInfo
 
 Switch = Literal["auto", "on", "off"]
+
+MAX_OCR_PIXELS = 40_000_000
+"""Larger images are shrunk to this many pixels before preprocessing and reading (A4 at 540 DPI). The text
+detector works at 1280 pixels a side anyway, so text it can find on a larger page is still 50+ pixels high
+here; every later stage then needs memory for at most this many pixels."""
 
 
 @dataclass
@@ -81,6 +89,41 @@ class Preprocessed:
 def to_gray(img: np.ndarray) -> np.ndarray:
     """A single-channel uint8 copy of an RGB or gray image."""
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def mean_std(img: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of all values of a uint8 image (no float copy of the image)."""
+    flat = np.ascontiguousarray(img).reshape(img.shape[0], -1)
+    mean, std = cv2.meanStdDev(flat)
+    return float(mean[0, 0]), float(std[0, 0])
+
+
+def gray_percentiles(gray: np.ndarray, *qs: float) -> list[float]:
+    """Percentiles (0-100) of a uint8 gray image, from its histogram."""
+    hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
+    cdf = np.cumsum(hist) / max(float(hist.sum()), 1.0)
+    return [float(min(255, np.searchsorted(cdf, q / 100.0, side="left"))) for q in qs]
+
+
+def stretch_bounds(gray: np.ndarray) -> tuple[float, float]:
+    """Levels to stretch to 0..255: the 0.5th and 99.5th percentiles, except that a bound falling on the
+    paper itself (a sparse page: under 0.5 % of pixels are ink) is replaced by the darkest (or lightest)
+    level, so one line of text on a white page is kept instead of turning the page black."""
+    lo, med, hi = gray_percentiles(gray, 0.5, 50, 99.5)
+    if lo >= med - 8:
+        lo = float(gray.min())
+    if hi <= med + 8:
+        hi = float(gray.max())
+    return lo, hi
+
+
+def stretch_levels(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map level `lo` to 0 and `hi` to 255 (clipped), through a lookup table; a copy when lo == hi
+    (a uniform image has no range to stretch)."""
+    if hi - lo < 1:
+        return img.copy()
+    table = np.clip((np.arange(256, dtype=np.float32) - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8)
+    return cv2.LUT(img, table)
 
 
 def _affine3(m: np.ndarray) -> np.ndarray:
@@ -171,10 +214,9 @@ def crop_to_ink(img: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.nd
     8 px); returns (image, 3x3 translation matrix). The image is returned unchanged when it has no ink."""
     mask = text_mask(to_gray(img))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-    pts = cv2.findNonZero(mask)
-    if pts is None:
+    x, y, w, h = cv2.boundingRect(mask)  # of the non-zero pixels (no list of points)
+    if w == 0 or h == 0:
         return img, np.eye(3)
-    x, y, w, h = cv2.boundingRect(pts)
     pad = int(max(8, margin * min(w, h)))
     H, W = img.shape[:2]
     x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
@@ -185,10 +227,11 @@ def crop_to_ink(img: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.nd
 
 def noise_sigma(gray: np.ndarray) -> float:
     """Estimated Gaussian noise standard deviation (Immerkaer's method)."""
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
-    conv = cv2.filter2D(gray.astype(np.float64), -1, kernel)
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+    conv = cv2.filter2D(gray, cv2.CV_32F, kernel)  # exact: integer kernel on integer levels
     h, w = gray.shape
-    return float(np.sum(np.abs(conv[1:-1, 1:-1])) * math.sqrt(0.5 * math.pi) / (6 * (w - 2) * (h - 2)))
+    l1 = cv2.norm(conv[1:-1, 1:-1], cv2.NORM_L1)
+    return float(l1 * math.sqrt(0.5 * math.pi) / (6 * (w - 2) * (h - 2)))
 
 
 def apply_gamma(img: np.ndarray, gamma: float) -> np.ndarray:
@@ -202,8 +245,8 @@ def apply_clahe(img: np.ndarray, clip: float = 2.0) -> np.ndarray:
     if img.ndim == 2:
         return cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(img)
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
-    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lab[:, :, 0])
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(np.ascontiguousarray(lab[:, :, 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB, dst=lab)  # in place: one colour copy, not two
 
 
 def binarize(img: np.ndarray) -> np.ndarray:
@@ -233,9 +276,17 @@ def preprocess(img: np.ndarray, options: PreprocessOptions | None = None, orient
         if applied:
             info.steps.append(name)
 
-    gray = to_gray(cur)
-    mean = float(gray.mean())
-    std = float(gray.std())
+    # shrink huge images first: every later step (and the engine) then works on at most MAX_OCR_PIXELS
+    h, w = cur.shape[:2]
+    if h * w > MAX_OCR_PIXELS:
+        factor = math.sqrt(MAX_OCR_PIXELS / (h * w))
+        after = cv2.resize(cur, (max(1, int(w * factor)), max(1, int(h * factor))), interpolation=cv2.INTER_AREA)
+        matrix = np.diag([after.shape[1] / w, after.shape[0] / h, 1.0]) @ matrix
+        record("downscale", True, f"shrunk {factor:.2f}x ({w}x{h} -> {after.shape[1]}x{after.shape[0]}) to at "
+               f"most {MAX_OCR_PIXELS:,} pixels", cur, after)
+        cur = after
+
+    mean, std = mean_std(to_gray(cur))
     info.details.update(mean_brightness=round(mean, 1), contrast=round(std, 1))
 
     # upscale small images (text under ~20 px is read badly)
@@ -265,7 +316,7 @@ def preprocess(img: np.ndarray, options: PreprocessOptions | None = None, orient
 
     # gamma for dark photos
     if opts.gamma != "off":
-        m = float(to_gray(cur).mean())
+        m = mean_std(to_gray(cur))[0]
         if opts.gamma == "on" or m < 90:
             gamma = float(np.clip(math.log(0.7) / math.log(max(m, 1.0) / 255.0), 0.25, 1.0)) if m > 0 else 0.5
             if opts.gamma == "on" and gamma >= 0.99:
@@ -279,12 +330,13 @@ def preprocess(img: np.ndarray, options: PreprocessOptions | None = None, orient
     # contrast
     if opts.contrast != "off":
         g = to_gray(cur)
-        s = float(g.std())
-        spread = float(np.percentile(g, 99) - np.percentile(g, 1))
+        s = mean_std(g)[1]
+        p1, p99 = gray_percentiles(g, 1, 99)
+        spread = p99 - p1
         if opts.contrast == "on" or s < 35 or spread < 120:
-            lo, hi = np.percentile(g, 0.5), np.percentile(g, 99.5)
-            stretched = np.clip((cur.astype(np.float32) - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8)
-            after = apply_clahe(stretched)
+            lo, hi = stretch_bounds(g)
+            del g
+            after = apply_clahe(stretch_levels(cur, lo, hi))
             record("contrast", True, f"stretched levels and CLAHE (contrast {s:.0f}, spread {spread:.0f})", cur, after)
             cur = after
         else:

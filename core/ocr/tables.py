@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import html
 import io
-from typing import Callable
+import re
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -244,10 +245,23 @@ def map_table(table: Table, to_original: Callable[[list[list[float]]], list[list
 
 # ---- exports -------------------------------------------------------------------------------------------------
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)(?:[.,]\d+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell value a spreadsheet opens as text, never as a formula (OWASP CSV injection): text starting with
+    = + - @ TAB or CR gets a leading single quote; a plain number such as -12.50 or -1,234.56 stays as it is
+    (digits and separators only, nothing a formula could call). Non-text values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def table_to_csv(table: Table) -> str:
-    """The table as CSV text."""
+    """The table as CSV text (cells that would start a formula are escaped, see spreadsheet_safe)."""
     buf = io.StringIO()
-    csv.writer(buf).writerows(table.rows)
+    csv.writer(buf).writerows([spreadsheet_safe(v) for v in row] for row in table.rows)
     return buf.getvalue()
 
 
@@ -301,15 +315,8 @@ def tables_to_xlsx(tables: list[Table]) -> bytes:
         ws = wb.create_sheet(f"p{t.page + 1} table {i}"[:31])
         for row in t.rows:
             # a leading "=" would make a formula out of OCR text: store it as text
-            ws.append([("'" + v) if v.startswith(("=", "+", "-", "@")) and not _is_number(v) else v for v in row])
+            ws.append([spreadsheet_safe(v) for v in row])
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.replace(",", ""))
-    except ValueError:
-        return False
-    return True

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from core.errors import Busy, UserError
+
 Point = list[float]
 Polygon = list[Point]
 
@@ -27,8 +29,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-class OcrError(ValueError):
+class OcrError(UserError, ValueError):
     """A user-caused OCR problem (bad file, missing engine, unknown option); the message names cause and fix."""
+
+
+class OcrBusy(OcrError, Busy):
+    """OCR was refused because other heavy work holds the memory it needs; try again later."""
 
 
 @dataclass
