@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_kernels_under_the_triton_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", VLSCOPE_DECODE_KERNELS="triton")
+    # the interpreter runs on the CPU: hide any GPU so the child's tensors stay there (the GPU has its own tests)
+    env = dict(os.environ, TRITON_INTERPRET="1", VLSCOPE_DECODE_KERNELS="triton", CUDA_VISIBLE_DEVICES="")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "interpreted",
          str(Path(__file__).relative_to(ROOT)), "tests/vlm/test_lean_step.py"],

@@ -16,8 +16,8 @@ GREEDY = GenerationParams.greedy_defaults
 
 @pytest.fixture(scope="module")
 def engines(tiny_model_dir: Path, tmp_path_factory):
-    plain = LocalEngine(Settings(model=str(tiny_model_dir), fast_decode="off", cache_dir=tmp_path_factory.mktemp("c")))
-    fast = LocalEngine(Settings(model=str(tiny_model_dir), fast_decode="on", cache_dir=tmp_path_factory.mktemp("c")))
+    plain = LocalEngine(Settings(model=str(tiny_model_dir), device="cpu", fast_decode="off", cache_dir=tmp_path_factory.mktemp("c")))
+    fast = LocalEngine(Settings(model=str(tiny_model_dir), device="cpu", fast_decode="on", cache_dir=tmp_path_factory.mktemp("c")))
     plain.load()
     fast.load()
     yield plain, fast

@@ -37,7 +37,7 @@ def test_decode_kernels_and_compile_come_from_the_settings(tiny_model_dir: Path,
     settings = load_settings(environ={"VLSCOPE_DECODE_KERNELS": "torch", "VLSCOPE_COMPILE_DECODE": "true"},
                              config_file=None)
     assert (settings.decode_kernels, settings.compile_decode, settings.profile_fast_decode) == ("torch", True, False)
-    engine = LocalEngine(Settings(model=str(tiny_model_dir), fast_decode="on", cache_dir=tmp_path,
+    engine = LocalEngine(Settings(model=str(tiny_model_dir), device="cpu", fast_decode="on", cache_dir=tmp_path,
                                   decode_kernels=settings.decode_kernels, compile_decode=settings.compile_decode))
     engine.load()
     try:
