@@ -6,6 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.auth import current_user
+from core.settings import SettingsError
+from ui.auth import account_sidebar, signed_in
+from ui.state import get_settings, settings_or_stop
+
 st.set_page_config(page_title="VLScope", page_icon=":material/movie:", layout="wide")
 
 HERE = Path(__file__).parent
@@ -30,5 +35,18 @@ def available_pages() -> list[st.Page]:
     return [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()]
 
 
+def _signed_in() -> bool:
+    try:
+        return signed_in(get_settings())
+    except SettingsError:
+        return False
+
+
 pages = [st.Page(home, title="Home", icon=":material/home:", default=True), *available_pages()]
-st.navigation(pages).run()
+# st.navigation on every run (Streamlit treats an app that skips it, with a pages/ folder, as an old-style
+# multipage app and runs pages without this script); the page list stays hidden until sign-in.
+page = st.navigation(pages, position="sidebar" if _signed_in() else "hidden")
+# Sign-in first, when configured: the form, and the run stops until someone signs in (every page checks too).
+settings = settings_or_stop()
+account_sidebar(settings, current_user())
+page.run()

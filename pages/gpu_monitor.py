@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.charts import gpu_history_figure, host_history_figure, ledger_figure, ledger_table
 from core.gpu import GpuReading, History, Sampler, Snapshot, read_snapshot
+from ui.safe import plain
 from ui.state import get_engine, sidebar_generation_params
 
 SAMPLE_EVERY_S = 1.0
@@ -77,7 +78,7 @@ def render_gpus(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
 def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     st.warning("**No NVIDIA GPU available, so this page shows the CPU and RAM instead.** "
                "The model runs on the CPU here: it works, but slowly.", icon=":material/memory:")
-    st.caption(f"Why: {snap.reason}")
+    st.caption(f"Why: {plain(snap.reason)}")
     h = snap.host
     c = st.columns(4)
     c[0].metric("CPU load", f"{h.cpu_percent:.0f} %",

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.charts.timeline import clock, lane_title, timeline_figure
 from core.library import delete_item, export_item, get_item, load_results, search_items, thumbnail_of
+from ui.safe import plain
 from ui.state import get_cache, settings_or_stop, sidebar_generation_params
 
 settings = settings_or_stop()
@@ -28,7 +29,7 @@ in_text = c[1].toggle("Search the text too", value=True, key="lib_in_text")
 hits = search_items(cache, query, in_text=in_text)
 if not hits:
     if query.strip():
-        st.info(f"Nothing matches “{query.strip()}”.")
+        st.info(f"Nothing matches “{plain(query.strip())}”.")
     else:
         st.info("The library is empty. Files appear here once you open them on the Video Q&A or OCR page.")
     st.stop()
@@ -49,7 +50,7 @@ rows = [{
     "Cache (KiB)": round(h.item.cache_bytes / 1024, 1), "Found in": ("name " if h.in_name else "") +
     (" / ".join(h.snippets) if h.snippets else ""),
 } for h in hits]
-st.caption(f"{len(hits)} file(s)" + (f" matching “{query.strip()}”" if query.strip() else ""))
+st.caption(f"{len(hits)} file(s)" + (f" matching “{plain(query.strip())}”" if query.strip() else ""))
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="lib_table", row_height=60,
              column_config={"Preview": st.column_config.ImageColumn("Preview", width="small"),
                             "Added": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
@@ -65,14 +66,14 @@ if item is None:
     st.warning("This file was just deleted.")
     st.stop()
 
-st.subheader(item.name)
+st.subheader(plain(item.name))
 top = st.columns([1, 3])
 thumb = thumbnail_of(cache, item.input_hash)
 if thumb:
     top[0].image(thumb)
-top[1].markdown(f"**{item.kind}** · added {datetime.fromtimestamp(item.added_at):%Y-%m-%d %H:%M} · "
+top[1].markdown(f"**{plain(item.kind)}** · added {datetime.fromtimestamp(item.added_at):%Y-%m-%d %H:%M} · "
                 f"{_size(item.size_bytes)} · {item.entries} stored results, {_size(item.cache_bytes)} in the cache")
-top[1].caption(f"Stages done: {', '.join(item.stages) or 'none yet'}")
+top[1].caption(f"Stages done: {plain(', '.join(item.stages) or 'none yet')}")
 if not item.available:
     top[1].caption("The file itself is no longer on the server: its stored results are shown, but new analyses "
                    "need the file again.")
@@ -102,7 +103,7 @@ b = st.columns([1, 1, 3])
 b[0].download_button("Export (zip)", export_item(cache, item.input_hash), file_name=f"{item.name}.vlscope.zip",
                      mime="application/zip", key="lib_export", icon=":material/download:", on_click="ignore")
 with b[1].popover("Delete", icon=":material/delete:"):
-    st.write(f"Delete every stored result of {item.name}, its uploaded copy and its player copy?")
+    st.write(f"Delete every stored result of {plain(item.name)}, its uploaded copy and its player copy?")
     if st.button("Delete for good", type="primary", key="lib_delete"):
         removed = delete_item(cache, item.input_hash, settings.cache_dir)
         st.session_state.pop("lib_open", None)

@@ -20,6 +20,7 @@ from ui.files import pick_file
 from ui.jobs import job_panel
 from ui.model import model_ready
 from ui.ocr_view import boxes_figure
+from ui.safe import plain
 from ui.state import get_cache, settings_or_stop, sidebar_generation_params
 
 MIME = {"txt": "text/plain", "md": "text/markdown", "json": "application/json", "csv": "text/csv",
@@ -43,7 +44,7 @@ if stored is None:
 try:
     total = count_pages(stored.path)
 except OcrError as exc:
-    st.error(f"{stored.name} cannot be read: {exc}")
+    st.error(f"{plain(stored.name)} cannot be read: {plain(exc)}")
     st.stop()
 
 # ---------------------------------------------------------------- options
@@ -70,7 +71,7 @@ try:
     options = OcrOptions(engine=engine, lang=None if lang == "auto" else lang, pages=pages.strip() or None,
                          enhanced=enhanced, vertical=vertical)
 except OcrError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
 digest = hashlib.sha256(json.dumps(options.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -100,13 +101,14 @@ with st.expander("Preprocessing: before and after", expanded=False):
         steps = preview_preprocessing(stored.path, options, page=int(page_no), settings=settings)
     except OcrError as exc:
         steps = []
-        st.error(str(exc))
+        st.error(plain(exc))
     applied = [s for s in steps if s.applied]
     if not applied:
-        st.caption("No preprocessing was needed on this page: " + "; ".join(f"{s.name}: {s.detail}" for s in steps))
+        st.caption("No preprocessing was needed on this page: "
+                   + "; ".join(f"{plain(s.name)}: {plain(s.detail)}" for s in steps))
     for s in applied:
-        st.markdown(f"**{s.name}**")
-        st.caption(s.detail)
+        st.markdown(f"**{plain(s.name)}**")
+        st.caption(plain(s.detail))
         bc = st.columns(2)
         if s.before is not None:
             bc[0].image(s.before, caption="before", clamp=True)
@@ -127,17 +129,17 @@ n_lines = sum(len(p.lines) for p in result.pages)
 st.markdown(f"**{n_lines} lines** on {len(result.pages)} page(s) · {len(result.tables)} table(s)"
             f"{' · invoice fields' if result.fields else ''} · {result.seconds:.1f} s")
 for w in result.warnings:
-    st.caption(f"Note: {w}")
+    st.caption(f"Note: {plain(w)}")
 shown = next((p for p in result.pages if p.index == int(page_no) - 1), result.pages[0] if result.pages else None)
 if shown is not None:
-    meta = f"Page {shown.index + 1}: {shown.engine} · {shown.source}"
+    meta = f"Page {shown.index + 1}: {plain(shown.engine)} · {plain(shown.source)}"
     if shown.language:
-        meta += f" · language {shown.language}"
+        meta += f" · language {plain(shown.language)}"
     if shown.preprocess.orientation:
         meta += f" · turned {shown.preprocess.orientation}°"
     st.caption(meta)
     for w in shown.warnings:
-        st.caption(f"Note: {w}")
+        st.caption(f"Note: {plain(w)}")
     if not shown.lines:
         st.warning("No text was found on this page. Try **Enhanced**, choose the language, or check that the page "
                    "holds text (photos of text work best when the text is at least 20 pixels high).")
@@ -157,7 +159,7 @@ with boxes_tab:
             st.caption("Hover over a box to see the text read there.")
             st.plotly_chart(boxes_figure(image, shown.lines), key="ocr_boxes", config={"displaylogo": False})
         except OcrError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
 
 if result.tables:
     st.subheader("Tables")
@@ -180,7 +182,7 @@ if result.fields:
         st.markdown(f"{':material/check_circle:' if ok else ':material/error:'} {check.replace('_', ' ')}: "
                     f"{'passed' if ok else 'failed'}")
     for flag in f.flags:
-        st.caption(f"Flag: {flag}")
+        st.caption(f"Flag: {plain(flag)}")
 
 st.subheader("Export")
 cols = st.columns(len(FORMATS))

@@ -14,6 +14,7 @@ from core.media import SamplingPlan, VideoError, probe_video
 from ui.files import pick_file
 from ui.jobs import job_panel
 from ui.model import model_ready
+from ui.safe import plain
 from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
 
 EXPORTS = {"md": ("Markdown", "text/markdown", "md"), "json": ("JSON", "application/json", "json"),
@@ -36,10 +37,10 @@ if stored is None:
 try:
     info = probe_video(stored.path)
 except VideoError as exc:
-    st.error(f"{stored.name} cannot be used: {exc}")
+    st.error(f"{plain(stored.name)} cannot be used: {plain(exc)}")
     st.stop()
 sha = stored.sha256
-st.caption(f"**{stored.name}** · {clock(info.duration)} · {info.width}×{info.height}")
+st.caption(f"**{plain(stored.name)}** · {clock(info.duration)} · {info.width}×{info.height}")
 
 # ---------------------------------------------------------------- without the model
 plan = SamplingPlan()
@@ -95,7 +96,7 @@ if model_ready(settings, "Captions, chapters and summaries"):
     if mjob is not None and mjob.state is JobState.DONE:
         caps, summary = mjob.result
         events = events + list(caps.events) + [ch.to_event() for ch in summary.chapters]
-        st.caption(caps.message)
+        st.caption(plain(caps.message))
 else:
     st.caption("With the model this page adds: captions of what happens every few seconds, chapters with titles, a "
                "summary of the whole video, and chapter exports (Markdown, JSON, WebVTT, SRT, YouTube).")
@@ -112,7 +113,7 @@ if summary is not None:
         st.markdown("**Summary**")
         st.text(summary.summary)
     for p in summary.problems:
-        st.caption(f"Note: {p}")
+        st.caption(f"Note: {plain(p)}")
     if summary.chapters:
         st.markdown("**Chapters**")
         for ch in summary.chapters:

@@ -18,6 +18,7 @@ from core.media.probe import VideoInfo
 from ui.files import pick_file
 from ui.jobs import job_panel
 from ui.model import model_precision, model_ready, model_size
+from ui.safe import plain, stream_markdown
 from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
 
 STAGE_NAMES = {"scenes": "Scene cuts", "motion": "Motion", "text": "On-screen text (reads frames: slower)"}
@@ -51,14 +52,14 @@ def probe(path: str, sha: str) -> dict:
 try:
     info = VideoInfo.from_dict(probe(stored.path, stored.sha256))
 except VideoError as exc:
-    st.error(f"{stored.name} cannot be used: {exc}")
+    st.error(f"{plain(stored.name)} cannot be used: {plain(exc)}")
     st.stop()
 
 sha = stored.sha256
-st.caption(f"**{stored.name}** · {clock(info.duration)} · {info.width}×{info.height} · {info.fps:.2f} fps · "
-           f"{info.codec} · {stored.size_bytes / 1024**2:.1f} MiB")
+st.caption(f"**{plain(stored.name)}** · {clock(info.duration)} · {info.width}×{info.height} · "
+           f"{info.fps:.2f} fps · {plain(info.codec)} · {stored.size_bytes / 1024**2:.1f} MiB")
 for w in info.warnings:
-    st.caption(f"Note: {w}")
+    st.caption(f"Note: {plain(w)}")
 
 # ---------------------------------------------------------------- plan and stages (read before the player)
 if st.session_state.get("video_plan_for") != sha:
@@ -103,19 +104,20 @@ with left:
         proxy = proxy_path(settings.cache_dir, sha)
         if proxy.is_file():
             st.video(str(proxy), start_time=int(seek))
-            st.caption(f"Playing a small 360p copy because {why}; every analysis reads the original.")
+            st.caption(f"Playing a small 360p copy because {plain(why)}; every analysis reads the original.")
         else:
             pkey = f"proxy:{sha}"
             job = registry().get(pkey)
             if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
                 if job is not None and job.state is JobState.FAILED:
-                    st.error(f"The small copy for the player could not be made: {job.error}")
+                    st.error(f"The small copy for the player could not be made: {plain(job.error)}")
                 if st.button("Make a small copy to play", key="video_make_proxy"):
                     registry().submit(pkey, "Making a small copy for the player",
                                       lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress,
                                                              cancel=ctx.cancel), restart=True)
                     st.rerun()
-            st.info(f"The player needs a small copy of this video because {why}. Analysis does not need it.")
+            st.info(f"The player needs a small copy of this video because {plain(why)}. "
+                    "Analysis does not need it.")
             job_panel(pkey)
     if seek:
         st.caption(f"Player set to {clock(int(seek))} (it jumps to whole seconds).")
@@ -141,7 +143,7 @@ with right:
         est = plan_budget(info, plan, model_size=size, precision=model_precision(settings, gpu_bytes is not None),
                           max_new_tokens=params.max_new_tokens, gpu_memory_bytes=gpu_bytes, look_for_gpu=False)
     except VideoError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         plan, est = None, None
     if est is not None:
         where = "GPU" if gpu_bytes else "RAM"
@@ -162,7 +164,7 @@ with right:
             st.warning("This plan will not fit in GPU memory: lower the frames or fps.")
         for w in est.warnings:
             if not w.startswith("no GPU found"):
-                st.caption(f"Note: {w}")
+                st.caption(f"Note: {plain(w)}")
 
 # ---------------------------------------------------------------- analysis job
 st.subheader("Analysis")
@@ -177,7 +179,7 @@ if stages and plan is not None and not running and is_cached(cache, sha, stages)
     try:
         analysis = analyze_video(stored.path, stages=stages, plan=plan, cache=cache, input_hash=sha)
     except VideoError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
 elif job is not None and job.state is JobState.DONE:
     analysis = job.result
 
@@ -206,7 +208,7 @@ if analysis is not None:
         counts[lane_title(e.kind)] = counts.get(lane_title(e.kind), 0) + 1
     st.markdown("**Timeline** · " + " · ".join(f"{k}: {v}" for k, v in counts.items()) if events else "**Timeline**")
     for w in analysis.warnings:
-        st.caption(f"Note: {w}")
+        st.caption(f"Note: {plain(w)}")
     if not events:
         st.info("No events found: no scene cuts, motion or on-screen text were detected with these settings.")
     else:
@@ -237,7 +239,7 @@ if analysis is not None:
                 frames = around(stored.path, sha, ev.start)
             except VideoError as exc:
                 frames = []
-                st.caption(f"No frames: {exc}")
+                st.caption(f"No frames: {plain(exc)}")
             if frames:
                 fc = st.columns(len(frames))
                 for c, (t, jpg) in zip(fc, frames):
@@ -259,13 +261,13 @@ if model_ready(settings, "Questions"):
             qa = VideoQA(get_engine(), MediaFrameSource(stored.path, plan=plan, input_hash=sha, info=info),
                          max_frames=int(max_frames))
             with st.chat_message("assistant"):
-                st.write_stream(qa.stream_answer(question.strip(), params, refine=refine))
+                stream_markdown(qa.stream_answer(question.strip(), params, refine=refine))
             result = qa.last_result
         except MemoryError:
             st.error("Out of memory: lower the frames per second or max frames above, or use a smaller model.")
             result = None
         except Exception as exc:  # noqa: BLE001 - any model failure is shown; the app keeps running
-            st.error(f"The question could not be answered: {exc}")
+            st.error(f"The question could not be answered: {plain(exc)}")
             result = None
         if result is not None:
             st.session_state["video_last_answer"] = result
@@ -277,14 +279,15 @@ if model_ready(settings, "Questions"):
                             "events": [e.to_dict() for e in result.events]})
     last = st.session_state.get("video_last_answer")
     if last is not None:
-        st.caption(f"Answer to: {last.question}")
+        st.caption(f"Answer to: {plain(last.question)}")
         st.text(last.text)
         for n, e in enumerate(last.events):
             flag = (e.detail or {}).get("flag")
-            if st.button(f"▶ {clock(e.start)}" + (f" (doubtful: {flag})" if flag else ""), key=f"video_ans_{n}"):
+            doubt = f" (doubtful: {plain(flag)})" if flag else ""
+            if st.button(f"▶ {clock(e.start)}{doubt}", key=f"video_ans_{n}"):
                 st.session_state["video_seek"] = e.start
                 st.rerun()
         for w in last.warnings:
-            st.caption(w)
+            st.caption(plain(w))
         st.caption(f"{last.frames_seen} frames seen · {last.seconds:.1f} s"
                    + (" · reused the video's cached prefix" if last.reused_prefix else ""))

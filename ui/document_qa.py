@@ -11,6 +11,7 @@ from core.ocr.types import OcrError
 from core.settings import Settings
 from core.vlm.base import EngineError
 from ui.model import model_ready
+from ui.safe import plain
 from ui.state import get_engine
 
 
@@ -35,7 +36,7 @@ def ask_box(stored: Any, settings: Settings, total_pages: int, params: Any) -> N
                                                      pages=pages.strip() or "1", ocr=use_ocr, params=params,
                                                      settings=settings)
             except (EngineError, OcrError) as exc:
-                st.error(f"The question could not be answered: {exc}")
+                st.error(f"The question could not be answered: {plain(exc)}")
                 return
     answer = st.session_state.get(key)
     if answer is None:
@@ -47,7 +48,7 @@ def ask_box(stored: Any, settings: Settings, total_pages: int, params: Any) -> N
         meta += f" · {answer.ocr_chars} characters of OCR text given as context"
     st.caption(meta)
     for w in answer.warnings:
-        st.caption(f"Note: {w}")
+        st.caption(f"Note: {plain(w)}")
     if answer.boxes:
         st.caption(f"{len(answer.boxes)} place(s) the model pointed at:")
         for index, image in load_pages(stored.path, ",".join(str(p + 1) for p in answer.pages),

@@ -7,6 +7,7 @@ import streamlit as st
 from core.files import FileError, StoredFile, list_server_files, media_root, open_server_file, store_upload
 from core.files.store import MEDIA_ROOT_ENV
 from core.library import record_file
+from ui.safe import plain
 from ui.state import get_cache, settings_or_stop
 
 TYPES = {
@@ -39,11 +40,11 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
         stored = st.session_state.get(state_key)
         if stored is None or st.session_state.get(f"{state_key}_marker") != marker:
             try:
-                with st.spinner(f"Saving {uploaded.name}..."):
+                with st.spinner(f"Saving {plain(uploaded.name)}..."):
                     stored = store_upload(uploaded, uploaded.name, settings.cache_dir,
                                           settings.max_upload_mb * 1024 * 1024)
             except FileError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
                 st.session_state.pop(state_key, None)
                 return None
             st.session_state[state_key] = stored
@@ -67,7 +68,7 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
     try:
         stored = open_server_file(target, root)
     except FileError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
     if st.session_state.get(state_key) != stored:
         st.session_state[state_key] = stored
@@ -80,4 +81,4 @@ def _record(stored: StoredFile) -> None:
         record_file(get_cache(), stored.sha256, stored.name, stored.kind, stored.path, stored.size_bytes,
                     stored.origin)
     except Exception as exc:  # noqa: BLE001 - the library entry is a convenience; analysis goes on
-        st.caption(f"Could not add the file to the library: {exc}")
+        st.caption(f"Could not add the file to the library: {plain(exc)}")

@@ -7,6 +7,7 @@ from typing import Callable
 import streamlit as st
 
 from core.jobs import JobState, format_eta, registry
+from ui.safe import plain
 
 
 def job_panel(key: str, on_done: Callable[[], None] | None = None, every_s: float = 1.0) -> JobState | None:
@@ -22,9 +23,10 @@ def job_panel(key: str, on_done: Callable[[], None] | None = None, every_s: floa
         _live(key, every_s)
         return JobState.RUNNING
     if snap.state is JobState.FAILED:
-        st.error(f"{snap.title} failed: {snap.error}")
+        st.error(f"{plain(snap.title)} failed: {plain(snap.error)}")
     elif snap.state is JobState.CANCELLED:
-        st.warning(f"{snap.title} was cancelled. What was finished is saved: run it again to resume from there.")
+        st.warning(f"{plain(snap.title)} was cancelled. What was finished is saved: run it again to resume from "
+                   "there.")
     return snap.state
 
 
@@ -39,7 +41,8 @@ def _live(key: str, every_s: float) -> None:
             # the job ended between two refreshes: redraw the whole page with its results
             st.rerun(scope="app")
         with st.container(border=True):
-            st.progress(snap.fraction, text=f"{snap.title}: {snap.fraction * 100:.0f} % · {snap.message}")
+            st.progress(snap.fraction,
+                        text=f"{plain(snap.title)}: {snap.fraction * 100:.0f} % · {plain(snap.message)}")
             cols = st.columns([3, 1])
             cols[0].caption(f"{format_eta(snap.eta_s)} · running for {snap.elapsed_s:.0f} s · runs in the background: "
                             "you can change pages or close the tab and come back.")

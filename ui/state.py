@@ -16,13 +16,21 @@ def get_settings() -> Settings:
 
 
 def settings_or_stop() -> Settings:
-    """The settings, or an error box naming the bad setting (and the page stops)."""
+    """The settings, or an error box naming the bad setting (and the page stops).
+
+    Also the sign-in gate (ui.auth.sign_in): with sign-in configured, nobody gets past this line of any page
+    without signing in, and the run records who is signed in.
+    """
     try:
-        return get_settings()
+        settings = get_settings()
     except SettingsError as exc:
         st.error(str(exc))
         st.stop()
         raise
+    from ui.auth import sign_in
+
+    sign_in(settings)
+    return settings
 
 
 @st.cache_resource(show_spinner=False)
