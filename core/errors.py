@@ -30,3 +30,7 @@ class UserError(Exception):
 
 class Busy(UserError):
     """The server is running as much heavy work as its memory allows; the request can be tried again later."""
+
+
+class Cancelled(RuntimeError):
+    """A long call was stopped through its cancel token (results saved so far are kept)."""

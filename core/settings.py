@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from core.errors import UserError
+
 ENV_PREFIX = "VLSCOPE_"
 DEFAULT_CONFIG_FILE = "vlscope.toml"
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting has a value that cannot be used; the message names the setting and the fix."""
 
 

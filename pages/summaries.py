@@ -1,21 +1,20 @@
 """Summaries: dense captions, chapters and an overall summary of a video (the model's part), next to the
-timeline the CPU finds without it. Logic lives in core.analysis (summary, chapters) and core.jobs."""
+timeline the CPU finds without it. Every workflow is the runtime's video service (core/app/video.py)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.analysis.events import Event
-from core.analysis.video_pipeline import analyze_video
+from core.app.video import analysis_key
 from core.charts.timeline import clock, lane_title, timeline_figure
-from core.jobs import JobState, registry
-from core.jobs.video import analysis_key, analyze_work, is_cached
-from core.media import SamplingPlan, VideoError, probe_video
+from core.events import Event
+from core.jobs import JobState
+from core.media import SamplingPlan, VideoError
 from ui.files import pick_file
 from ui.jobs import job_panel
 from ui.model import model_ready
 from ui.safe import plain
-from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
+from ui.state import get_runtime, settings_or_stop, sidebar_generation_params
 
 EXPORTS = {"md": ("Markdown", "text/markdown", "md"), "json": ("JSON", "application/json", "json"),
            "vtt": ("WebVTT chapters", "text/vtt", "vtt"), "srt": ("SRT", "text/plain", "srt"),
@@ -24,7 +23,8 @@ CPU_STAGES = ("scenes", "motion")
 
 settings = settings_or_stop()
 params = sidebar_generation_params()
-cache = get_cache()
+runtime = get_runtime()
+video = runtime.video
 st.title("Summaries")
 st.write("Turn a long video into dense captions (what happens, with times), chapters and a short summary, and "
          "export the chapters for a player or YouTube. Captions and chapters need the model; scene cuts and motion "
@@ -35,7 +35,7 @@ if stored is None:
     st.info("Upload a video to start.")
     st.stop()
 try:
-    info = probe_video(stored.path)
+    info = video.probe(stored.path, stored.sha256)
 except VideoError as exc:
     st.error(f"{plain(stored.name)} cannot be used: {plain(exc)}")
     st.stop()
@@ -46,16 +46,16 @@ st.caption(f"**{plain(stored.name)}** · {clock(info.duration)} · {info.width}�
 plan = SamplingPlan()
 cpu_key = analysis_key(sha, CPU_STAGES, plan)
 events: list[Event] = []
-if is_cached(cache, sha, CPU_STAGES):
-    events = list(analyze_video(stored.path, stages=CPU_STAGES, plan=plan, cache=cache, input_hash=sha).events)
+cached = video.cached_analysis(stored.path, sha, CPU_STAGES, plan)
+if cached is not None:
+    events = list(cached.events)
 else:
-    cjob = registry().get(cpu_key)
+    cjob = runtime.jobs.get(cpu_key)
     st.subheader("Scene cuts and motion")
     if cjob is None or cjob.state is not JobState.RUNNING:
         st.caption("Found on the CPU in seconds; they frame the timeline below and help the chapters.")
         if st.button("Find scene cuts and motion (no model needed)", key="summary_cpu"):
-            registry().submit(cpu_key, f"Analysing {stored.name}", analyze_work(stored.path, sha, CPU_STAGES, plan,
-                                                                                cache))
+            video.start_analysis(stored.path, sha, CPU_STAGES, plan, f"Analysing {stored.name}")
             st.rerun()
     job_panel(cpu_key)
 
@@ -72,31 +72,19 @@ if model_ready(settings, "Captions, chapters and summaries"):
     tokens = c[2].number_input("Tokens per chunk", 64, 4096, 512, 64, key="summary_tokens")
     options = CaptionOptions(chunk_s=float(chunk), overlap_s=min(5.0, float(chunk) / 4), fps=float(fps),
                              max_new_tokens=int(tokens))
-    mkey = f"summary:{sha}:{chunk}:{fps}:{tokens}"
-    mjob = registry().get(mkey)
-
-    def work(ctx):
-        from core.analysis.sources import MediaFrameSource
-        from core.analysis.summary import caption_video, summarize_video
-
-        source = MediaFrameSource(stored.path, input_hash=sha, info=info)
-        caps = caption_video(get_engine(), source, cache=cache, options=options, cancel=ctx.cancel, input_hash=sha,
-                             progress=lambda f, m: ctx.progress(0.8 * f, m, "captions"))
-        text_events = [e for e in events if e.kind == "text"]
-        summ = summarize_video(get_engine(), info.duration, caps.events + text_events, cache=cache, input_hash=sha,
-                               max_new_tokens=params.max_new_tokens, cancel=ctx.cancel,
-                               progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, m, "chapters"))
-        return caps, summ
-
+    mkey = video.summary_key(sha, options)
+    mjob = runtime.jobs.get(mkey)
     running = mjob is not None and mjob.state is JobState.RUNNING
     if st.button("Caption and summarise", type="primary", key="summary_run", disabled=running):
-        registry().submit(mkey, f"Captioning {stored.name}", work)
+        video.start_summary(stored.path, sha, info, options, params.max_new_tokens, events,
+                            f"Captioning {stored.name}")
         st.rerun()
     job_panel(mkey)
     if mjob is not None and mjob.state is JobState.DONE:
-        caps, summary = mjob.result
-        events = events + list(caps.events) + [ch.to_event() for ch in summary.chapters]
-        st.caption(plain(caps.message))
+        done = mjob.result
+        summary = done.summary
+        events = events + done.events
+        st.caption(plain(done.captions.message))
 else:
     st.caption("With the model this page adds: captions of what happens every few seconds, chapters with titles, a "
                "summary of the whole video, and chapter exports (Markdown, JSON, WebVTT, SRT, YouTube).")

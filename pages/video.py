@@ -1,32 +1,33 @@
 """Video Q&A: play a video, plan what the model will see, analyse it in the background, explore the
 timeline (a click seeks the player), and ask questions when the model is available.
-Logic lives in core (media, analysis, jobs, files, charts); this page only wires widgets to it."""
+Every workflow is the runtime's video service (core/app/video.py); this page only wires widgets to it."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.analysis.events import Event
-from core.analysis.video_pipeline import STAGES, analyze_video, stage_key
+from core.analysis.video_pipeline import STAGES
+from core.app.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, analysis_key
 from core.charts.timeline import clock, event_for_selection, lane_title, timeline_figure
+from core.events import Event
 from core.files import make_proxy, needs_proxy, proxy_path
-from core.jobs import JobState, registry
-from core.jobs.video import analysis_key, analyze_work, is_cached, load_storyboard
-from core.media import SamplingPlan, VideoError, probe_video
-from core.media.budget import detect_gpu, plan_budget
+from core.jobs import JobState
+from core.media import VideoError
 from core.media.probe import VideoInfo
 from ui.files import pick_file
 from ui.jobs import job_panel
-from ui.model import model_precision, model_ready, model_size
+from ui.model import model_ready
 from ui.safe import plain, stream_markdown
-from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
+from ui.state import get_runtime, settings_or_stop, sidebar_generation_params
 
 STAGE_NAMES = {"scenes": "Scene cuts", "motion": "Motion", "text": "On-screen text (reads frames: slower)"}
 GIB = 1024**3
 
 settings = settings_or_stop()
 params = sidebar_generation_params()
-cache = get_cache()
+runtime = get_runtime()
+video = runtime.video
+jobs = runtime.jobs
 st.title("Video Q&A")
 st.write("Drop in a video: see what the model would cost before anything runs, analyse it in the background into a "
          "timeline of scene cuts, motion and on-screen text, click an event to jump the player there, and ask "
@@ -40,13 +41,8 @@ if stored is None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def probe(path: str, sha: str) -> dict:
-    """The probe of a file (kept in the result cache too, so reopening is instant)."""
-    key = stage_key(sha, "probe", {})
-    data = cache.get_json(key)
-    if data is None or data.get("path") != path:
-        data = probe_video(path).to_dict()
-        cache.put_json(key, data)
-    return data
+    """The probe of a file (the service keeps it in the result cache too, so reopening is instant)."""
+    return video.probe(path, sha).to_dict()
 
 
 try:
@@ -107,14 +103,14 @@ with left:
             st.caption(f"Playing a small 360p copy because {plain(why)}; every analysis reads the original.")
         else:
             pkey = f"proxy:{sha}"
-            job = registry().get(pkey)
+            job = jobs.get(pkey)
             if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
                 if job is not None and job.state is JobState.FAILED:
                     st.error(f"The small copy for the player could not be made: {plain(job.error)}")
                 if st.button("Make a small copy to play", key="video_make_proxy"):
-                    registry().submit(pkey, "Making a small copy for the player",
-                                      lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress,
-                                                             cancel=ctx.cancel), restart=True)
+                    jobs.submit(pkey, "Making a small copy for the player",
+                                lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress, cancel=ctx.cancel),
+                                restart=True)
                     st.rerun()
             st.info(f"The player needs a small copy of this video because {plain(why)}. "
                     "Analysis does not need it.")
@@ -125,9 +121,10 @@ with left:
 with right:
     st.subheader("What the model will see")
     c1, c2 = st.columns(2)
-    fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, value=2.0, step=0.25, key="video_fps",
+    fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, value=DEFAULT_FPS, step=0.25, key="video_fps",
                           help="Qwen3-VL's default is 2. Lower it for long videos.")
-    max_frames = c2.number_input("Max frames", min_value=4, max_value=2048, value=768, step=32, key="video_max_frames",
+    max_frames = c2.number_input("Max frames", min_value=4, max_value=2048, value=DEFAULT_MAX_FRAMES, step=32,
+                                 key="video_max_frames",
                                  help="Upper bound on frames sent to the model (the default is 768).")
     duration = float(round(info.duration, 1))
     if duration > 0.2:
@@ -136,17 +133,14 @@ with right:
     else:
         window = (0.0, duration)
     try:
-        plan = SamplingPlan(fps=float(fps), max_frames=int(max_frames),
-                            start=window[0] or None, end=None if window[1] >= duration else window[1])
-        size, named = model_size(settings)
-        gpu_bytes, gpu_name = detect_gpu()
-        est = plan_budget(info, plan, model_size=size, precision=model_precision(settings, gpu_bytes is not None),
-                          max_new_tokens=params.max_new_tokens, gpu_memory_bytes=gpu_bytes, look_for_gpu=False)
+        choice = video.plan(info, fps=float(fps), max_frames=int(max_frames),
+                            window=(float(window[0]), float(window[1])), max_new_tokens=params.max_new_tokens)
+        plan, est = choice.plan, choice.estimate
     except VideoError as exc:
         st.error(plain(exc))
-        plan, est = None, None
-    if est is not None:
-        where = "GPU" if gpu_bytes else "RAM"
+        choice, plan, est = None, None, None
+    if choice is not None and est is not None:
+        where, size, named, gpu_name = choice.where, choice.model_size, choice.size_from_name, choice.gpu_name
         m = st.columns(2)
         m[0].metric("Frames", est.frames, help=f"{est.frame_width}×{est.frame_height} pixels each")
         m[1].metric("Effective fps", f"{est.effective_fps:.2f}",
@@ -172,22 +166,22 @@ picked = [s for s in STAGES if st.checkbox(STAGE_NAMES[s], value=True, key=f"vid
 stages = tuple(picked)
 jkey = analysis_key(sha, stages, plan) if plan is not None else None
 analysis = None
-job = registry().get(jkey) if jkey else None
+job = jobs.get(jkey) if jkey else None
 running = job is not None and job.state is JobState.RUNNING
 
-if stages and plan is not None and not running and is_cached(cache, sha, stages):
+if stages and plan is not None and not running:
     try:
-        analysis = analyze_video(stored.path, stages=stages, plan=plan, cache=cache, input_hash=sha)
+        analysis = video.cached_analysis(stored.path, sha, stages, plan)
     except VideoError as exc:
         st.error(plain(exc))
-elif job is not None and job.state is JobState.DONE:
+if analysis is None and job is not None and job.state is JobState.DONE:
     analysis = job.result
 
 cols = st.columns([1, 3])
 label = "Analyze again" if analysis is not None else "Analyze"
 if cols[0].button(label, type="primary", key="video_analyze", disabled=running or not stages or plan is None,
                   icon=":material/play_arrow:"):
-    registry().submit(jkey, f"Analysing {stored.name}", analyze_work(stored.path, sha, stages, plan, cache))
+    video.start_analysis(stored.path, sha, stages, plan, f"Analysing {stored.name}")
     st.rerun()
 if not stages:
     cols[1].caption("Choose at least one kind of event to look for.")
@@ -214,7 +208,7 @@ if analysis is not None:
     else:
         st.caption("Click an event (a bar or a diamond) to jump the player there; drag to zoom, use the slider under "
                    "the chart to move along, double-click to zoom out.")
-        board = load_storyboard(cache, sha)
+        board = video.storyboard(sha)
         fig = timeline_figure(events, info.duration, thumbnails=board or None,
                               selected=st.session_state.get("video_selected"))
         st.plotly_chart(fig, key="video_timeline", on_select=_on_chart_select, selection_mode=("points", "box"),
@@ -254,14 +248,10 @@ if model_ready(settings, "Questions"):
                              placeholder="e.g. What happens at 1:30? When does the speaker show the chart?")
     refine = st.toggle("Refine the times it names (a second, closer look)", value=True, key="video_refine")
     if st.button("Ask", key="video_ask", disabled=not question.strip() or plan is None, icon=":material/send:"):
-        from core.analysis.qa import VideoQA
-        from core.analysis.sources import MediaFrameSource
-
         try:
-            qa = VideoQA(get_engine(), MediaFrameSource(stored.path, plan=plan, input_hash=sha, info=info),
-                         max_frames=int(max_frames))
+            qa = video.questions(stored.path, plan, sha, info)
             with st.chat_message("assistant"):
-                stream_markdown(qa.stream_answer(question.strip(), params, refine=refine))
+                stream_markdown(video.stream_ask(qa, question.strip(), params, refine=refine))
             result = qa.last_result
         except MemoryError:
             st.error("Out of memory: lower the frames per second or max frames above, or use a smaller model.")
@@ -272,11 +262,7 @@ if model_ready(settings, "Questions"):
         if result is not None:
             st.session_state["video_last_answer"] = result
             st.session_state["video_answers"] = answers + result.events
-            from core.cache import make_key
-
-            cache.put_json(make_key(sha, "video.answers", {"q": question.strip(), "plan": plan.to_dict()}),
-                           {"question": question.strip(), "text": result.text,
-                            "events": [e.to_dict() for e in result.events]})
+            video.save_answer(sha, plan, question, result)
     last = st.session_state.get("video_last_answer")
     if last is not None:
         st.caption(f"Answer to: {plain(last.question)}")

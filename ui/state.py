@@ -1,12 +1,14 @@
-"""Process-wide resources (one engine and one cache for every browser session) and the sidebar."""
+"""The process's one `Runtime` (settings, result cache, engine, OCR engines, jobs) for every browser
+session, the sign-in gate and the sidebar. Pages call `get_runtime()` and its services (core/app)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.cache import CacheBackend, open_cache
+from core.app import Runtime
+from core.cache import CacheBackend
 from core.settings import Settings, SettingsError, load_settings
-from core.vlm import Engine, GenerationParams, create_engine
+from core.vlm import Engine, GenerationParams
 
 
 @st.cache_resource(show_spinner=False)
@@ -34,20 +36,24 @@ def settings_or_stop() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
+def _shared_runtime() -> Runtime:
+    return Runtime.build(get_settings())
+
+
+def get_runtime() -> Runtime:
+    """The runtime shared by every session (one engine, one cache, one job registry per server process)."""
+    return _shared_runtime()
+
+
 def get_engine() -> Engine:
     """The single model engine shared by every session; it loads its weights on first use."""
-    return create_engine(get_settings())
-
-
-@st.cache_resource(show_spinner=False)
-def _open_shared_cache() -> CacheBackend:
-    return open_cache(get_settings())
+    return get_runtime().engine
 
 
 def get_cache() -> CacheBackend:
     """The result cache shared by every session; a cache that cannot be opened stops the page with the fix."""
     try:
-        return _open_shared_cache()
+        return get_runtime().cache
     except SettingsError as exc:  # e.g. the Redis server of a shared cache is down
         st.error(str(exc))
         st.stop()
@@ -72,6 +78,7 @@ def sidebar_generation_params() -> GenerationParams:
         st.caption("Model and precision come from settings (VLSCOPE_MODEL, VLSCOPE_DTYPE, VLSCOPE_QUANTIZATION); restart to change.")
         max_new = st.number_input("Max new tokens", min_value=1, max_value=32768, value=settings.max_new_tokens, step=64,
                                   key="gen_max_new_tokens")
-        temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, 0.7, 0.05, key="gen_temperature")
-        top_p = st.slider("Top p", 0.05, 1.0, 0.8, 0.05, key="gen_top_p")
+        defaults = GenerationParams()
+        temperature = st.slider("Temperature (0 = greedy)", 0.0, 2.0, defaults.temperature, 0.05, key="gen_temperature")
+        top_p = st.slider("Top p", 0.05, 1.0, defaults.top_p, 0.05, key="gen_top_p")
     return GenerationParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p))

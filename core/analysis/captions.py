@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.analysis.events import Event
+from core.events import Event
 
 CAPTION_PROMPT = (
     "You are watching the part of a video from {start} to {end} (times in seconds, as the <t seconds> "

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.analysis.events import Event
+from core.events import Event
 from core.analysis.timeparse import format_timestamp
 
 EXPORT_FORMATS = ("md", "json", "vtt", "srt", "youtube")

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
-from core.analysis.events import Event
+from core.events import Event
 from core.analysis.timeparse import TimeReference, find_time_mentions, format_timestamp, parse_time_reference
 from core.vlm.base import Engine
 from core.vlm.types import GenerationParams, Message, VideoPart, user

@@ -15,11 +15,11 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from core.analysis.captions import CAPTION_PROMPT, is_runaway, parse_events, parse_seconds
 from core.analysis.chapters import Chapter, VideoSummary, normalise_chapters
-from core.analysis.events import Event, sort_events
+from core.events import Event, Progress, sort_events
 from core.analysis.qa import FrameSource, clip_part
 from core.analysis.timeparse import format_timestamp
 from core.cache import ResultCache, make_key
@@ -28,7 +28,6 @@ from core.vlm.base import Engine
 from core.vlm.types import GenerationParams, Message, user
 
 PROMPT_VERSION = 1
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -18,9 +18,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from core.analysis.events import Event, events_from_json, events_to_json, sort_events
+from core.events import Event, Progress, events_from_json, events_to_json, sort_events
 from core.media.decode import DecodeReport
 from core.media.errors import Cancelled, VideoError
 from core.media.framepass import run_frame_pass
@@ -33,8 +33,6 @@ from core.media.text import TextParams, TextReading, TextResult, TextTracker, ru
 STAGES = ("scenes", "motion", "text")
 PIPELINE_VERSION = 2  # 2: truncated and damaged files are read to their real end (results of 1 may be wrong)
 PARTIAL_CHUNK = 50  # text readings per saved partial chunk
-# progress(stage, fraction 0..1 of that stage, message)
-StageProgress = Callable[[str, float, str], None]
 
 
 @dataclass
@@ -113,13 +111,13 @@ def _events_of(stage: str, data: dict[str, Any]) -> list[Event]:
 
 
 def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: SamplingPlan | None = None,
-                  options: AnalysisOptions | None = None, cache: Any = None, progress: StageProgress | None = None,
+                  options: AnalysisOptions | None = None, cache: Any = None, progress: Progress | None = None,
                   cancel: threading.Event | None = None, input_hash: str | None = None,
                   refresh: bool = False) -> VideoAnalysis:
     """Run (or load from `cache`) the asked stages on the video at `path`; returns a VideoAnalysis.
 
     `plan` is the sampling plan stored with the result (the model's view of the video).
-    `progress(stage, fraction, message)` is called as work advances; setting `cancel` stops the run
+    `progress(fraction of the stage, message, stage)` is called as work advances; setting `cancel` stops the run
     with Cancelled (stages finished before are kept in the cache; text keeps its partial readings).
     `refresh=True` recomputes even when cached. VideoError for unusable files.
     """
@@ -134,7 +132,7 @@ def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: Sampli
 
     def report(stage: str, fraction: float, message: str) -> None:
         if progress is not None:
-            progress(stage, fraction, message)
+            progress(fraction, message, stage)
 
     if input_hash is None:
         if not p.is_file():
@@ -180,7 +178,7 @@ def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: Sampli
 
     frame_stages = [s for s in ("scenes", "motion") if s in stages and s not in results]
     if frame_stages:
-        def fp_progress(fraction: float, message: str) -> None:
+        def fp_progress(fraction: float, message: str = "", stage: str = "") -> None:
             for s in frame_stages:
                 report(s, fraction, message)
 
@@ -217,7 +215,7 @@ def analyze_video(path: str | Path, stages: Iterable[str] = STAGES, plan: Sampli
             report("text", 0.0, f"resuming after {len(resume)} saved readings (up to {resume[-1].time:.1f} s)")
         decoding = DecodeReport()
         try:
-            text, tw = run_text_pass(info, options.text, progress=lambda f, m: report("text", f, m), cancel=cancel,
+            text, tw = run_text_pass(info, options.text, progress=lambda f, m="", _s="": report("text", f, m), cancel=cancel,
                                      on_reading=partial.add if partial is not None else None, resume=resume,
                                      report=decoding)
         except Cancelled:

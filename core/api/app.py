@@ -35,13 +35,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from core.app.video import is_video
 from core.errors import Busy, UserError
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
 SHA256 = r"^[0-9a-f]{64}$"
 STAGE = r"^[A-Za-z0-9._-]{1,64}$"
 CHUNK = 1024 * 1024
@@ -331,42 +331,31 @@ def clean_stale_uploads(folder: str | os.PathLike[str] | None = None, min_age_s:
 
 
 def create_app(settings: Settings | None = None, cache: Any = None, engine: Any = None) -> FastAPI:
-    """The API app. `cache` defaults to the dashboard's cache (`open_cache(settings)`), `engine` to
-    `create_engine(settings)` made on the first question. With `settings.auth_file` set, bearer tokens
-    of that users file are required (an unreadable file is an AuthError here)."""
-    from core.cache import CacheKey, open_cache
+    """The API app over one `Runtime` (core/app): `cache` defaults to the dashboard's cache, `engine` to the
+    one engine made on the first question. With `settings.auth_file` set, bearer tokens of that users file
+    are required (an unreadable file is an AuthError here)."""
+    from core.app import Runtime
+    from core.cache import CacheKey
     from core.media.errors import Cancelled
     from core.vlm.base import EngineError
 
     settings = settings or load_settings()
     users = _UsersFile(settings.auth_file) if settings.auth_file is not None else None
-    owns_cache = cache is None
-    state: dict[str, Any] = {"cache": cache, "engine": engine}
-    engine_lock = threading.Lock()
+    runtime = Runtime(settings, cache=cache, engine=engine)
     counts = WorkCounts()
     counts_lock = threading.Lock()
 
     def get_cache() -> Any:
-        if state["cache"] is None:
-            state["cache"] = open_cache(settings)
-        return state["cache"]
+        return runtime.cache
 
     def get_engine() -> Any:
-        with engine_lock:
-            if state["engine"] is None:
-                from core.vlm import create_engine
-
-                state["engine"] = create_engine(settings)
-            return state["engine"]
+        return runtime.engine
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         clean_stale_uploads()
         yield
-        if owns_cache and state["cache"] is not None:
-            state["cache"].close()
-        if engine is None and state["engine"] is not None:
-            state["engine"].close()
+        runtime.close()  # what the runtime opened itself (a cache or engine given to create_app stays open)
 
     app = FastAPI(
         title="VLScope API",
@@ -378,6 +367,7 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         lifespan=lifespan,
     )
     app.state.work = counts
+    app.state.runtime = runtime
     app.add_middleware(_LimitBody, limit_mb=settings.max_upload_mb)
     if users is not None:
         app.add_middleware(_Auth, users=users)  # outermost: nothing is read before the token is checked
@@ -480,16 +470,13 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         stages: str = Query("scenes,motion", max_length=100, pattern=r"^[a-z, ]+$",
                             description="comma-separated stages: scenes, motion, text"),
     ) -> dict[str, Any]:
-        from core.analysis.video_pipeline import analyze_video
-
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
         if not wanted:
             raise HTTPException(400, "No stage asked for; choose from scenes, motion, text.")
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             with saved_upload(file, limit) as upload, user_errors(upload):
-                result = analyze_video(upload.path, wanted, cache=get_cache(), input_hash=upload.sha256,
-                                       cancel=cancel)
+                result = runtime.video.analyse(upload.path, tuple(wanted), input_hash=upload.sha256, cancel=cancel)
             data = result.to_dict()
             data.pop("path", None)  # a temporary file, gone after the request
             return data
@@ -510,16 +497,13 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
 
         params = GenerationParams(max_new_tokens=max_new_tokens)
         name = _upload_name(file)
-        is_video = Path(name).suffix.lower() in VIDEO_SUFFIXES or (file.content_type or "").startswith("video/")
+        video_upload = is_video(name) or (file.content_type or "").startswith("video/")
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             with saved_upload(file, limit) as upload, user_errors(upload):
-                if is_video:
-                    from core.analysis.qa import VideoQA
-                    from core.analysis.sources import MediaFrameSource
-
-                    qa = VideoQA(get_engine(), MediaFrameSource(upload.path, input_hash=upload.sha256))
-                    chunks = qa.stream_answer(question, params)
+                if video_upload:
+                    qa = runtime.video.questions(upload.path, input_hash=upload.sha256)
+                    chunks = runtime.video.stream_ask(qa, question, params)
                     try:
                         for _ in chunks:
                             if cancel.is_set():
@@ -527,6 +511,7 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
                     finally:
                         chunks.close()  # stops the generation when cancelled
                     assert qa.last_result is not None
+                    runtime.video.save_answer(upload.sha256, qa.source.plan, question, qa.last_result)
                     return {"kind": "video", "input_hash": upload.sha256, **qa.last_result.to_dict()}
                 from core.analysis.documents import ask_document, load_pages
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from core.analysis.events import Event
+from core.events import Event
 
 KIND_LANES: dict[str, tuple[str, str]] = {
     # kind: (lane title, colour)

@@ -9,16 +9,13 @@ from pathlib import Path
 
 from core.cli.errors import CliError
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+def _runtime():
+    """The runtime of this command, with its engine loaded (ModelUnavailable / EngineError: one clear line)."""
+    from core.app import Runtime
 
-
-def _engine():
-    from core.settings import load_settings
-    from core.vlm import create_engine
-
-    engine = create_engine(load_settings())
-    engine.load()  # ModelUnavailable / EngineError become one clear line
-    return engine
+    runtime = Runtime.build()
+    runtime.engine.load()
+    return runtime
 
 
 def _params(args: argparse.Namespace):
@@ -30,37 +27,34 @@ def _params(args: argparse.Namespace):
                             presence_penalty=0.0 if args.temperature == 0 else 1.5)
 
 
-def _is_video(path: Path) -> bool:
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        return True
-    head = path.read_bytes()[:16]
-    return head[4:8] == b"ftyp" and not head[8:12].startswith(b"heic")
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
+    from core.app.video import is_video
+
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{path} does not exist")
-    if _is_video(path):
+    if is_video(path):
         return _ask_video(args, path)
     return _ask_document(args, path)
 
 
 def _ask_video(args: argparse.Namespace, path: Path) -> int:
-    from core.analysis.qa import VideoQA
-    from core.analysis.sources import MediaFrameSource
-    from core.media import SamplingPlan, VideoError
+    from core.cache import hash_file
+    from core.media import SamplingPlan
 
+    runtime = _runtime()
     try:
-        source = MediaFrameSource(path, SamplingPlan(fps=args.fps, max_frames=args.max_frames))
-        engine = _engine()
-        qa = VideoQA(engine, source)
-        for chunk in qa.stream_answer(args.question, _params(args), refine=not args.no_refine):
+        plan = SamplingPlan(fps=args.fps, max_frames=args.max_frames)
+        sha = hash_file(path)
+        qa = runtime.video.questions(path, plan, sha)
+        for chunk in runtime.video.stream_ask(qa, args.question, _params(args), refine=not args.no_refine):
             if not args.json:
                 print(chunk, end="", flush=True)
-    except VideoError as exc:
-        raise CliError(str(exc)) from exc
-    result = qa.last_result
+        result = qa.last_result
+        if result is not None:
+            runtime.video.save_answer(sha, plan, args.question, result)
+    finally:
+        runtime.close()
     assert result is not None
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
@@ -75,16 +69,11 @@ def _ask_video(args: argparse.Namespace, path: Path) -> int:
 
 
 def _ask_document(args: argparse.Namespace, path: Path) -> int:
-    from core.analysis.documents import ask_document
-    from core.ocr.types import OcrError
-    from core.settings import load_settings
-
-    engine = _engine()
+    runtime = _runtime()
     try:
-        result = ask_document(engine, path, args.question, pages=args.pages, ocr=args.ocr, params=_params(args),
-                              settings=load_settings())
-    except OcrError as exc:
-        raise CliError(str(exc)) from exc
+        result = runtime.documents.ask(path, args.question, pages=args.pages, ocr=args.ocr, params=_params(args))
+    finally:
+        runtime.close()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return 0

@@ -11,7 +11,7 @@ from core.settings import SettingsError
 from core.vlm.base import EngineError
 
 
-class CliError(Exception):
+class CliError(UserError):
     """An error the user can fix; its message is printed as is."""
 
 

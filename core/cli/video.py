@@ -116,22 +116,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from core.analysis.video_pipeline import STAGES, analyze_video
-    from core.cache import open_cache
+    from core.analysis.video_pipeline import STAGES
+    from core.app import Runtime
     from core.media import Cancelled, VideoError
-    from core.settings import load_settings
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
         raise CliError(f"unknown stage(s) {', '.join(bad) or '(none)'}; choose from {', '.join(STAGES)}")
     plan = _plan_from_args(args)
-    settings = load_settings()
     bar = _Bar(enabled=not args.no_progress and sys.stderr.isatty())
     try:
-        with open_cache(settings) as cache:
-            result = analyze_video(args.file, stages=stages, plan=plan, cache=cache, progress=bar.update,
-                                   refresh=args.refresh)
+        with Runtime.build() as runtime:
+            result = runtime.video.analyse(args.file, tuple(stages), plan, progress=bar.update, refresh=args.refresh)
     except (VideoError, Cancelled) as exc:
         raise CliError(str(exc)) from exc
     finally:
@@ -178,7 +175,8 @@ class _Bar:
             except ImportError:
                 self._progress = None
 
-    def update(self, stage: str, fraction: float, message: str) -> None:
+    def update(self, fraction: float, message: str = "", stage: str = "") -> None:
+        """The Progress callback (core.events): one row per stage."""
         if not self.enabled:
             return
         if self._progress is None:

@@ -11,37 +11,36 @@ from core.cli.errors import CliError
 
 def run_captions(args: argparse.Namespace):
     """Captions of `args.file` with the options on the command line (shared with `video chapters`)."""
-    from core.analysis.sources import MediaFrameSource
-    from core.analysis.summary import CaptionOptions, caption_video
-    from core.cache import open_cache
-    from core.cli.ask import _engine
-    from core.media import Cancelled, SamplingPlan, VideoError
-    from core.settings import load_settings
+    from core.analysis.summary import CaptionOptions
+    from core.cache import hash_file
+    from core.cli.ask import _runtime
+    from core.media import Cancelled, VideoError
 
     try:
-        source = MediaFrameSource(args.file, SamplingPlan(fps=args.fps))
         options = CaptionOptions(chunk_s=args.chunk, overlap_s=args.overlap, fps=args.fps,
                                  max_new_tokens=args.max_new_tokens)
+        runtime = _runtime()
+        info = runtime.video.probe(args.file, hash_file(args.file))
     except (VideoError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    engine = _engine()
 
-    def progress(fraction: float, message: str) -> None:
+    def progress(fraction: float, message: str = "", stage: str = "") -> None:
         if sys.stderr.isatty():
             print(f"\r{fraction * 100:5.1f}% {message[:60]:<60}", end="", file=sys.stderr, flush=True)
 
-    with open_cache(load_settings()) as cache:
-        try:
-            captions = caption_video(engine, source, cache, options, progress=progress)
-        except (VideoError, Cancelled) as exc:
-            raise CliError(str(exc)) from exc
+    try:
+        captions = runtime.video.captions(args.file, options, hash_file(args.file), info, progress=progress)
+    except (VideoError, Cancelled) as exc:
+        runtime.close()
+        raise CliError(str(exc)) from exc
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    return source, captions
+    return runtime, info, captions
 
 
 def cmd_captions(args: argparse.Namespace) -> int:
-    _, captions = run_captions(args)
+    runtime, _, captions = run_captions(args)
+    runtime.close()
     if args.json:
         print(json.dumps(captions.to_dict(), ensure_ascii=False, indent=2))
         return 0

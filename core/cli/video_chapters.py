@@ -10,21 +10,19 @@ from core.analysis.chapters import EXPORT_FORMATS
 
 def cmd_chapters(args: argparse.Namespace) -> int:
     from core.analysis.chapters import export, to_youtube
-    from core.analysis.summary import summarize_video
-    from core.analysis.video_pipeline import analyze_video
-    from core.cache import open_cache
-    from core.cli.ask import _engine
+    from core.cache import hash_file
     from core.cli.video_captions import run_captions
-    from core.settings import load_settings
 
-    source, captions = run_captions(args)
-    with open_cache(load_settings()) as cache:
+    runtime, info, captions = run_captions(args)
+    try:
+        sha = hash_file(args.file)
         events = list(captions.events)
         if not args.no_text:
-            analysis = analyze_video(args.file, stages=["text"], cache=cache, input_hash=source.input_hash)
+            analysis = runtime.video.analyse(args.file, ("text",), input_hash=sha)
             events += [e for e in analysis.events if e.kind == "text"]
-        summary = summarize_video(_engine(), source.duration(), events, cache=cache, input_hash=source.input_hash,
-                                  max_new_tokens=args.max_new_tokens)
+        summary = runtime.video.summarise(info.duration, events, sha, args.max_new_tokens)
+    finally:
+        runtime.close()
     if not captions.events:
         print(f"note: {captions.message}", file=sys.stderr)
     for p in summary.problems[:5]:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_ROOT_ENV = "VLSCOPE_MEDIA_ROOT"
 CHUNK = 4 * 1024 * 1024
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jfif", ".pbm", ".pgm", ".ppm"}
 DOCUMENT_SUFFIXES = {".pdf"}
 FILE_FOLDERS = ("uploads", "proxies")  # under cache_dir: the files kept within the size limit

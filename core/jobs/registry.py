@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
+from core.errors import Cancelled, UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +121,7 @@ class Job:
         try:
             result = self._work(JobContext(self))
         except BaseException as exc:  # noqa: BLE001 - the job records every failure; the app keeps running
-            cancelled = self._cancel.is_set() or type(exc).__name__ == "Cancelled"
+            cancelled = self._cancel.is_set() or isinstance(exc, Cancelled)
             with self._lock:
                 self.exception = exc
                 self._state = JobState.CANCELLED if cancelled else JobState.FAILED
@@ -174,7 +176,7 @@ class Job:
 
 
 def _user_error(exc: BaseException) -> bool:
-    return isinstance(exc, ValueError) or type(exc).__name__ in ("VideoError", "OcrError", "ModelUnavailable")
+    return isinstance(exc, UserError)
 
 
 class JobRegistry:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.analysis.events import Event, sort_events
+from core.events import Event, sort_events
 from core.cache import CacheKey, ResultCache, make_key
 
 log = logging.getLogger(__name__)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import Cancelled, UserError
 
-class VideoError(ValueError):
+__all__ = ["Cancelled", "VideoError"]
+
+
+class VideoError(UserError, ValueError):
     """A video cannot be used (empty, truncated, not a video, no video stream...); the message says why and what to do."""
-
-
-class Cancelled(RuntimeError):
-    """Raised when a long video operation is cancelled through its cancel flag."""

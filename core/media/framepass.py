@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
 
+from core.events import Progress
 from core.media.decode import DecodeReport, Watched, pyav_all_gray
 from core.media.motion import MotionDetector, MotionParams, MotionResult
 from core.media.probe import VideoInfo, truncation_warning
 from core.media.scenes import SceneDetector, SceneParams, SceneResult
 
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.analysis.events import Event
+from core.events import Event
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from core.analysis.events import Event
+from core.events import Event
 from core.media.decode import DecodeReport
 
 OcrFunction = Callable[[np.ndarray], list[tuple[str, float, list[list[float]]]]]

@@ -11,10 +11,11 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
+from core.errors import UserError
 from core.vlm.types import GenerationParams, GenerationResult, Message
 
 
-class EngineError(Exception):
+class EngineError(UserError):
     """A user-facing engine error: the message names the cause and the fix."""
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.analysis.events import Event
+from core.events import Event
 from core.analysis.qa import VideoQA
 from core.analysis.sources import MediaFrameSource
 from core.analysis.summary import CaptionOptions, caption_video, chunk_windows, merge_overlaps, summarize_video

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.analysis.events import Event
+from core.events import Event
 from core.charts.timeline import event_for_selection, events_in_selection, timeline_figure
 
 

@@ -55,25 +55,3 @@ def test_format_eta() -> None:
     assert format_eta(12.4) == "about 12 s left"
     assert format_eta(80) == "about 1 min 20 s left"
     assert format_eta(3 * 3600 + 120) == "about 3 h 2 min left"
-
-
-def test_video_job_resumes_from_saved_stages(tmp_path) -> None:
-    """A second run after a finished stage reads it from the cache (a restart resumes)."""
-    from core.cache import ResultCache
-    from core.jobs.video import analysis_key, analyze_work, is_cached
-    from core.media import SamplingPlan
-    from tests.pages.media import make_video
-
-    video = make_video(tmp_path / "v.mp4", seconds=4)
-    cache = ResultCache(tmp_path / "cache")
-    from core.cache import hash_file
-
-    sha = hash_file(video)
-    reg = JobRegistry()
-    assert not is_cached(cache, sha, ("scenes",))
-    job = reg.submit(analysis_key(sha, ("scenes",), SamplingPlan()), "a",
-                     analyze_work(str(video), sha, ("scenes",), SamplingPlan(), cache))
-    assert job.wait(60) and job.state is JobState.DONE, job.error
-    assert is_cached(cache, sha, ("scenes",))
-    again = reg.submit("again", "b", analyze_work(str(video), sha, ("scenes", "motion"), SamplingPlan(), cache))
-    assert again.wait(60) and again.result.from_cache["scenes"] is True and again.result.from_cache["motion"] is False

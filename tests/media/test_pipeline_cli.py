@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from core.analysis.events import Event, events_from_json, events_to_json
+from core.events import Event, events_from_json, events_to_json
 from core.analysis.video_pipeline import analyze_video
 from core.cache import ResultCache
 from core.media import Cancelled

@@ -1,10 +1,44 @@
-"""The one `Event` model every analysis produces: scenes, motion, on-screen text, model answers..."""
+"""The bottom of the house: the one `Event` every analysis produces (scenes, motion, on-screen text,
+model answers...), the one progress callback shape and the one cancel token of every long call.
+
+    def long_call(..., progress: Progress | None = None, cancel: CancelToken | None = None):
+        report(progress, 0.5, "half way", "scenes")   # fraction of this call, plain words, stage name
+        raise_if_cancelled(cancel)                      # Cancelled when the token is set
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from core.errors import Cancelled
+
+# The cancel token of every long call: set it (from any thread) to stop the call with Cancelled.
+CancelToken = threading.Event
+
+
+class Progress(Protocol):
+    """The progress callback of every long call: `progress(fraction, message, stage)`.
+
+    fraction: 0..1 of the call's work; message: what is happening, in plain words; stage: which part
+    of the work (e.g. "scenes"), "" when the call has one part.
+    """
+
+    def __call__(self, fraction: float, message: str = "", stage: str = "") -> None: ...
+
+
+def report(progress: Progress | None, fraction: float, message: str = "", stage: str = "") -> None:
+    """Call `progress` if there is one, with the fraction kept within 0..1."""
+    if progress is not None:
+        progress(max(0.0, min(1.0, float(fraction))), message, stage)
+
+
+def raise_if_cancelled(cancel: CancelToken | None) -> None:
+    """Raise Cancelled when `cancel` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
 
 EVENT_KINDS = ("scene", "fade", "motion", "static", "text", "vlm", "caption", "chapter", "answer")
 

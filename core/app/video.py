@@ -1,0 +1,319 @@
+"""Video workflows, the same for the dashboard, the CLI and the API: recognise, probe, plan, analyse
+(in the background or at once), ask, caption and summarise. Every result goes through the runtime's
+result cache, so work done by one front end is never done again by another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from core.analysis.video_pipeline import STAGES, AnalysisOptions, VideoAnalysis, analyze_video, stage_key
+from core.cache import make_key
+from core.events import CancelToken, Event, Progress
+from core.files.store import VIDEO_SUFFIXES
+from core.jobs.registry import Job, JobContext
+from core.media.budget import BudgetEstimate, detect_gpu, plan_budget
+from core.media.probe import VideoInfo, probe_video
+from core.media.sampling import SamplingPlan
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from core.analysis.qa import AnswerResult, VideoQA
+    from core.analysis.summary import CaptionOptions
+    from core.app.runtime import Runtime
+    from core.vlm.types import GenerationParams
+
+STORYBOARD_STAGE = "video.storyboard"
+ANSWERS_STAGE = "video.answers"
+# share of the whole analysis each stage takes (the on-screen text pass OCRs frames: by far the slowest)
+WEIGHTS = {"hash": 0.0, "probe": 0.02, "scenes": 0.25, "motion": 0.25, "text": 0.6}
+# share of the captions + summary job each part takes
+SUMMARY_WEIGHTS = {"captions": 0.8, "chapters": 0.2}
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 768
+
+
+def is_video(path: str | Path, head: bytes | None = None) -> bool:
+    """True for a video file: by its suffix, or by an MP4/MOV `ftyp` box when the name says nothing.
+
+    The one rule of "is this a video" for every front end (HEIC/AVIF images also carry `ftyp`).
+    """
+    p = Path(path)
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    if head is None:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return False
+    return len(head) >= 12 and head[4:8] == b"ftyp" and not head[8:12].startswith((b"heic", b"heix", b"avif", b"mif1"))
+
+
+def analysis_key(input_hash: str, stages: tuple[str, ...], plan: SamplingPlan) -> str:
+    """The job key of one analysis: same file, stages and plan = same job (shared by every session)."""
+    return f"video:{input_hash}:{_digest([sorted(stages), plan.to_dict()])}"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def overall_progress(stages: tuple[str, ...]) -> Callable[[str, float], float]:
+    """A function (stage, fraction of that stage) -> fraction of the whole analysis."""
+    active = ["probe", *stages]
+    total = sum(WEIGHTS.get(s, 0.1) for s in active) or 1.0
+    done: dict[str, float] = {}
+
+    def overall(stage: str, fraction: float) -> float:
+        if stage in active:
+            done[stage] = max(done.get(stage, 0.0), fraction)
+        return sum(WEIGHTS.get(s, 0.1) * done.get(s, 0.0) for s in active) / total
+
+    return overall
+
+
+def model_size(model: str) -> tuple[str, bool]:
+    """('2b' | '4b' | '8b', True when read from the model's name; else '4b', False) for the planner."""
+    m = re.search(r"(?<![0-9])([248])B", model, flags=re.IGNORECASE)
+    return (m.group(1) + "b", True) if m else ("4b", False)
+
+
+def model_precision(settings: Any, gpu: bool) -> str:
+    """The precision the planner should assume for these settings."""
+    if settings.quantization in ("8bit", "4bit") and gpu:
+        return settings.quantization
+    if settings.dtype != "auto":
+        return settings.dtype
+    if "fp8" in settings.model.lower() and gpu:
+        return "fp8"
+    return "bf16" if gpu else "fp32"
+
+
+@dataclass
+class PlanChoice:
+    """A sampling plan with what it will cost and what the estimate assumed."""
+
+    plan: SamplingPlan
+    estimate: BudgetEstimate
+    model_size: str
+    size_from_name: bool
+    gpu_name: str | None
+
+    @property
+    def where(self) -> str:
+        """Where the peak memory is: 'GPU' or 'RAM'."""
+        return "GPU" if self.gpu_name else "RAM"
+
+
+@dataclass
+class SummaryResult:
+    """What the captions + summary job returns."""
+
+    captions: Any
+    summary: Any
+    events: list[Event] = field(default_factory=list)
+
+
+class VideoService:
+    """Video workflows over one runtime (its settings, cache, engine and jobs)."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+
+    # ------------------------------------------------------------------ probe and plan
+    def probe(self, path: str | Path, input_hash: str | None = None) -> VideoInfo:
+        """The probe of a file, kept in the result cache (reopening is instant). VideoError when unusable."""
+        if input_hash is None:
+            return probe_video(path)
+        cache = self.runtime.cache
+        key = stage_key(input_hash, "probe", {})
+        data = cache.get_json(key)
+        if isinstance(data, dict) and data.get("path") == str(path):
+            try:
+                return VideoInfo.from_dict(data)
+            except (TypeError, ValueError, KeyError):
+                pass  # an older or damaged entry: probe again
+        info = probe_video(path)
+        cache.put_json(key, info.to_dict())
+        return info
+
+    def plan(self, info: VideoInfo, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES,
+             window: tuple[float, float] | None = None, max_new_tokens: int | None = None) -> PlanChoice:
+        """The sampling plan for these choices and its cost on this machine (VideoError for a bad choice)."""
+        start, end = window if window is not None else (0.0, info.duration)
+        plan = SamplingPlan(fps=float(fps), max_frames=int(max_frames), start=start or None,
+                            end=None if end >= info.duration else end)
+        settings = self.runtime.settings
+        size, named = model_size(settings.model)
+        gpu_bytes, gpu_name = detect_gpu()
+        estimate = plan_budget(info, plan, model_size=size, precision=model_precision(settings, gpu_bytes is not None),
+                               max_new_tokens=max_new_tokens or settings.max_new_tokens, gpu_memory_bytes=gpu_bytes,
+                               look_for_gpu=False)
+        return PlanChoice(plan, estimate, size, named, gpu_name)
+
+    # ------------------------------------------------------------------ analysis
+    def is_cached(self, input_hash: str, stages: tuple[str, ...], options: AnalysisOptions | None = None) -> bool:
+        """True when every asked stage is already in the cache (opening it is then instant)."""
+        options = options or AnalysisOptions()
+        keys = [stage_key(input_hash, "probe", {})] + [stage_key(input_hash, s, options.stage_params(s)) for s in stages]
+        return all(self.runtime.cache.contains(k) for k in keys)
+
+    def analyse(self, path: str | Path, stages: tuple[str, ...] = STAGES, plan: SamplingPlan | None = None,
+                input_hash: str | None = None, options: AnalysisOptions | None = None,
+                progress: Progress | None = None, cancel: CancelToken | None = None,
+                refresh: bool = False) -> VideoAnalysis:
+        """Analyse now (cached stages are read, not recomputed); VideoError for unusable files."""
+        from core.files.store import using
+
+        with using(path):  # the upload store never evicts a file being read
+            return analyze_video(path, stages=stages, plan=plan or SamplingPlan(), options=options,
+                                 cache=self.runtime.cache, progress=progress, cancel=cancel, input_hash=input_hash,
+                                 refresh=refresh)
+
+    def cached_analysis(self, path: str | Path, input_hash: str, stages: tuple[str, ...],
+                        plan: SamplingPlan) -> VideoAnalysis | None:
+        """The analysis when every stage is cached (no work), else None."""
+        if not stages or not self.is_cached(input_hash, stages):
+            return None
+        return self.analyse(path, stages, plan, input_hash)
+
+    def analysis_work(self, path: str | Path, input_hash: str, stages: tuple[str, ...], plan: SamplingPlan,
+                      options: AnalysisOptions | None = None) -> Callable[[JobContext], VideoAnalysis]:
+        """The background job: the analysis with its progress mapped to the job, then the storyboard."""
+        overall = overall_progress(stages)
+
+        def work(ctx: JobContext) -> VideoAnalysis:
+            def progress(fraction: float, message: str = "", stage: str = "") -> None:
+                ctx.progress(overall(stage, fraction) * 0.97, f"{stage_label(stage)}: {message}", stage)
+
+            result = self.analyse(path, stages, plan, input_hash, options, progress=progress, cancel=ctx.cancel)
+            if not ctx.cancelled and not self.runtime.cache.contains(storyboard_key(input_hash)):
+                from core.library.frames import storyboard, to_json
+
+                ctx.progress(0.98, "pictures along the video: taking them", "storyboard")
+                try:
+                    board = storyboard(VideoInfo.from_dict(result.probe))
+                    self.runtime.cache.put_json(storyboard_key(input_hash), to_json(board))
+                except Exception as exc:  # noqa: BLE001 - pictures are a nicety; the analysis is done
+                    result.warnings.append(f"no pictures along the timeline: {exc}")
+            return result
+
+        return work
+
+    def start_analysis(self, path: str | Path, input_hash: str, stages: tuple[str, ...], plan: SamplingPlan,
+                       title: str) -> Job:
+        """Run the analysis as a background job (one per file, stages and plan, shared by every session)."""
+        return self.runtime.jobs.submit(analysis_key(input_hash, stages, plan), title,
+                                        self.analysis_work(path, input_hash, stages, plan))
+
+    def analysis_job(self, input_hash: str, stages: tuple[str, ...], plan: SamplingPlan) -> Job | None:
+        """The background analysis job of these choices, if one was started in this process."""
+        return self.runtime.jobs.get(analysis_key(input_hash, stages, plan))
+
+    def storyboard(self, input_hash: str) -> dict[float, str]:
+        """The pictures saved along a video ({time: data URI}), empty when none."""
+        from core.library.frames import from_json
+
+        data = self.runtime.cache.get_json(storyboard_key(input_hash))
+        return from_json(data) if data else {}
+
+    # ------------------------------------------------------------------ questions
+    def questions(self, path: str | Path, plan: SamplingPlan | None = None, input_hash: str | None = None,
+                  info: VideoInfo | None = None) -> "VideoQA":
+        """A question session on the video with the runtime's engine (its overview is encoded once)."""
+        from core.analysis.qa import VideoQA
+        from core.analysis.sources import MediaFrameSource
+
+        plan = plan or SamplingPlan(fps=DEFAULT_FPS, max_frames=DEFAULT_MAX_FRAMES)
+        source = MediaFrameSource(path, plan=plan, input_hash=input_hash, info=info)
+        return VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
+
+    def ask(self, path: str | Path, question: str, params: "GenerationParams | None" = None,
+            plan: SamplingPlan | None = None, input_hash: str | None = None, info: VideoInfo | None = None,
+            refine: bool = True) -> "AnswerResult":
+        """Answer one question (with times) and keep the answer in the cache."""
+        qa = self.questions(path, plan, input_hash, info)
+        result = qa.ask(question, params, refine=refine)
+        if input_hash:
+            self.save_answer(input_hash, plan or qa.source.plan, question, result)
+        return result
+
+    def stream_ask(self, qa: "VideoQA", question: str, params: "GenerationParams | None" = None,
+                   refine: bool = True) -> Iterator[str]:
+        """The answer's text as it comes; afterwards `qa.last_result` holds the whole answer."""
+        return qa.stream_answer(question, params, refine=refine)
+
+    def save_answer(self, input_hash: str, plan: SamplingPlan, question: str, result: "AnswerResult") -> None:
+        """Keep an answer in the cache (the Library lists and searches it)."""
+        self.runtime.cache.put_json(
+            make_key(input_hash, ANSWERS_STAGE, {"q": question.strip(), "plan": plan.to_dict()}),
+            {"question": question.strip(), "text": result.text, "events": [e.to_dict() for e in result.events]})
+
+    # ------------------------------------------------------------------ captions, chapters, summary
+    def captions(self, path: str | Path, options: "CaptionOptions", input_hash: str | None = None,
+                 info: VideoInfo | None = None, progress: Progress | None = None,
+                 cancel: CancelToken | None = None) -> Any:
+        """Dense captions chunk by chunk with the runtime's engine; each chunk is cached at once (resumable)."""
+        from core.analysis.sources import MediaFrameSource
+        from core.analysis.summary import caption_video
+
+        source = MediaFrameSource(path, SamplingPlan(fps=options.fps), input_hash=input_hash, info=info)
+        return caption_video(self.runtime.engine, source, cache=self.runtime.cache, options=options,
+                             progress=progress, cancel=cancel, input_hash=source.input_hash)
+
+    def summarise(self, duration: float, events: list[Event], input_hash: str | None, max_new_tokens: int,
+                  progress: Progress | None = None, cancel: CancelToken | None = None) -> Any:
+        """Chapters and an overall summary from captions and on-screen text (cached per block)."""
+        from core.analysis.summary import summarize_video
+
+        return summarize_video(self.runtime.engine, duration, events, cache=self.runtime.cache, input_hash=input_hash,
+                               max_new_tokens=max_new_tokens, progress=progress, cancel=cancel)
+
+    def summary_key(self, input_hash: str, options: "CaptionOptions") -> str:
+        """The job key of one captions + summary run."""
+        return f"summary:{input_hash}:{_digest([options.chunk_s, options.fps, options.max_new_tokens])}"
+
+    def summary_work(self, path: str | Path, input_hash: str, info: VideoInfo, options: "CaptionOptions",
+                     max_new_tokens: int, text_events: list[Event] | None = None,
+                     ) -> Callable[[JobContext], SummaryResult]:
+        """The background job: captions chunk by chunk (each saved at once), then chapters and a summary."""
+        def work(ctx: JobContext) -> SummaryResult:
+            cap_share, ch_share = SUMMARY_WEIGHTS["captions"], SUMMARY_WEIGHTS["chapters"]
+            ctx.progress(0.0, "starting", "captions")
+            caps = self.captions(path, options, input_hash, info, cancel=ctx.cancel,
+                                 progress=lambda f, m="", _s="": ctx.progress(cap_share * f, m, "captions"))
+            usable = list(caps.events) + [e for e in (text_events or []) if e.kind == "text"]
+            summ = self.summarise(info.duration, usable, input_hash, max_new_tokens, cancel=ctx.cancel,
+                                  progress=lambda f, m="", _s="": ctx.progress(cap_share + ch_share * f, m,
+                                                                               "chapters"))
+            ctx.progress(1.0, f"{len(summ.chapters)} chapters", "chapters")
+            return SummaryResult(caps, summ, list(caps.events) + [ch.to_event() for ch in summ.chapters])
+
+        return work
+
+    def start_summary(self, path: str | Path, input_hash: str, info: VideoInfo, options: "CaptionOptions",
+                      max_new_tokens: int, text_events: list[Event] | None, title: str) -> Job:
+        """Run captions + summary as a background job."""
+        return self.runtime.jobs.submit(self.summary_key(input_hash, options), title,
+                                        self.summary_work(path, input_hash, info, options, max_new_tokens,
+                                                          text_events))
+
+
+# words a user reads for each stage (progress, Library): never the internal stage names
+STAGE_LABELS = {"probe": "reading the file", "scenes": "scene cuts", "motion": "motion", "text": "on-screen text",
+                "storyboard": "pictures along the video", "captions": "captions", "chapters": "chapters"}
+
+
+def stage_label(stage: str) -> str:
+    """The plain words for a stage name."""
+    return STAGE_LABELS.get(stage, stage)
+
+
+def storyboard_key(input_hash: str) -> Any:
+    """The cache key of a video's storyboard (pictures along the timeline)."""
+    return make_key(input_hash, STORYBOARD_STAGE, {"count": 16, "width": 112})
