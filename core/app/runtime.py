@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from core.jobs.registry import JobRegistry, registry
 from core.settings import Settings, load_settings
@@ -85,6 +85,13 @@ class Runtime:
         from core.app.documents import DocumentService
 
         return DocumentService(self)
+
+    def with_cache(self, wrap: "Callable[[CacheBackend], CacheBackend]") -> "Runtime":
+        """A runtime sharing these settings and jobs whose cache is `wrap(self.cache)` (e.g. a batch's cache that
+        keeps results while a Redis server is down); closing it closes the wrapped cache."""
+        wrapped = Runtime(self.settings, cache=wrap(self.cache), engine=self._engine, jobs=self.jobs)
+        wrapped._owns_cache = True
+        return wrapped
 
     def close(self) -> None:
         """Close what this runtime opened itself (a cache or engine given to it stays open)."""

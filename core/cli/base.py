@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import json
 
-from core.cache import open_cache
+from core.app import Runtime
 from core.settings import load_settings
 
 
@@ -24,7 +24,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     env = environment(settings)
-    with open_cache(settings) as cache:
+    with Runtime.build(settings) as runtime:
+        cache = runtime.cache
         stats = cache.stats()
     if args.json:
         print(json.dumps({"environment": env.to_dict(), "cache": stats.to_dict(), "settings": json.loads(settings.model_dump_json())}, indent=2))
@@ -48,7 +49,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     settings = load_settings()
-    with open_cache(settings) as cache:
+    with Runtime.build(settings) as runtime:
+        cache = runtime.cache
         if args.action == "stats":
             stats = cache.stats()
             if args.json:

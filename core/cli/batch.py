@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from core.events import Progress
 from core.cli.errors import CliError
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,8 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def analyse_file(path: Path, folder: Path, stages: list[str], cache: Any, settings: Any,
-                 progress: Callable[[str, float, str], None] | None = None, refused: str = "") -> FileOutcome:
+def analyse_file(path: Path, folder: Path, stages: list[str], runtime: Any,
+                 progress: Progress | None = None, refused: str = "") -> FileOutcome:
     """Analyse one file with the asked stages that apply to its kind; never raises for a bad file.
     `refused` (why no file can be analysed now) fails a file that would be analysed, with that reason."""
     from core.cache import hash_file
@@ -127,7 +128,7 @@ def analyse_file(path: Path, folder: Path, stages: list[str], cache: Any, settin
 
     def report(stage: str, fraction: float, message: str) -> None:
         if progress is not None:
-            progress(stage, fraction, message)
+            progress(fraction, message, stage)
 
     waited = False
 
@@ -144,10 +145,10 @@ def analyse_file(path: Path, folder: Path, stages: list[str], cache: Any, settin
             # this one, then finds every result in the cache
             t_lock = time.perf_counter()
             for stage in sorted(video_stages) if kind == "video" else ["ocr"]:
-                held.enter_context(cache.lock(outcome.input_hash, stage, on_wait=on_wait))
+                held.enter_context(runtime.cache.lock(outcome.input_hash, stage, on_wait=on_wait))
             if waited:
                 outcome.waited_s = time.perf_counter() - t_lock
-            _analyse_locked(path, kind, video_stages, outcome, cache, settings, report)
+            _analyse_locked(path, kind, video_stages, outcome, runtime, report)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch; its error is one line
@@ -160,16 +161,15 @@ def analyse_file(path: Path, folder: Path, stages: list[str], cache: Any, settin
     return outcome
 
 
-def _analyse_locked(path: Path, kind: str, video_stages: list[str], outcome: FileOutcome, cache: Any, settings: Any,
+def _analyse_locked(path: Path, kind: str, video_stages: list[str], outcome: FileOutcome, runtime: Any,
                     report: Callable[[str, float, str], None]) -> None:
     """The work on one file (its locks held): the stages, then its Library record."""
     from core.library import record_file
 
+    cache, settings = runtime.cache, runtime.settings
     if kind == "video":
-        from core.analysis.video_pipeline import analyze_video
-
-        result = analyze_video(path, stages=video_stages, cache=cache, progress=report,
-                               input_hash=outcome.input_hash)
+        result = runtime.video.analyse(path, tuple(video_stages), input_hash=outcome.input_hash,
+                                       progress=lambda f, m="", s="": report(s, f, m))
         outcome.stages = {s: "cached" if result.from_cache.get(s) else "computed" for s in video_stages}
         outcome.events = len(result.events)
         outcome.warnings = list(result.warnings)
@@ -377,7 +377,7 @@ class _BatchBar:
             self._progress.update(self._files, msg=name[-40:])
             self._progress.update(self._stage, completed=0, description="", msg="")
 
-    def stage(self, stage: str, fraction: float, message: str) -> None:
+    def stage(self, fraction: float, message: str = "", stage: str = "") -> None:
         if self._progress is not None:
             self._progress.update(self._stage, completed=round(100 * max(0.0, min(1.0, fraction))),
                                   description=f"  {stage}", msg=message[:50])
@@ -396,8 +396,7 @@ class _BatchBar:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from core.cache import open_cache
-    from core.settings import load_settings
+    from core.app import Runtime
 
     folder = Path(args.folder).expanduser()
     if not folder.is_dir():
@@ -405,13 +404,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     folder = folder.resolve()
     stages = parse_stages(args.stages)
     files = find_files(folder, args.recursive)
-    settings = load_settings()
+    base = Runtime.build()
+    settings = base.settings
     t0 = time.perf_counter()
     outcomes: list[FileOutcome] = []
     bar = _BatchBar(len(files), enabled=not args.no_progress and not args.json and sys.stderr.isatty())
     redis = getattr(settings, "cache_backend", "disk") == "redis"
     kept_dir = Path(settings.cache_dir).expanduser().resolve() / KEPT_FOLDER if redis else None
-    cache = _BatchCache(open_cache(settings), kept_dir, int(settings.cache_size_limit_gb * 1024**3))
+    runtime = base.with_cache(lambda inner: _BatchCache(inner, kept_dir, int(settings.cache_size_limit_gb * 1024**3)))
+    cache = runtime.cache
     stored_earlier = kept = 0
     outage = ""
     try:
@@ -421,7 +422,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                       err=True)
         for path in files:
             bar.start_file(path.name)
-            outcome = analyse_file(path, folder, stages, cache, settings, progress=bar.stage,
+            outcome = analyse_file(path, folder, stages, runtime, progress=bar.stage,
                                    refused=cache.refusal())
             outcomes.append(outcome)
             bar.end_file()
@@ -433,7 +434,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         kept = cache.kept_count() if outage else 0
     finally:
         bar.close()
-        cache.close()
+        runtime.close()
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
     seconds = time.perf_counter() - t0
     if cache.moved > stored_earlier and not outage:

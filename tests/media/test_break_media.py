@@ -269,7 +269,7 @@ def test_break4_cancelled_text_stage_resumes_from_its_partial_saves(tmp_path: Pa
         whole = analyze_video(path, stages=("text",), options=options, cache=cache)
     cancel = threading.Event()
 
-    def press_cancel(stage: str, fraction: float, message: str) -> None:
+    def press_cancel(fraction: float, message: str = "", stage: str = "") -> None:
         if stage == "text" and fraction >= 0.3:
             cancel.set()
 
@@ -282,7 +282,7 @@ def test_break4_cancelled_text_stage_resumes_from_its_partial_saves(tmp_path: Pa
         messages: list[str] = []
         cache = CountingCache(real)
         resumed = analyze_video(path, stages=("text",), options=options, cache=cache,  # type: ignore[arg-type]
-                                progress=lambda s, f, m: messages.append(m))
+                                progress=lambda f, m="", s="": messages.append(m))
         assert f"resuming after {len(saved)} saved readings" in " ".join(messages)
         assert resumed.complete and len(resumed.text().readings) == 240
         assert _texts(resumed) == _texts(whole)  # the span open at the cancel continues across it

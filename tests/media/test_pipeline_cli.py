@@ -25,7 +25,7 @@ def test_pipeline_caches_each_stage(tmp_path, cuts_video):
     stages_seen: list[str] = []
     with ResultCache(tmp_path / "cache") as cache:
         first = analyze_video(cuts_video, stages=("scenes", "motion"), cache=cache,
-                              progress=lambda s, f, m: stages_seen.append(s))
+                              progress=lambda f, m="", s="": stages_seen.append(s))
         assert first.from_cache == {"probe": False, "scenes": False, "motion": False}
         assert len([e for e in first.events if e.kind == "scene"]) == 3
         again = analyze_video(cuts_video, stages=("scenes", "motion"), cache=cache)
