@@ -11,6 +11,7 @@ from core.app.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, analysis_key
 from core.charts.timeline import clock, event_for_selection, lane_title, timeline_figure
 from core.events import Event
 from core.files import make_proxy, needs_proxy, proxy_path
+from core.files.store import file_limit_bytes
 from core.jobs import JobState
 from core.media import VideoError
 from core.media.probe import VideoInfo
@@ -109,7 +110,8 @@ with left:
                     st.error(f"The small copy for the player could not be made: {plain(job.error)}")
                 if st.button("Make a small copy to play", key="video_make_proxy"):
                     jobs.submit(pkey, "Making a small copy for the player",
-                                lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress, cancel=ctx.cancel),
+                                lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress, cancel=ctx.cancel,
+                                                       limit_bytes=file_limit_bytes(settings)),
                                 restart=True)
                     st.rerun()
             st.info(f"The player needs a small copy of this video because {plain(why)}. "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.files import FileError, StoredFile, list_server_files, media_root, open_server_file, store_upload
-from core.files.store import MEDIA_ROOT_ENV
+from core.files.store import MEDIA_ROOT_ENV, file_limit_bytes
 from core.library import record_file
 from ui.safe import plain
-from ui.state import get_cache, settings_or_stop
+from ui.state import get_cache, get_settings, settings_or_stop
 
 TYPES = {
     "video": ["mp4", "mov", "mkv", "webm", "avi", "m4v", "mpg", "mpeg", "ts"],
@@ -23,7 +23,7 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
     """
     settings = settings_or_stop()
     state_key = f"{key}_file"
-    root = media_root()
+    root = media_root(settings)
     source = st.radio("Source", ["Upload a file", "Open from the server folder"], horizontal=True,
                       key=f"{key}_source", label_visibility="collapsed")
     if source == "Upload a file":
@@ -42,7 +42,7 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
             try:
                 with st.spinner(f"Saving {plain(uploaded.name)}..."):
                     stored = store_upload(uploaded, uploaded.name, settings.cache_dir,
-                                          settings.max_upload_mb * 1024 * 1024)
+                                          settings.max_upload_mb * 1024 * 1024, file_limit_bytes(settings))
             except FileError as exc:
                 st.error(plain(exc))
                 st.session_state.pop(state_key, None)
@@ -79,6 +79,6 @@ def pick_file(kind: str, key: str) -> StoredFile | None:
 def _record(stored: StoredFile) -> None:
     try:
         record_file(get_cache(), stored.sha256, stored.name, stored.kind, stored.path, stored.size_bytes,
-                    stored.origin)
+                    stored.origin, settings=get_settings())
     except Exception as exc:  # noqa: BLE001 - the library entry is a convenience; analysis goes on
         st.caption(f"Could not add the file to the library: {plain(exc)}")

@@ -186,7 +186,7 @@ def _analyse_locked(path: Path, kind: str, video_stages: list[str], outcome: Fil
         outcome.warnings = list(ocr.warnings)
     # the Library page lists files that have a library record (and shows their cached stages)
     record_file(cache, outcome.input_hash, path.name, kind, str(path.resolve()), path.stat().st_size,
-                origin=BATCH_ORIGIN)
+                origin=BATCH_ORIGIN, settings=settings)
 
 
 class _CountingCache:

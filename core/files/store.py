@@ -131,14 +131,9 @@ def store_upload(stream: BinaryIO, name: str, cache_dir: str | os.PathLike[str],
     return StoredFile(str(final), display, size, sha, file_kind(display), "upload")
 
 
-def file_limit_bytes() -> int | None:
-    """The size limit of uploads and proxies: the `cache_size_limit_gb` setting in bytes (None: unreadable settings)."""
-    from core.settings import SettingsError, load_settings
-
-    try:
-        return int(load_settings().cache_size_limit_gb * 1024**3)
-    except SettingsError:
-        return None
+def file_limit_bytes(settings: Any) -> int:
+    """The size limit of uploads and proxies: the `cache_size_limit_gb` setting in bytes."""
+    return int(settings.cache_size_limit_gb * 1024**3)
 
 
 @contextmanager
@@ -179,13 +174,13 @@ def evict_files(cache_dir: str | os.PathLike[str], limit_bytes: int | None = Non
                 recent_s: float = RECENT_S) -> list[Path]:
     """Delete uploads and proxies, least recently used first, until together they fit in `limit_bytes`.
 
-    `limit_bytes` defaults to the `cache_size_limit_gb` setting. Never deleted: files held with `using`
+    `limit_bytes` None: nothing is evicted (callers pass `file_limit_bytes(settings)`). Never deleted: files held with `using`
     (by any process), files being written, and files used in the last `recent_s` seconds. Returns the
     deleted paths.
     """
-    limit = file_limit_bytes() if limit_bytes is None else int(limit_bytes)
-    if limit is None:
+    if limit_bytes is None:
         return []
+    limit = int(limit_bytes)
     root = Path(cache_dir).expanduser()
     files = list(_kept_files(root))
     total = sum(st.st_size for _, st in files)
@@ -227,18 +222,14 @@ def _remove_unless_used(path: Path) -> bool:
         os.close(fd)
 
 
-def media_root(environ: dict[str, str] | None = None) -> Path | None:
-    """The allowed server folder (setting `media_root`, env VLSCOPE_MEDIA_ROOT), resolved; None when unset or missing."""
-    if environ is None:
-        from core.settings import SettingsError, load_settings
-
-        try:
-            configured = load_settings().media_root
-        except SettingsError:
-            configured = None
-        raw = str(configured) if configured else ""
-    else:
+def media_root(settings: Any = None, environ: dict[str, str] | None = None) -> Path | None:
+    """The allowed server folder (the `media_root` setting, or VLSCOPE_MEDIA_ROOT of `environ`), resolved; None when
+    unset or missing."""
+    if environ is not None:
         raw = environ.get(MEDIA_ROOT_ENV, "").strip()
+    else:
+        configured = getattr(settings, "media_root", None)
+        raw = str(configured) if configured else ""
     if not raw:
         return None
     root = Path(raw).expanduser().resolve()
@@ -309,7 +300,6 @@ def _hash_once(path: Path) -> str:
 
 def open_server_file(path: str | os.PathLike[str], root: Path | None = None) -> StoredFile:
     """A file from the allowed server folder (hashed once per size and modification time); FileError otherwise."""
-    root = root if root is not None else media_root()
     if root is None:
         raise FileError(f"opening files by path is off: set {MEDIA_ROOT_ENV} to the server folder that holds "
                         "your media and restart the dashboard.")
@@ -325,7 +315,6 @@ def open_server_file(path: str | os.PathLike[str], root: Path | None = None) -> 
 def list_server_files(root: Path | None = None, kinds: tuple[str, ...] = ("video", "image", "pdf"),
                       limit: int = 500) -> list[str]:
     """Paths (relative to the media folder) of the files of `kinds` in it, sorted; symlinks leading out are skipped."""
-    root = root if root is not None else media_root()
     if root is None:
         return []
     root = root.resolve()

@@ -91,14 +91,11 @@ def _thumb_key(input_hash: str) -> CacheKey:
 
 
 def _max_image_pixels(settings: Any) -> int:
-    """The `max_image_pixels` setting (VLSCOPE_MAX_IMAGE_PIXELS) of `settings`, else of the loaded settings."""
+    """The `max_image_pixels` setting (VLSCOPE_MAX_IMAGE_PIXELS) of `settings`, else its default."""
     if settings is None:
-        try:
-            from core.settings import load_settings
+        from core.settings import Settings
 
-            settings = load_settings()
-        except Exception:  # noqa: BLE001 - a bad setting is reported where settings are loaded; default here
-            return 178_956_970
+        return int(Settings.model_fields["max_image_pixels"].default)
     return int(settings.max_image_pixels)
 
 
@@ -146,7 +143,7 @@ def make_thumbnail(path: str | Path, kind: str, width: int = 240, settings: Any 
 def record_file(cache: ResultCache, input_hash: str, name: str, kind: str, path: str, size_bytes: int,
                 origin: str = "upload", thumbnail: bytes | None = None, settings: Any = None) -> LibraryItem:
     """Add (or refresh) a file in the library; the first date it was added is kept (`settings` give the
-    thumbnail's pixel limit; the loaded settings when None)."""
+    thumbnail's pixel limit; its default when None)."""
     old = cache.get_json(_file_key(input_hash)) or {}
     record = {"name": name, "kind": kind, "path": str(path), "size_bytes": int(size_bytes), "origin": origin,
               "added_at": old.get("added_at", time.time())}
@@ -157,7 +154,11 @@ def record_file(cache: ResultCache, input_hash: str, name: str, kind: str, path:
     if thumbnail:
         cache.put_bytes(_thumb_key(input_hash), thumbnail)
     item = get_item(cache, input_hash)
-    assert item is not None
+    if item is None:  # the write did not stick (e.g. a Redis server that stopped answering)
+        from core.errors import UserError
+
+        raise UserError(f"The library entry of {name} could not be stored: the result cache did not keep it.",
+                        "Check that the cache is reachable (vlscope cache stats) and open the file again.")
     return item
 
 

@@ -1,6 +1,7 @@
 """Vision-language engines behind one interface (`Engine`): local transformers (`core.vlm.local`) and an
 OpenAI-compatible server such as vLLM or SGLang (`core.vlm.remote`)."""
 
+from core.settings import Settings
 from core.vlm.base import (
     Engine,
     EngineError,
@@ -43,12 +44,9 @@ __all__ = [
 ]
 
 
-def create_engine(settings=None) -> Engine:
+def create_engine(settings: Settings) -> Engine:
     """The engine the settings describe: `RemoteEngine` when `engine` is `remote`, else the local
-    transformers engine (not yet loaded)."""
-    from core.settings import load_settings
-
-    settings = settings or load_settings()
+    transformers engine (not yet loaded). The process's one engine is `core.app.Runtime.engine`."""
     if settings.engine == "remote":
         from core.vlm.remote import RemoteEngine
 

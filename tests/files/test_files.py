@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.files import FileError, file_kind, list_server_files, make_proxy, needs_proxy, open_server_file, store_upload
+from core.files.store import media_root
+from core.settings import Settings
 
 
 def test_upload_is_stored_once_by_content_and_limited(tmp_path: Path) -> None:
@@ -42,11 +44,10 @@ def test_server_folder_refuses_traversal_and_symlinks_out(tmp_path: Path, monkey
             open_server_file(bad, root)
     with pytest.raises(FileError, match="does not exist"):
         open_server_file("nope.mp4", root)
-    monkeypatch.delenv("VLSCOPE_MEDIA_ROOT", raising=False)
     with pytest.raises(FileError, match="VLSCOPE_MEDIA_ROOT"):
-        open_server_file("sub/a.mp4")
-    monkeypatch.setenv("VLSCOPE_MEDIA_ROOT", str(root))
-    assert open_server_file("sub/a.mp4").path == str(root / "sub" / "a.mp4")
+        open_server_file("sub/a.mp4", media_root(Settings(media_root=None)))
+    assert media_root(environ={"VLSCOPE_MEDIA_ROOT": str(root)}) == root.resolve()
+    assert open_server_file("sub/a.mp4", media_root(Settings(media_root=root))).path == str(root / "sub" / "a.mp4")
     assert list_server_files(root) == ["inside.mp4", "sub/a.mp4"]
     assert file_kind("a.PDF") == "pdf" and file_kind("x.txt") == "other"
 
