@@ -1,5 +1,6 @@
 """OCR: read an image or PDF into text, tables and invoice fields; see what preprocessing did; export it all.
-Logic lives in core.ocr (pipeline, exports) and core.jobs; this page wires widgets to it."""
+Reading is the runtime's document service (core.app.documents) run as a background job; this page keeps
+the widgets and the rendering."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.jobs import JobState, registry
+from core.jobs import JobState
 from core.ocr.exports import FORMATS, export, to_markdown
 from core.ocr.loading import count_pages, iter_pages
-from core.ocr.pipeline import OcrOptions, preview_preprocessing, run_ocr
+from core.ocr.pipeline import OcrOptions, preview_preprocessing
 from core.ocr.scripts import LANGUAGES
 from core.ocr.types import OcrError, OcrResult
 from ui.document_qa import ask_box
@@ -21,7 +22,7 @@ from ui.jobs import job_panel
 from ui.model import model_ready
 from ui.ocr_view import boxes_figure
 from ui.safe import plain
-from ui.state import get_cache, settings_or_stop, sidebar_generation_params
+from ui.state import get_cache, get_runtime, settings_or_stop, sidebar_generation_params
 
 MIME = {"txt": "text/plain", "md": "text/markdown", "json": "application/json", "csv": "text/csv",
         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "pdf": "application/pdf",
@@ -31,7 +32,8 @@ FORMAT_NAMES = {"txt": "Text", "md": "Markdown", "json": "JSON", "csv": "CSV (ta
 
 settings = settings_or_stop()
 params = sidebar_generation_params()
-cache = get_cache()
+runtime = get_runtime()
+get_cache()  # the shared result cache opens now: one that cannot stops the page with its fix
 st.title("OCR")
 st.write("Read the text of an image or a PDF: lines with their boxes, tables as grids, invoice and receipt fields "
          "with their checks, and exports. Runs on the CPU with RapidOCR or Tesseract; the model is optional.")
@@ -76,18 +78,18 @@ except OcrError as exc:
 
 digest = hashlib.sha256(json.dumps(options.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 jkey = f"ocr:{stored.sha256}:{digest}"
-job = registry().get(jkey)
+job = runtime.jobs.get(jkey)
 running = job is not None and job.state is JobState.RUNNING
 
 
 def work(ctx) -> OcrResult:
-    return run_ocr(stored.path, options, name=stored.name, settings=settings, cache=cache,
-                   progress=lambda done, n, msg: ctx.progress(done / max(1, n), msg),
-                   cancel=lambda: ctx.cancelled)
+    return runtime.documents.read(stored.path, options, name=stored.name,
+                                  progress=ctx.progress,
+                                  cancel=ctx.cancel)
 
 
 if st.button("Read text", type="primary", key="ocr_run", disabled=running, icon=":material/document_scanner:"):
-    registry().submit(jkey, f"Reading {stored.name}", work)
+    runtime.jobs.submit(jkey, f"Reading {stored.name}", work)
     st.rerun()
 state = job_panel(jkey)
 result: OcrResult | None = job.result if job is not None and job.state in (JobState.DONE, JobState.CANCELLED) else None
@@ -98,7 +100,7 @@ if total > 1:
     page_no = st.number_input("Page shown", 1, total, 1, key="ocr_page_shown")
 with st.expander("Preprocessing: before and after", expanded=False):
     try:
-        steps = preview_preprocessing(stored.path, options, page=int(page_no), settings=settings)
+        steps = preview_preprocessing(stored.path, options, page=int(page_no), settings=settings, engines=runtime.ocr)
     except OcrError as exc:
         steps = []
         st.error(plain(exc))
@@ -115,7 +117,7 @@ with st.expander("Preprocessing: before and after", expanded=False):
         if s.after is not None:
             bc[1].image(s.after, caption="after", clamp=True)
 
-ask_box(stored, settings, total, params)
+ask_box(stored, runtime, total, params)
 
 if result is None:
     if not running and state is None:
@@ -155,7 +157,7 @@ with boxes_tab:
     if shown is not None:
         try:
             image = next(iter_pages(stored.path, str(shown.index + 1), float(result.options.get("dpi") or 200),
-                                    settings.max_image_pixels, 1, False)).image
+                                    settings.max_image_pixels, 1, False, settings)).image
             st.caption("Hover over a box to see the text read there.")
             st.plotly_chart(boxes_figure(image, shown.lines), key="ocr_boxes", config={"displaylogo": False})
         except OcrError as exc:
@@ -191,7 +193,7 @@ base = stored.name.rsplit(".", 1)[0]
 
 def deferred(fmt: str):
     """The slower exports are made only when their button is pressed."""
-    return lambda: export(result, fmt, source=stored.path, max_pixels=settings.max_image_pixels)
+    return lambda: export(result, fmt, source=stored.path, max_pixels=settings.max_image_pixels, settings=settings)
 
 
 for col, fmt in zip(cols, FORMATS):

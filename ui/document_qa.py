@@ -1,4 +1,5 @@
-"""The question box for an image or PDF pages: the answer, the text read first (optional), boxes on the page."""
+"""The question box for an image or PDF pages: the answer, the text read first (optional), boxes on the page.
+The question goes to the runtime's document service (core.app.documents); this module only renders."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ from typing import Any
 
 import streamlit as st
 
-from core.analysis.documents import ask_document, draw_boxes, load_pages
+from core.analysis.documents import draw_boxes, load_pages
+from core.app import Runtime
 from core.ocr.types import OcrError
-from core.settings import Settings
 from core.vlm.base import EngineError
 from ui.model import model_ready
 from ui.safe import plain
-from ui.state import get_engine
 
 
-def ask_box(stored: Any, settings: Settings, total_pages: int, params: Any) -> None:
+def ask_box(stored: Any, runtime: Runtime, total_pages: int, params: Any) -> None:
     """Render the "Ask about this document" section for the file `stored` (a core.files StoredFile)."""
+    settings = runtime.settings
     st.subheader("Ask about this document")
     st.caption("For example \"describe this\", \"extract the table\", or \"what does this button do?\" on a screenshot. "
                "Places the model points at are drawn on the page.")
@@ -32,9 +33,8 @@ def ask_box(stored: Any, settings: Settings, total_pages: int, params: Any) -> N
     if st.button("Ask", key="doc_ask", disabled=not question.strip(), icon=":material/send:"):
         with st.spinner("The model is reading the page..."):
             try:
-                st.session_state[key] = ask_document(get_engine(), stored.path, question.strip(),
-                                                     pages=pages.strip() or "1", ocr=use_ocr, params=params,
-                                                     settings=settings)
+                st.session_state[key] = runtime.documents.ask(stored.path, question.strip(),
+                                                              pages=pages.strip() or "1", ocr=use_ocr, params=params)
             except (EngineError, OcrError) as exc:
                 st.error(f"The question could not be answered: {plain(exc)}")
                 return
@@ -52,7 +52,7 @@ def ask_box(stored: Any, settings: Settings, total_pages: int, params: Any) -> N
     if answer.boxes:
         st.caption(f"{len(answer.boxes)} place(s) the model pointed at:")
         for index, image in load_pages(stored.path, ",".join(str(p + 1) for p in answer.pages),
-                                       max_pixels=settings.max_image_pixels):
+                                       max_pixels=settings.max_image_pixels, settings=settings):
             if any(b.page == answer.pages.index(index) for b in answer.boxes):
                 st.image(draw_boxes(image, answer.boxes, page=answer.pages.index(index)),
                          caption=f"page {index + 1}")

@@ -2,6 +2,8 @@
 
 An OCR switch first reads the text (core.ocr) and gives it to the model as context, for scans and
 invoices. Boxes the model returns in Qwen3-VL's 0-1000 relative coordinates are mapped to pixels.
+The application layer (core.app.documents) calls this with the runtime's engine, settings and a
+cache-through OCR reader.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from core.vlm.base import Engine
 from core.vlm.types import GenerationParams, ImagePart, TextPart, user
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from core.ocr.pipeline import OcrOptions
+    from core.ocr.types import OcrResult
+
+OcrReader = Callable[[Any, "OcrOptions"], "OcrResult"]
+"""read(path, options) -> OcrResult: how the text given as context is read (e.g. through the result cache)."""
 
 MAX_PAGES = 8
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "box_2d")
@@ -106,21 +115,25 @@ def parse_boxes(text: str, sizes: list[tuple[int, int]]) -> list[Box]:
 
 
 def load_pages(path: str | Path | bytes, pages: str | None = "1", dpi: int = 150,
-               max_pixels: int = 178_956_970) -> Iterator[tuple[int, np.ndarray]]:
+               max_pixels: int = 178_956_970, settings: Any = None) -> Iterator[tuple[int, np.ndarray]]:
     """(page index, RGB pixels) of an image or the chosen PDF pages (at most MAX_PAGES)."""
     from core.ocr.loading import iter_pages
 
-    for page in iter_pages(path, pages=pages, dpi=dpi, max_pixels=max_pixels, max_pages=MAX_PAGES):
+    for page in iter_pages(path, pages=pages, dpi=dpi, max_pixels=max_pixels, max_pages=MAX_PAGES,
+                           settings=settings):
         yield page.index, page.image
 
 
 def ask_document(engine: Engine, path: str | Path, question: str, pages: str | None = "1", ocr: bool = False,
-                 params: GenerationParams | None = None, settings: Any = None) -> DocumentAnswer:
-    """Answer `question` about an image or PDF pages; with `ocr`, the text read first is given as context."""
+                 params: GenerationParams | None = None, settings: Any = None,
+                 read: OcrReader | None = None) -> DocumentAnswer:
+    """Answer `question` about an image or PDF pages; with `ocr`, the text read first (by `read`, default
+    core.ocr's run_ocr with these settings) is given as context."""
     started = time.perf_counter()
     result = DocumentAnswer(question=question, text="")
     images: list[np.ndarray] = []
-    for index, image in load_pages(path, pages, max_pixels=getattr(settings, "max_image_pixels", 178_956_970)):
+    for index, image in load_pages(path, pages, max_pixels=getattr(settings, "max_image_pixels", 178_956_970),
+                                   settings=settings):
         images.append(image)
         result.pages.append(index)
     if not images:
@@ -131,7 +144,8 @@ def ask_document(engine: Engine, path: str | Path, question: str, pages: str | N
         from core.ocr.pipeline import OcrOptions, run_ocr
 
         page_spec = ",".join(str(i + 1) for i in result.pages)
-        text = run_ocr(path, OcrOptions(pages=page_spec, tables=False, fields="off")).text.strip()
+        options = OcrOptions(pages=page_spec, tables=False, fields="off")
+        text = (read(path, options) if read is not None else run_ocr(path, options, settings=settings)).text.strip()
         result.ocr_used = True
         result.ocr_chars = len(text)
         if text:

@@ -450,14 +450,13 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         enhanced: bool = Query(False),
         fields: Literal["auto", "on", "off"] = Query("auto"),
     ) -> dict[str, Any]:
-        from core.ocr.pipeline import OcrOptions, run_ocr
+        from core.ocr.pipeline import OcrOptions
 
         def work(cancel: threading.Event) -> dict[str, Any]:
             with saved_upload(file, limit) as upload, user_errors(upload):
                 options = OcrOptions(engine=engine_name, lang=lang, pages=pages, dpi=dpi, enhanced=enhanced,
                                      fields=fields)
-                result = run_ocr(upload.path, options, name=upload.name, settings=settings, cache=get_cache(),
-                                 cancel=cancel.is_set)
+                result = runtime.documents.read(upload.path, options, name=upload.name, cancel=cancel)
             return result.to_dict()
 
         return await run_work(request, f"OCR of {_upload_name(file)}", work)
@@ -513,14 +512,13 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
                     assert qa.last_result is not None
                     runtime.video.save_answer(upload.sha256, qa.source.plan, question, qa.last_result)
                     return {"kind": "video", "input_hash": upload.sha256, **qa.last_result.to_dict()}
-                from core.analysis.documents import ask_document, load_pages
+                from core.analysis.documents import load_pages
 
-                for _ in load_pages(upload.path, pages, max_pixels=settings.max_image_pixels):
+                for _ in load_pages(upload.path, pages, max_pixels=settings.max_image_pixels, settings=settings):
                     break  # check the file is readable before waking the model
                 if cancel.is_set():
                     raise Cancelled("the question was cancelled")
-                answer = ask_document(get_engine(), upload.path, question, pages=pages, params=params,
-                                      settings=settings)
+                answer = runtime.documents.ask(upload.path, question, pages=pages, params=params)
                 return {"kind": "document", "input_hash": upload.sha256, **answer.to_dict()}
 
         return await run_work(request, f"the question about {name}", work)

@@ -180,7 +180,7 @@ def _analyse_locked(path: Path, kind: str, video_stages: list[str], outcome: Fil
 
         counting = _CountingCache(cache)
         ocr = run_ocr(path, OcrOptions(), name=path.name, settings=settings, cache=counting,
-                      progress=lambda done, total, msg: report("ocr", done / max(1, total), msg))
+                      progress=lambda f, m="", s="": report("ocr", f, m))
         outcome.pages = len(ocr.pages)
         outcome.stages = {"ocr": "computed" if counting.puts else "cached"}
         outcome.warnings = list(ocr.warnings)

@@ -9,34 +9,37 @@ from pathlib import Path
 from core.cli.errors import CliError
 
 
-def _progress(done: int, total: int, message: str) -> None:
-    print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+def _progress(fraction: float, message: str = "", stage: str = "") -> None:
+    print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
 
 
 def cmd_ocr(args: argparse.Namespace) -> int:
+    from core.app import Runtime
     from core.ocr.exports import export
-    from core.ocr.pipeline import OcrOptions, run_ocr_cached
+    from core.ocr.pipeline import OcrOptions
     from core.ocr.preprocess import PreprocessOptions
     from core.ocr.types import OcrError
-    from core.settings import load_settings
 
     if args.file == "eval":
         return cmd_eval(args)
-    settings = load_settings()
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"file {path} does not exist or is not a file")
+    runtime = Runtime.build()
     try:
+        settings = runtime.settings
         pre = PreprocessOptions.from_dict({k: v for k, v in (("deskew", args.deskew), ("orientation", args.orientation),
                                                              ("denoise", args.denoise), ("contrast", args.contrast),
                                                              ("gamma", args.gamma), ("binarize", args.binarize)) if v})
         options = OcrOptions(engine=args.engine, lang=args.lang, pages=args.pages, dpi=args.dpi, enhanced=args.enhanced,
                              vertical=args.vertical, use_text_layer=not args.no_text_layer, fields=args.fields,
                              max_pages=args.max_pages, preprocess=pre)
-        result = run_ocr_cached(path, options, settings=settings, progress=None if args.quiet else _progress)
-        data = export(result, args.format, source=path, max_pixels=settings.max_image_pixels)
+        result = runtime.documents.read(path, options, progress=None if args.quiet else _progress)
+        data = export(result, args.format, source=path, max_pixels=settings.max_image_pixels, settings=settings)
     except OcrError as exc:
         raise CliError(str(exc)) from exc
+    finally:
+        runtime.close()
     if args.output:
         Path(args.output).write_bytes(data)
         print(f"wrote {args.output} ({len(data):,} bytes)", file=sys.stderr)

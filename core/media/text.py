@@ -1,8 +1,8 @@
 """On-screen text events: OCR on sampled frames that changed (or key frames), the same text on
 consecutive samples merged into one event [first seen, last seen].
 
-OCR goes through `ocr_lines`, a small adapter over RapidOCR, so the project's OCR engine
-(core/ocr) can replace it later in one place (`set_ocr_function`).
+OCR goes through `ocr_lines`, a small adapter over the process's one RapidOCR object (core.ocr.rapid,
+shared with the document OCR engine, so its models load once); `set_ocr_function` replaces it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from core.events import Event
 from core.media.decode import DecodeReport
 
 OcrFunction = Callable[[np.ndarray], list[tuple[str, float, list[list[float]]]]]
-_engine: Any = None
-_engine_lock = threading.Lock()
 _ocr_override: OcrFunction | None = None
 
 
@@ -30,28 +28,13 @@ def set_ocr_function(fn: OcrFunction | None) -> None:
     _ocr_override = fn
 
 
-def _rapidocr() -> Any:
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            try:
-                from rapidocr import RapidOCR
-            except ImportError as exc:  # pragma: no cover - rapidocr is a dependency
-                raise RuntimeError("on-screen text needs the rapidocr package: pip install rapidocr onnxruntime") from exc
-            import logging
-
-            _engine = RapidOCR(params={"Global.log_level": "warning"})
-            logging.getLogger("RapidOCR").setLevel(logging.WARNING)
-        return _engine
-
-
 def ocr_lines(rgb: np.ndarray) -> list[tuple[str, float, list[list[float]]]]:
     """Text lines read in an RGB image: [(text, score 0..1, box as 4 [x, y] points)]."""
     if _ocr_override is not None:
         return _ocr_override(rgb)
-    engine = _rapidocr()
-    with _engine_lock:
-        out = engine(rgb, use_cls=False)
+    from core.ocr.rapid import run_rapidocr  # the process's one RapidOCR (raises OcrError when it is missing)
+
+    out = run_rapidocr(rgb, det=True, cls=False, rec=True)
     if out is None or out.txts is None:
         return []
     boxes = out.boxes if out.boxes is not None else [[]] * len(out.txts)

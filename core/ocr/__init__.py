@@ -1,10 +1,15 @@
 """OCR: offline engines (RapidOCR, Tesseract, Qwen3-VL) behind one interface, preprocessing, PDFs,
-tables, invoice fields and exports. Never imports streamlit."""
+tables, invoice fields and exports. Never imports streamlit.
 
-from core.ocr.engines import EngineOutput, EngineStatus, OcrEngine, RapidOcrEngine, TesseractEngine, engine_status, get_engine
+`OcrRegistry` (core.ocr.registry) hands out a process's engines; its model entry wraps the
+application's one model engine (core.app.Runtime builds it)."""
+
+from core.ocr.base import EngineOutput, OcrEngine
+from core.ocr.engines import RapidOcrEngine, TesseractEngine
 from core.ocr.loading import PageImage, count_pages, iter_pages, load_image, parse_pages
-from core.ocr.pipeline import OcrOptions, ocr_image, preview_preprocessing, run_ocr, run_ocr_cached
+from core.ocr.pipeline import OcrOptions, ocr_image, preview_preprocessing, run_ocr
 from core.ocr.preprocess import PreprocessOptions, StepRecord, preprocess
+from core.ocr.registry import EngineStatus, OcrRegistry
 from core.ocr.types import (
     InvoiceFields,
     LineItem,
@@ -19,7 +24,7 @@ from core.ocr.types import (
 
 __all__ = [
     "EngineOutput", "EngineStatus", "InvoiceFields", "LineItem", "OcrEngine", "OcrError", "OcrLine", "OcrOptions",
-    "OcrPage", "OcrResult", "PageImage", "PreprocessInfo", "PreprocessOptions", "RapidOcrEngine", "StepRecord",
-    "Table", "TableCell", "TesseractEngine", "count_pages", "engine_status", "get_engine", "iter_pages",
-    "load_image", "ocr_image", "parse_pages", "preprocess", "preview_preprocessing", "run_ocr", "run_ocr_cached",
+    "OcrPage", "OcrRegistry", "OcrResult", "PageImage", "PreprocessInfo", "PreprocessOptions", "RapidOcrEngine",
+    "StepRecord", "Table", "TableCell", "TesseractEngine", "count_pages", "iter_pages", "load_image", "ocr_image",
+    "parse_pages", "preprocess", "preview_preprocessing", "run_ocr",
 ]

@@ -1,5 +1,6 @@
-"""OCR engines behind one interface: RapidOCR (default, models inside the wheel) and Tesseract (Debian
-packs: Arabic, Devanagari, vertical CJK...). The Qwen3-VL engine lives in core.ocr.vlm.
+"""The CPU OCR engines: RapidOCR (default, models inside the wheel) and Tesseract (Debian packs: Arabic,
+Devanagari, vertical CJK...). The interface is core.ocr.base, the Qwen3-VL engine core.ocr.vlm, and
+core.ocr.registry hands out the engines of a process.
 
 Engines read an already preprocessed RGB image and return lines in that image's pixels.
 """
@@ -13,56 +14,19 @@ import re
 import shutil
 import subprocess
 import threading
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from core.ocr.base import EngineOutput, OcrEngine
+from core.ocr.rapid import run_rapidocr, shared_rapidocr
 from core.ocr.scripts import LANGUAGES, OSD_SCRIPTS, detect_script, lang_parts, order_lines
 from core.ocr.types import OcrError, OcrLine
 
+__all__ = ["EngineOutput", "OcrEngine", "RapidOcrEngine", "TesseractEngine", "script_from_osd",
+           "tesseract_languages", "tesseract_path"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineOutput:
-    """What an engine read on one image: lines (reading order), language hint used, script found."""
-
-    lines: list[OcrLine]
-    engine: str
-    language: str = ""
-    script: str = ""
-    vertical: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def mean_confidence(self) -> float:
-        """Character-weighted mean confidence (0 when empty)."""
-        total = sum(len(ln.text) for ln in self.lines)
-        return sum(ln.confidence * len(ln.text) for ln in self.lines) / total if total else 0.0
-
-
-class OcrEngine(ABC):
-    """An OCR backend: `read(image, lang, vertical)` -> EngineOutput."""
-
-    name: str = ""
-
-    @abstractmethod
-    def available(self) -> bool:
-        """True when the engine can run here."""
-
-    @abstractmethod
-    def languages(self) -> list[str]:
-        """Language hints this engine reads here."""
-
-    @abstractmethod
-    def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None) -> EngineOutput:
-        """Read an RGB image; `vertical` True forces vertical columns, False horizontal, None decides."""
-
-    def version(self) -> str:
-        """A version string that goes into cache keys."""
-        return self.name
 
 
 def _box_of(points: np.ndarray | list) -> list[list[float]]:
@@ -85,8 +49,6 @@ class RapidOcrEngine(OcrEngine):
     """RapidOCR (PP-OCR models shipped in the wheel): Chinese, English, Japanese, Latin-script languages."""
 
     name = "rapidocr"
-    _lock = threading.Lock()
-    _instance = None
 
     def available(self) -> bool:
         """True when the rapidocr package imports."""
@@ -106,19 +68,8 @@ class RapidOcrEngine(OcrEngine):
 
         return f"rapidocr-{importlib.metadata.version('rapidocr')}"
 
-    def _engine(self):
-        with RapidOcrEngine._lock:
-            if RapidOcrEngine._instance is None:
-                try:
-                    from rapidocr import RapidOCR
-                except ImportError as exc:
-                    raise OcrError("RapidOCR is not installed; pip install rapidocr onnxruntime") from exc
-                RapidOcrEngine._instance = RapidOCR(params={"Global.log_level": "critical", "Det.limit_type": "max",
-                                                             "Det.limit_side_len": 1280})
-            return RapidOcrEngine._instance
-
     def _call(self, img: np.ndarray, det: bool = True, cls: bool = True, rec: bool = True):
-        eng = self._engine()
+        eng = shared_rapidocr()
         # RapidOCR reads a copy shrunk to `max_side_len` (2000) a side; shrinking here, with its own resize,
         # gives the same reading without the full-size colour copies it would make first
         max_side = float(getattr(eng, "max_side_len", 2000))
@@ -128,8 +79,7 @@ class RapidOcrEngine(OcrEngine):
 
             img, ratio_h, ratio_w = reduce_max_side(img, max_side)
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-        with RapidOcrEngine._lock:  # the RapidOCR object keeps per-call state
-            r = eng(bgr, use_det=det, use_cls=cls, use_rec=rec)
+        r = run_rapidocr(bgr, det=det, cls=cls, rec=rec)
         if (ratio_h, ratio_w) != (1.0, 1.0) and getattr(r, "boxes", None) is not None:
             r.boxes = np.asarray(r.boxes, dtype=np.float64) * np.array([ratio_w, ratio_h])
         return r
@@ -390,46 +340,3 @@ def script_from_osd(engine: TesseractEngine, image: np.ndarray) -> str | None:
     except OcrError:
         return None
     return OSD_SCRIPTS.get(script) if conf > 0.5 else None
-
-
-_ENGINES: dict[str, OcrEngine] = {}
-
-
-def get_engine(name: str, settings=None) -> OcrEngine:
-    """The engine called `name` (rapidocr, tesseract or vlm); raises OcrError when unknown or unavailable."""
-    name = (name or "").lower()
-    if name == "vlm":
-        from core.ocr.vlm import VlmOcrEngine
-
-        return VlmOcrEngine.shared(settings)
-    if name not in ("rapidocr", "tesseract"):
-        raise OcrError(f"unknown OCR engine {name!r}; choose rapidocr, tesseract, vlm or auto")
-    if name not in _ENGINES:
-        _ENGINES[name] = RapidOcrEngine() if name == "rapidocr" else TesseractEngine()
-    eng = _ENGINES[name]
-    if not eng.available():
-        hint = "pip install rapidocr onnxruntime" if name == "rapidocr" else "apt-get install tesseract-ocr"
-        raise OcrError(f"OCR engine {name} is not available here; {hint}")
-    return eng
-
-
-@dataclass
-class EngineStatus:
-    """Whether an engine runs here, its languages and how to add more."""
-
-    name: str
-    available: bool
-    languages: list[str]
-    how_to_add: str
-
-
-def engine_status() -> list[EngineStatus]:
-    """Every OCR engine with its languages (for the dashboard's language list)."""
-    rapid = RapidOcrEngine()
-    tess = TesseractEngine()
-    return [
-        EngineStatus("rapidocr", rapid.available(), rapid.languages() if rapid.available() else [],
-                     "models ship inside the rapidocr wheel (pip install rapidocr onnxruntime)"),
-        EngineStatus("tesseract", tess.available(), tess.languages() + [f"pack:{p}" for p in tesseract_languages()],
-                     "apt-get install tesseract-ocr-<pack> (e.g. tesseract-ocr-ara, tesseract-ocr-jpn-vert)"),
-    ]

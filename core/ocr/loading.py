@@ -16,7 +16,7 @@ import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
@@ -28,7 +28,6 @@ DEFAULT_MAX_PAGES = 300
 MIN_SIDE = 8
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jfif", ".pbm", ".pgm", ".ppm"}
 
-Progress = Callable[[int, int, str], None]
 """progress(done, total, message): called as pages are handled."""
 
 # Memory per pixel, measured as peak RSS above the start (psutil, sampled every 2 ms) on 6-179 Mpx PNGs
@@ -60,23 +59,13 @@ def ocr_bytes(pixels: int, pdf: bool = False, per_pixel: float = OCR_BYTES_PER_P
 _held = threading.local()
 
 
-def _bound_settings(settings: Any) -> Any:
-    if settings is not None:
-        return settings
-    try:  # the bound is built once per process, from the settings of the first caller
-        from core.settings import load_settings
-
-        return load_settings()
-    except Exception:  # noqa: BLE001 - bad settings are reported where they are used; defaults here
-        return None
-
-
 @contextmanager
 def heavy(nbytes: int, what: str, settings: Any = None) -> Iterator[None]:
     """Hold `nbytes` of the process's heavy-work memory (core.limits) while the block runs.
 
     A hold inside a hold of the same thread costs nothing more (the outer estimate covers it). When
     other work holds the memory for longer than `busy_timeout_s`, raises OcrBusy ("the server is busy").
+    The bound is built once per process from the first caller's settings (the defaults when it gave none).
     """
     if getattr(_held, "depth", 0):
         yield
@@ -85,7 +74,7 @@ def heavy(nbytes: int, what: str, settings: Any = None) -> Iterator[None]:
 
     with ExitStack() as stack:
         try:
-            stack.enter_context(heavy_work(_bound_settings(settings)).hold(nbytes, what))
+            stack.enter_context(heavy_work(settings).hold(nbytes, what))
         except Busy as exc:
             raise OcrBusy(exc.cause, exc.fix) from exc
         _held.depth = 1

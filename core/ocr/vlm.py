@@ -1,20 +1,22 @@
 """Qwen3-VL as an OCR engine through core.vlm's Engine interface: plain text, document markdown
 ("qwenvl markdown"), or lines with boxes from its 0-1000 relative coordinates mapped to pixels.
-Tables come back as HTML and are rebuilt into cell grids. Unusable output becomes an empty result
-with a warning, never a crash."""
+Tables come back as HTML and are rebuilt into cell grids (`EngineOutput.tables`). Unusable output becomes
+an empty result with a warning, never a crash.
+
+The engine it reads with is given to it: the process's one model engine (core.ocr.registry wraps the
+application's engine), never one of its own."""
 
 from __future__ import annotations
 
 import html as html_lib
 import json
 import re
-import threading
 from html.parser import HTMLParser
 from typing import Any
 
 import numpy as np
 
-from core.ocr.engines import EngineOutput, OcrEngine
+from core.ocr.base import EngineOutput, OcrEngine
 from core.ocr.scripts import detect_script, order_lines
 from core.ocr.types import OcrError, OcrLine, Table
 
@@ -107,37 +109,21 @@ def usable(text: str) -> bool:
 
 
 class VlmOcrEngine(OcrEngine):
-    """Qwen3-VL through core.vlm (loaded on first use; raises OcrError when no model is available)."""
+    """Qwen3-VL reading through the core.vlm `Engine` it is given (its weights load on its first request)."""
 
     name = "vlm"
-    _shared: "VlmOcrEngine | None" = None
-    _lock = threading.Lock()
 
-    def __init__(self, engine: Any = None, settings: Any = None, mode: str = "boxes", max_new_tokens: int = 1024) -> None:
-        self._engine = engine
-        self.settings = settings
+    def __init__(self, engine: Any, model: str = "", mode: str = "boxes", max_new_tokens: int = 1024) -> None:
+        self.engine = engine
+        self.model = model
         self.mode = mode
         self.max_new_tokens = max_new_tokens
-        self.last_tables: list[Table] = []
-
-    @classmethod
-    def shared(cls, settings: Any = None) -> "VlmOcrEngine":
-        """One engine per process (the model is big)."""
-        with cls._lock:
-            if cls._shared is None:
-                cls._shared = cls(settings=settings)
-            return cls._shared
 
     def available(self) -> bool:
-        """True when an engine was given or the configured model's files are found."""
-        if self._engine is not None:
-            return True
+        """True unless the engine already failed to load."""
         try:
-            from core.settings import load_settings
-            from core.status import model_status
-
-            return model_status(self.settings or load_settings()).available
-        except Exception:  # noqa: BLE001
+            return not self.engine.info().error
+        except Exception:  # noqa: BLE001 - an engine that cannot even report is not available
             return False
 
     def languages(self) -> list[str]:
@@ -145,18 +131,8 @@ class VlmOcrEngine(OcrEngine):
         return ["any"]
 
     def version(self) -> str:
-        """The model name."""
-        return f"vlm:{getattr(self.settings, 'model', '') or 'engine'}"
-
-    def _get(self) -> Any:
-        if self._engine is None:
-            from core.vlm import EngineError, create_engine
-
-            try:
-                self._engine = create_engine(self.settings)
-            except EngineError as exc:
-                raise OcrError(f"the Qwen3-VL engine is not available ({exc}); use --engine rapidocr or tesseract") from exc
-        return self._engine
+        """The model name (part of cache keys: another model reads again)."""
+        return f"vlm:{self.model or 'engine'}"
 
     def read(self, image: np.ndarray, lang: str | None = None, vertical: bool | None = None,
              mode: str | None = None) -> EngineOutput:
@@ -168,18 +144,20 @@ class VlmOcrEngine(OcrEngine):
             raise OcrError(f"unknown VLM OCR mode {mode!r}; choose text, markdown or boxes")
         h, w = image.shape[:2]
         try:
-            res = self._get().generate([user(ImagePart(image), PROMPTS[mode])],
-                                       GenerationParams.greedy_defaults(self.max_new_tokens))
+            res = self.engine.generate([user(ImagePart(image), PROMPTS[mode])],
+                                       GenerationParams.greedy_defaults(self.max_new_tokens), kind="ocr")
         except EngineError as exc:
-            raise OcrError(f"the Qwen3-VL engine failed: {exc}") from exc
+            raise OcrError(f"The Qwen3-VL engine failed: {exc}", "Use --engine rapidocr or tesseract.") from exc
         text = res.text or ""
-        out = EngineOutput([], self.name, lang or "", "", bool(vertical))
-        self.last_tables = parse_html_tables(text)
+        out = EngineOutput([], self.name, lang or "", "", bool(vertical), tables=parse_html_tables(text))
         if mode == "boxes":
             out.lines = parse_boxes(text, w, h)
         if not out.lines and usable(text):
-            plain = re.sub(r"<[^>]+>", " ", text) if mode != "text" else text
-            rows = [html_lib.unescape(r).strip() for r in plain.splitlines() if r.strip()]
+            if mode == "text":
+                rows = [html_lib.unescape(r).strip() for r in text.splitlines() if r.strip()]
+            else:  # markup stripped: a table row's cells become one line, single-spaced
+                plain = re.sub(r"<[^>]+>", " ", text)
+                rows = [" ".join(html_lib.unescape(r).split()) for r in plain.splitlines() if r.strip()]
             step = h / max(len(rows), 1)
             out.lines = [OcrLine(r, [[0, i * step], [w, i * step], [w, (i + 1) * step], [0, (i + 1) * step]], 0.5)
                          for i, r in enumerate(rows)]

@@ -243,3 +243,96 @@ def test_break12b_zero_page_pdf_says_it_has_no_pages(tmp_path):
         assert msg.startswith("the PDF has no pages") and "export it again" in msg
         assert "Success" not in msg
         assert isinstance(err.value, UserError)
+
+
+# ---- issue 13: one application layer: the model's tables, one RapidOCR, no settings from the environment ------
+
+TABLE_HTML = ("<table>\n<tr><th>Item</th><th>Amount</th></tr>\n<tr><td>Coffee</td><td>3.50</td></tr>\n"
+              "<tr><td>Tea &amp; cake</td><td>6.20</td></tr>\n</table>")
+
+
+def test_break13_tables_the_model_reads_reach_the_page(tiny_engine):
+    """The Qwen3-VL engine parsed the model's HTML tables into `last_tables`, which nothing read: the page got
+    none. The real tiny-model engine runs the request (its ledger shows it); its answer is replaced by a fixed
+    table, as the thing under test is the OCR plumbing, not the random model."""
+    from dataclasses import replace
+
+    from core.ocr.registry import OcrRegistry
+    from core.vlm import Engine, GenerationParams
+
+    class TableAnswers(Engine):
+        def __init__(self, real: Engine) -> None:
+            self.real, self.ledger = real, real.ledger
+
+        def info(self):
+            return self.real.info()
+
+        def stream(self, messages, params=None, kind="chat"):
+            return self.real.stream(messages, params, kind=kind)
+
+        def generate(self, messages, params=None, kind="chat"):
+            answer = self.real.generate(messages, GenerationParams.greedy_defaults(2), kind=kind)
+            return replace(answer, text=TABLE_HTML)
+
+    engines = OcrRegistry(Settings(), model_engine=lambda: TableAnswers(tiny_engine))
+    before = len(tiny_engine.ledger.records())
+    res = run_ocr(png_bytes(render_table_page()), OcrOptions(engine="vlm", fields="off"), engines=engines,
+                  name="receipt.png")
+    assert [t.rows for t in res.tables] == [[["Item", "Amount"], ["Coffee", "3.50"], ["Tea & cake", "6.20"]]]
+    assert res.tables[0].page == 0 and res.tables[0].kind == "vlm"
+    assert "Coffee 3.50" in res.text
+    assert ["Coffee", "3.50"] in _read_csv(export(res, "csv"))  # the tables export
+    assert [r.kind for r in tiny_engine.ledger.records()[before:]] == ["ocr"]
+
+
+def render_table_page() -> np.ndarray:
+    img = Image.new("RGB", (400, 160), "white")
+    ImageDraw.Draw(img).text((20, 40), "Coffee 3.50   Tea 6.20", fill="black", font=font("latin", 24))
+    return np.array(img)
+
+
+def test_break13_one_rapidocr_serves_documents_and_video_text(english_page, monkeypatch):
+    """Video text (core.media.text) kept a RapidOCR object of its own beside the OCR engine's: two copies of
+    the models. Now one serves both, and a call of one never leaves the other with its steps (RapidOCR keeps
+    which steps run from call to call)."""
+    import rapidocr
+
+    import core.ocr.rapid as rapid
+    from core.media.text import ocr_lines
+    from core.ocr.registry import OcrRegistry
+
+    made: list[object] = []
+    real = rapidocr.RapidOCR
+
+    def counting(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(rapidocr, "RapidOCR", counting)
+    monkeypatch.setattr(rapid, "_instance", None)
+    engine = OcrRegistry(Settings()).get("rapidocr")
+    assert engine.detect(english_page)  # detection only: the shared object last ran without recognition
+    video_text = [t for t, _, _ in ocr_lines(english_page)]
+    assert video_text == ENGLISH
+    assert [ln.text for ln in engine.read(english_page).lines] == ENGLISH
+    assert len(made) == 1
+
+
+def test_break13_ocr_reads_no_settings_from_the_environment(english_page, monkeypatch):
+    """core/ocr re-read the settings from the environment when a call gave none (run_ocr_cached, the heavy-work
+    bound, the model engine's availability): settings are passed down now, the defaults where none are given."""
+    import core.settings
+    from core.ocr import preview_preprocessing
+
+    calls: list[object] = []
+    monkeypatch.setattr(core.settings, "load_settings", lambda *a, **k: calls.append(a) or Settings())
+    reset_heavy_work()
+    try:
+        page = ocr_image(english_page, OcrOptions(engine="rapidocr"))
+        res = run_ocr(png_bytes(english_page), OcrOptions(engine="rapidocr", tables=False))
+        steps = preview_preprocessing(png_bytes(english_page))
+    finally:
+        reset_heavy_work()
+    assert [ln.text for ln in page.lines] == ENGLISH and res.text == "\n".join(ENGLISH)
+    assert [s.name for s in steps]
+    assert calls == []

@@ -58,9 +58,10 @@ def test_pdf_pages_ranges_progress_and_searchable_pdf(english_page):
     second = render_lines(["Second page says hello"])
     data = _pdf_from_images([english_page, second, english_page])
     seen = []
-    res = run_ocr(data, OcrOptions(pages="1-2", dpi=100), name="scan.pdf", progress=lambda d, t, m: seen.append((d, t)))
+    res = run_ocr(data, OcrOptions(pages="1-2", dpi=100), name="scan.pdf",
+                  progress=lambda f, m="", s="": seen.append((f, m, s)))
     assert res.page_count == 3 and [p.index for p in res.pages] == [0, 1]
-    assert seen[-1] == (2, 2)
+    assert seen[-1][0] == 1.0 and seen[-1][1].startswith("page 2 of 2") and seen[-1][2] == "ocr"
     assert cer(ENGLISH[0], res.pages[0].lines[0].text) < 0.05
     assert cer("Second page says hello", res.pages[1].text) < 0.05
     assert res.pages[0].source == "ocr"
