@@ -256,6 +256,14 @@ def iter_image_pages(data: bytes, pages: str | None, max_pixels: int, max_pages:
             yield PageImage(i, rgb, None, dpi)
 
 
+def _declares_no_pages(data: bytes) -> bool:
+    """True when the PDF's page tree says it has no pages and no page object exists (read from the bytes)."""
+    import re
+
+    empty_tree = re.search(rb"/Type\s*/Pages\b", data) and re.search(rb"/Count\s+0\b", data)
+    return bool(empty_tree) and re.search(rb"/Type\s*/Page(?![A-Za-z])", data) is None
+
+
 def _open_pdf(data: bytes):
     import pypdfium2 as pdfium
 
@@ -263,8 +271,9 @@ def _open_pdf(data: bytes):
         return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         msg = str(exc).lower()
-        if getattr(exc, "err_code", None) == 0 or "success" in msg:
-            # PDFium refuses a document whose page tree is empty, reporting "Success" as the error
+        if getattr(exc, "err_code", None) == 0 or "success" in msg or _declares_no_pages(data):
+            # PDFium refuses a document whose page tree is empty, reporting "Success" as the error (or whatever
+            # error an earlier call left behind: its last-error value is process-wide)
             raise OcrError("the PDF has no pages (its page list is empty); export it again from the program "
                            "that made it, with at least one page, or check that this is the right file") from exc
         if "password" in msg or "security" in msg:

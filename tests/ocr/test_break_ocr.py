@@ -336,3 +336,14 @@ def test_break13_ocr_reads_no_settings_from_the_environment(english_page, monkey
     assert [ln.text for ln in page.lines] == ENGLISH and res.text == "\n".join(ENGLISH)
     assert [s.name for s in steps]
     assert calls == []
+
+
+def test_break12b_zero_page_pdf_after_another_pdf_error_still_says_no_pages(tmp_path):
+    """PDFium's last error is process-wide: after a damaged PDF, an empty one must not be called damaged."""
+    buf = io.BytesIO()
+    pdfium.PdfDocument.new().save(buf)
+    with pytest.raises(OcrError, match="could not be opened"):
+        count_pages(b"%PDF-1.7\n garbage that is no PDF \n%%EOF")
+    with pytest.raises(OcrError) as err:
+        count_pages(buf.getvalue())
+    assert str(err.value).startswith("the PDF has no pages")
