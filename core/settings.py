@@ -65,9 +65,29 @@ class Settings(BaseModel):
         10, ge=0, le=1000, description="How long the model waits for more requests to join a batch, in milliseconds."
     )
     max_new_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap, in tokens.")
+    prefill_chunk_tokens: int = Field(
+        8192, ge=0, le=262144, description="The prompt is prefilled in chunks of this many tokens, so the prefill's "
+        "activation memory stays bounded however long the video (the video planner counts one chunk); 0: the whole "
+        "prompt in one pass.",
+    )
+    plan_memory_fraction: float = Field(
+        0.9, gt=0, le=1, description="Share of the free GPU memory (or available RAM on the CPU) a video's default "
+        "plan may fill by its estimate; the rest is slack for what the estimate does not see.",
+    )
     prefix_cache_gb: float = Field(
-        4.0, ge=0, description="Memory (GPU, or RAM on CPU) kept for videos' prefix KV caches so follow-up questions "
-        "skip re-encoding; least recently used first out. 0 turns reuse off.",
+        1024.0, ge=0, description="Most memory kept for videos' prefix KV caches (so follow-up questions skip "
+        "re-encoding), GPU and host tiers together, in GiB; each tier is sized from the memory free after loading "
+        "(`prefix_gpu_gb`, `prefix_host_gb`). 0 turns reuse off.",
+    )
+    prefix_gpu_gb: float | None = Field(
+        None, ge=0, description="GPU tier of kept video prefixes, in GiB (on a CPU engine: its one tier, in RAM). "
+        "Unset: what is free after the weights minus a working reserve of max(4 GiB, 20% of the card) for the "
+        "largest prefill (on CPU: half of the RAM available minus 4 GiB).",
+    )
+    prefix_host_gb: float | None = Field(
+        None, ge=0, description="Pinned host-RAM tier that least recently used video prefixes spill to from the GPU "
+        "(copied back when asked about again), in GiB; 0 turns spilling off. Unset: half of the RAM available "
+        "after loading minus 4 GiB.",
     )
     cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
     cache_size_limit_gb: float = Field(

@@ -92,6 +92,29 @@ def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     st.plotly_chart(host_history_figure(samples, window_s=minutes * 60, now=snap.taken_at), key="host_history")
 
 
+def _size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.1f} KiB"
+
+
+def render_prefixes() -> None:
+    """The videos' prefix KV caches kept for follow-up questions: per tier, entries, size and limit."""
+    st.subheader("Kept video prefixes")
+    report_of = getattr(get_engine(), "prefix_report", None)
+    if report_of is None:
+        st.caption("This engine keeps no video prefixes here: the remote server keeps its own caches.")
+        return
+    report = report_of()
+    if report is None:
+        st.caption("Nothing kept yet: the tiers are sized from the free memory when the model loads.")
+        return
+    st.dataframe([{"Tier": t.tier, "Entries": t.entries, "Kept": _size(t.bytes), "Limit": _size(t.limit_bytes)}
+                  for t in report.tiers], hide_index=True, key="prefix_tiers")
+    st.caption(plain(f"{report.hits} follow-up(s) reused a kept prefix, {report.misses} computed one. "
+                     f"{report.reason}"))
+    if report.note:
+        st.caption(plain(report.note))
+
+
 def render_ledger() -> None:
     st.subheader("Model requests")
     records = get_engine().ledger.records()
@@ -131,6 +154,7 @@ def live() -> None:
     state = "paused" if paused else f"refreshing every {interval} s"
     st.caption(f"Reading of {datetime.fromtimestamp(snap.taken_at):%H:%M:%S} · {state} · "
                f"sampled every {SAMPLE_EVERY_S:.0f} s in the background ({len(samples)} in the chart)")
+    render_prefixes()
     render_ledger()
 
 

@@ -14,6 +14,7 @@ from core.files import make_proxy, needs_proxy, proxy_path
 from core.files.store import file_limit_bytes
 from core.jobs import JobState
 from core.media import VideoError
+from core.media.budget import TOKEN_LADDER
 from core.media.probe import VideoInfo
 from ui.files import pick_file
 from ui.jobs import job_panel
@@ -122,27 +123,69 @@ with left:
 
 with right:
     st.subheader("What the model will see")
-    c1, c2 = st.columns(2)
-    fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, value=DEFAULT_FPS, step=0.25, key="video_fps",
-                          help="Qwen3-VL's default is 2. Lower it for long videos.")
-    max_frames = c2.number_input("Max frames", min_value=4, max_value=2048, value=DEFAULT_MAX_FRAMES, step=32,
-                                 key="video_max_frames",
-                                 help="Upper bound on frames sent to the model (the default is 768).")
     duration = float(round(info.duration, 1))
+    window_now = st.session_state.get("video_window", (0.0, duration)) if duration > 0.2 else (0.0, duration)
+    window_now = (float(window_now[0]), float(window_now[1]))
+    # the plan chosen for this machine, the best that fits (the widgets start at it): chosen once per video, window
+    # and answer length, so memory taken by a request running meanwhile does not move it
+    auto_for = (sha, window_now, params.max_new_tokens)
+    if st.session_state.get("video_auto_for") != auto_for:
+        try:
+            st.session_state["video_auto"] = video.default_plan(info, window=window_now,
+                                                                max_new_tokens=params.max_new_tokens)
+        except VideoError:
+            st.session_state["video_auto"] = None  # the same error is shown with the plan of the widgets below
+        st.session_state["video_auto_for"] = auto_for
+    auto = st.session_state["video_auto"]
+    if st.session_state.get("video_plan_seeded") != sha:
+        st.session_state["video_plan_seeded"] = sha
+        st.session_state["video_plan_custom"] = False
+    if auto is not None and not st.session_state.get("video_plan_custom"):
+        st.session_state["video_fps"] = float(auto.plan.fps)
+        st.session_state["video_max_frames"] = int(auto.plan.max_frames)
+        st.session_state["video_frame_pixels"] = auto.frame_pixels or 0
+    for key, default in (("video_fps", DEFAULT_FPS), ("video_max_frames", DEFAULT_MAX_FRAMES),
+                         ("video_frame_pixels", 0)):
+        st.session_state.setdefault(key, default)
+
+    def _customised() -> None:
+        st.session_state["video_plan_custom"] = True
+
+    def _use_chosen() -> None:
+        st.session_state["video_plan_custom"] = False
+
+    c1, c2 = st.columns(2)
+    fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, step=0.25, key="video_fps",
+                          on_change=_customised, help="Qwen3-VL's default is 2. Lower it for long videos.")
+    max_frames = c2.number_input("Max frames", min_value=2, max_value=2048, step=32, key="video_max_frames",
+                                 on_change=_customised,
+                                 help="Upper bound on frames sent to the model (Qwen3-VL's default is 768; the plan "
+                                      "chosen for this machine may be lower).")
+    pixel_steps = sorted({0, *(t * 1024 for t in TOKEN_LADDER), int(st.session_state["video_frame_pixels"])})
+    frame_pixels = st.selectbox(
+        "Pixels per frame", pixel_steps, key="video_frame_pixels", on_change=_customised,
+        format_func=lambda px: ("Standard (Qwen3-VL's budget over all frames)" if not px
+                                else f"Up to {px // 1024:,} visual tokens ({px:,} pixels)"),
+        help="Each visual token covers 32×32 pixels of a pair of frames; Qwen3-VL never goes below 128 per frame.")
     if duration > 0.2:
         window = st.slider("Time window (s)", 0.0, duration, key="video_window", step=0.1,
                            help="Only this stretch is sampled for the model; the analysis below covers the whole video.")
     else:
         window = (0.0, duration)
+    mine = (float(fps), int(max_frames), int(frame_pixels) or None)
     try:
-        choice = video.plan(info, fps=float(fps), max_frames=int(max_frames),
-                            window=(float(window[0]), float(window[1])), max_new_tokens=params.max_new_tokens)
+        if auto is not None and mine == (auto.plan.fps, auto.plan.max_frames, auto.frame_pixels):
+            choice = auto
+        else:
+            choice = video.plan(info, fps=float(fps), max_frames=int(max_frames),
+                                window=(float(window[0]), float(window[1])), max_new_tokens=params.max_new_tokens,
+                                max_pixels=int(frame_pixels) or None)
         plan, est = choice.plan, choice.estimate
     except VideoError as exc:
         st.error(plain(exc))
         choice, plan, est = None, None, None
     if choice is not None and est is not None:
-        where, size, named, gpu_name = choice.where, choice.model_size, choice.size_from_name, choice.gpu_name
+        where, size, gpu_name = choice.where, choice.model_size, choice.gpu_name
         m = st.columns(2)
         m[0].metric("Frames", est.frames, help=f"{est.frame_width}×{est.frame_height} pixels each")
         m[1].metric("Effective fps", f"{est.effective_fps:.2f}",
@@ -150,17 +193,33 @@ with right:
         m = st.columns(2)
         m[0].metric("Visual tokens", f"{est.visual_tokens:,}", help="tokens the frames become inside the model")
         m[1].metric("Prompt tokens", f"{est.prompt_tokens:,}", help="frames, their timestamps and the question")
+        copies = " × 2 (the kept video prefix and its copy)" if est.kv_copies == 2 else ""
         st.metric(f"Peak memory ({where})", f"{est.peak_gpu_bytes / GIB:.1f} GiB",
-                  help=f"weights {est.weights_bytes / GIB:.1f} GiB + KV cache {est.kv_cache_bytes / GIB:.2f} GiB + "
-                       "activations (an estimate)")
-        st.caption(f"Estimated for Qwen3-VL-{size.upper()} at {est.precision}"
-                   f"{'' if named else ' (model size not in its name: 4B assumed)'}"
-                   f"{f' on {gpu_name}' if gpu_name else ''}. Nothing has run yet.")
+                  help=f"weights {est.weights_bytes / GIB:.1f} GiB + KV cache {est.kv_cache_bytes / GIB:.2f} GiB"
+                       f"{copies} + the frames' pixels {est.pixel_bytes / GIB:.2f} GiB + activations of one prefill "
+                       f"chunk of {est.prefill_chunk_tokens:,} tokens (setting `prefill_chunk_tokens`), an estimate")
+        source = {"config": " (size read from the loaded model)", "name": "",
+                  "assumed": " (model size not in its name: 4B assumed)"}[choice.size_from]
+        st.caption(f"Estimated for Qwen3-VL-{size.upper()} at {est.precision}{source}"
+                   f"{f' on {plain(gpu_name)}' if gpu_name else ''}. Nothing has run yet.")
         if est.fits is False:
-            st.warning("This plan will not fit in GPU memory: lower the frames or fps.")
+            words = choice.memory.words() if choice.memory is not None else "GPU memory"
+            st.warning(f"This plan needs about {est.peak_gpu_bytes / GIB:.1f} GiB but "
+                       f"{(choice.usable_bytes or 0) / GIB:.1f} GiB of {plain(words)} can be used: it will likely run "
+                       "out of memory. Lower the frames or the pixels per frame"
+                       + (", or use the plan chosen for this machine." if choice is not auto else
+                          ", use a smaller model, or quantise it (setting `quantization`)."))
         for w in est.warnings:
-            if not w.startswith("no GPU found"):
+            if not w.startswith("no GPU found") and w != est.fit_message:
                 st.caption(f"Note: {plain(w)}")
+    if auto is not None:
+        if choice is not auto:
+            st.caption(f"You changed the plan. The one chosen for this machine: {auto.estimate.describe()}.")
+            st.button("Use the plan chosen for this machine", key="video_plan_auto", on_click=_use_chosen)
+        with st.expander("Why this plan" if choice is auto else "Why the plan chosen for this machine",
+                         expanded=choice is auto):
+            for reason in auto.reasons:
+                st.caption(reason)
 
 # ---------------------------------------------------------------- analysis job
 st.subheader("Analysis")

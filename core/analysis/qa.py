@@ -5,6 +5,12 @@ overview plus that stretch sampled densely (at least 2 fps). Other questions use
 the answer names times, a second pass (switchable) looks again at those moments at a higher fps and
 refines them (coarse to fine). The overview keeps its KV cache in the engine, so follow-up questions
 on the same video skip re-encoding it.
+
+On an engine with a visual memory (a local engine with a feature store), the overview, each dense stretch and
+each refine window are encoded once and their visual features kept beside the video in the result cache: any
+later question, in any process, asks with feature-backed clips (no frame decoding, no vision tower). A time
+question's clip is then made of the overview's frame pairs and the stretch's, the stretch encoded at the
+overview's frame size. A damaged stored entry is reported in the answer's warnings and computed again.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
+
 from core.events import Event
 from core.analysis.timeparse import TimeReference, find_time_mentions, format_timestamp, parse_time_reference
 from core.vlm.base import Engine
+from core.vlm.featurestore import StoredFeaturesUnreadable
 from core.vlm.types import GenerationParams, Message, VideoPart, user
 
 SYSTEM_PROMPT = (
@@ -28,7 +37,10 @@ SYSTEM_PROMPT = (
 
 @dataclass
 class Clip:
-    """Frames sampled from a video: pixels, their source frame numbers, the source fps and frame count."""
+    """Frames sampled from a video: pixels, their source frame numbers, the source fps and frame count.
+
+    A feature-backed clip has no pixels (`frames` empty): `features_from` names the stored visual features it is
+    made of and `frame_hw` the size its frames had."""
 
     frames: list[Any]
     indices: list[int]
@@ -36,10 +48,17 @@ class Clip:
     total_frames: int
     max_pixels_total: int | None = None
     min_pixels_total: int | None = None
+    features_from: tuple[str, ...] = ()
+    frame_hw: tuple[int, int] | None = None
 
     @property
     def times(self) -> list[float]:
         return [i / self.fps for i in self.indices]
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(height, width) of its frames."""
+        return tuple(np.asarray(self.frames[0]).shape[:2]) if self.frames else self.frame_hw  # type: ignore[return-value]
 
 
 class FrameSource(Protocol):
@@ -73,6 +92,8 @@ class AnswerResult:
     frames_seen: int = 0
     refined: bool = False
     reused_prefix: bool = False
+    stored_features: bool = False
+    """The video's visual features came from the store: nothing was decoded, the vision tower did not run."""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -86,7 +107,29 @@ def clip_part(clip: Clip, cache_key: str | None = None) -> VideoPart:
     """The engine's VideoPart of a clip (real frame numbers and fps, the plan's pixel budget)."""
     return VideoPart(clip.frames, clip.indices, source_fps=clip.fps, total_frames=clip.total_frames,
                      max_pixels_total=clip.max_pixels_total, min_pixels_total=clip.min_pixels_total,
-                     cache_key=cache_key)
+                     cache_key=cache_key, features_from=clip.features_from)
+
+
+def feature_clip(meta: Any, cache_key: str) -> Clip:
+    """The feature-backed clip of the features stored under `cache_key` (`meta`: their FeatureMeta)."""
+    return Clip([], list(meta.frame_indices), meta.source_fps, meta.total_frames, meta.max_pixels_total,
+                meta.min_pixels_total, features_from=(cache_key,), frame_hw=(meta.frame_hw[0], meta.frame_hw[1]))
+
+
+def merge_groups(overview: list[int], window: list[int], max_frames: int, temporal: int = 2) -> list[int]:
+    """Frame numbers of every whole frame group (pair) of `window` and of the overview's pairs outside it, thinned
+    to stay within `max_frames`, in time order: each pair stays one stored temporal group."""
+    def pairs(idx: list[int]) -> list[tuple[int, ...]]:
+        return [tuple(idx[k:k + temporal]) for k in range(0, len(idx) - len(idx) % temporal, temporal)]
+
+    dense = pairs(window)
+    lo, hi = (dense[0][0], dense[-1][-1]) if dense else (0, -1)
+    rest = [p for p in pairs(overview) if p[-1] < lo or p[0] > hi]
+    room = max(0, max_frames // temporal - len(dense))
+    if len(rest) > room:
+        step = len(rest) / max(room, 1)
+        rest = [rest[int(k * step)] for k in range(room)]
+    return [i for p in sorted(rest + dense) for i in p]
 
 
 def merge_clips(a: Clip, b: Clip, max_frames: int) -> Clip:
@@ -194,8 +237,72 @@ class VideoQA:
         self.refine_radius = refine_radius
         self.last_result: AnswerResult | None = None
 
-    def _overview(self) -> Clip:
+    def _memory(self) -> Any:
+        """The engine's visual memory (`core.vlm.featurestore.FeatureMemory`), or None: a remote engine, or one
+        without a feature store, is given decoded frames every time."""
+        return getattr(self.engine, "feature_memory", None)
+
+    def _stored(self, memory: Any, key: str, result: AnswerResult) -> Any:
+        """The plan of the features stored under `key`, or None (a damaged entry is reported in the warnings)."""
+        try:
+            return memory.lookup(key)
+        except StoredFeaturesUnreadable as exc:
+            result.warnings.append(f"{exc.cause}; they were computed again from the video's frames.")
+            return None
+
+    def _decoded(self) -> Clip:
+        """The overview's frames (kept in memory for follow-ups)."""
         return _OVERVIEWS.get_or_make(self.source.content_key(), self.source.overview)
+
+    def _overview(self, memory: Any, result: AnswerResult) -> Clip:
+        """The overview: feature-backed when its features are stored (nothing decoded), else decoded."""
+        key = self.source.content_key()
+        meta = self._stored(memory, key, result) if memory is not None else None
+        return feature_clip(meta, key) if meta is not None else self._decoded()
+
+    def _clips(self, memory: Any, ref: TimeReference | None, duration: float,
+               result: AnswerResult) -> tuple[Clip, Clip, str | None]:
+        """(the overview, the clip to ask with, its cache key)."""
+        overview = self._overview(memory, result)
+        if ref is None:
+            return overview, overview, self.source.content_key()
+        lo, hi = ref.window(duration)
+        if memory is None:
+            dense = self.source.window(lo, hi, self.dense_fps, like=overview)
+            return overview, merge_clips(overview, dense, self.max_frames), None  # a one-off mix: nothing to reuse
+        return (overview, *self._feature_mix(memory, overview, lo, hi, result))
+
+    def _feature_mix(self, memory: Any, overview: Clip, lo: float, hi: float, result: AnswerResult) -> tuple[Clip, str]:
+        """The overview's frame pairs outside [lo, hi] and that stretch at `dense_fps`, from stored features, each
+        encoded once (the stretch at the overview's frame size, so that their frame pairs fit together)."""
+        key = self.source.content_key()
+        ov = self._stored(memory, key, result)
+        if ov is None:
+            ov = memory.encode(clip_part(overview if overview.frames else self._decoded(), key))
+        wkey = f"{key}|dense:{lo:.2f}-{hi:.2f}@{self.dense_fps:g}"
+        win = self._stored(memory, wkey, result)
+        if win is None:
+            dense = self.source.window(lo, hi, self.dense_fps, like=overview)
+            win = memory.encode(clip_part(dense, wkey), frame_size=(ov.resized[0], ov.resized[1]))
+        # as many frames as the overview's pixel budget holds at its frame size (at least the overview's)
+        fit = ov.max_pixels_total // (ov.resized[0] * ov.resized[1]) if ov.max_pixels_total else 0
+        room = min(self.max_frames, max(len(ov.frame_indices), fit))
+        indices = merge_groups(ov.frame_indices, win.frame_indices, room, ov.temporal_patch)
+        clip = Clip([], indices, ov.source_fps, ov.total_frames, ov.max_pixels_total, ov.min_pixels_total,
+                    features_from=(key, wkey), frame_hw=(ov.frame_hw[0], ov.frame_hw[1]))
+        return clip, f"{wkey}|with-overview:{room}"
+
+    def _open(self, clip: Clip, prompt: str, history: list[Message] | None, cache_key: str | None,
+              params: GenerationParams | None, kind: str, result: AnswerResult,
+              again: Callable[[], tuple[Clip, str | None]]) -> tuple[Any, Clip]:
+        """The engine's stream for `clip`; stored features that turn out unusable are reported in the warnings and
+        the clip is made again (`again`: decoded, encoded and stored anew)."""
+        try:
+            return self.engine.stream(self._messages(clip, prompt, history, cache_key), params, kind=kind), clip
+        except StoredFeaturesUnreadable as exc:
+            result.warnings.append(f"{exc.cause}; they were computed again from the video's frames.")
+            clip, cache_key = again()
+            return self.engine.stream(self._messages(clip, prompt, history, cache_key), params, kind=kind), clip
 
     def _messages(self, clip: Clip, question: str, history: list[Message] | None, cache_key: str | None) -> list[Message]:
         part = clip_part(clip, cache_key)
@@ -228,19 +335,14 @@ class VideoQA:
                 result.seconds = time.perf_counter() - started
                 self.last_result = result
                 return
-        overview = self._overview()
+        memory = self._memory()
+        overview, clip, cache_key = self._clips(memory, ref, duration, result)
         if ref is not None:
-            lo, hi = ref.window(duration)
-            dense = self.source.window(lo, hi, self.dense_fps, like=overview)
-            clip = merge_clips(overview, dense, self.max_frames)
             result.time_reference = (ref.start, ref.end)
-            result.dense_windows.append((lo, hi))
-            cache_key = None  # a one-off mix of frames: nothing to reuse
-        else:
-            clip = overview
-            cache_key = self.source.content_key()
+            result.dense_windows.append(ref.window(duration))
+        stream, clip = self._open(clip, question, history, cache_key, params, "video-qa", result,
+                                  lambda: self._clips(memory, ref, duration, result)[1:])
         result.frames_seen = len(clip.indices)
-        stream = self.engine.stream(self._messages(clip, question, history, cache_key), params, kind="video-qa")
         chunks = []
         for chunk in stream:
             chunks.append(chunk)
@@ -248,10 +350,11 @@ class VideoQA:
         final = stream.result
         result.text = final.text if final is not None else "".join(chunks)
         result.reused_prefix = bool(final and final.metrics.reused_prefix_tokens)
+        result.stored_features = bool(final and final.metrics.visual_features == "stored")
         seen = clip.times
         result.events = answer_events(result.text, question, duration, seen)
         if refine and ref is None and result.events:
-            self._refine(result, overview, duration, params)
+            self._refine(result, overview, duration, params, memory)
         if not result.events:
             result.warnings.append("The answer names no time in the video.")
         result.seconds = time.perf_counter() - started
@@ -265,8 +368,10 @@ class VideoQA:
         assert self.last_result is not None
         return self.last_result
 
-    def _refine(self, result: AnswerResult, overview: Clip, duration: float, params: GenerationParams | None) -> None:
-        """Coarse to fine: look again around each time the answer named, at a higher fps."""
+    def _refine(self, result: AnswerResult, overview: Clip, duration: float, params: GenerationParams | None,
+                memory: Any = None) -> None:
+        """Coarse to fine: look again around each time the answer named, at a higher fps (with a visual memory,
+        each window is encoded once and kept beside the overview)."""
         greedy = GenerationParams(max_new_tokens=48, temperature=0.0, presence_penalty=0.0,
                                   seed=params.seed if params else None)
         for event in result.events[:3]:
@@ -274,11 +379,21 @@ class VideoQA:
                 continue
             lo = max(0.0, event.start - self.refine_radius)
             hi = min(duration, event.end + self.refine_radius)
-            clip = self.source.window(lo, hi, self.refine_fps, like=overview)
+            key = f"{self.source.content_key()}|refine:{lo:.2f}-{hi:.2f}@{self.refine_fps:g}" if memory else None
+
+            def window(lo: float = lo, hi: float = hi, key: str | None = key) -> tuple[Clip, str | None]:
+                meta = self._stored(memory, key, result) if memory is not None and key else None
+                if meta is not None:
+                    return feature_clip(meta, key), key
+                return self.source.window(lo, hi, self.refine_fps, like=overview), key
+
+            clip, key = window()
             prompt = (f"The question was: {result.question}\nA first look placed the answer near "
                       f"{format_timestamp(event.start)}. This clip shows {format_timestamp(lo)} to "
                       f"{format_timestamp(hi)} in detail. Give the precise time as mm:ss, and nothing else.")
-            answer = self.engine.generate(self._messages(clip, prompt, None, None), greedy, kind="video-qa-refine")
+            stream, clip = self._open(clip, prompt, None, key, greedy, "video-qa-refine", result, window)
+            with stream:
+                answer = stream.collect()
             mentions = [m for m in find_time_mentions(answer.text) if lo - 1 <= m.start <= hi + 1]
             result.dense_windows.append((lo, hi))
             if mentions:

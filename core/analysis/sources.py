@@ -1,4 +1,7 @@
-"""Frames for the model from a real video file: the whole video at the plan's budget, or a stretch of it."""
+"""Frames for the model from a real video file: the whole video at the plan's budget, or a stretch of it.
+
+Nothing here decodes when the engine keeps the video's visual features: `VideoQA` then asks with feature-backed
+clips, and only the probe (duration) and the content key are taken from the file."""
 
 from __future__ import annotations
 
@@ -72,8 +75,9 @@ class MediaFrameSource:
             start, end = max(0.0, end - 1.0), min(self.duration(), start + 1.0)
         plan = replace(self.plan, fps=fps, start=start, end=end, min_frames=2)
         clip = self._clip(plan)
-        if like is not None and like.frames:
-            h, w = np.asarray(like.frames[0]).shape[:2]
+        size = like.size if like is not None else None  # a feature-backed clip knows its frames' size too
+        if like is not None and size is not None:
+            h, w = size
             clip.frames = _resize([np.asarray(f) for f in clip.frames], w, h)
             clip.max_pixels_total, clip.min_pixels_total = like.max_pixels_total, like.min_pixels_total
         return clip

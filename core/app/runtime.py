@@ -52,13 +52,25 @@ class Runtime:
 
     @property
     def engine(self) -> "Engine":
-        """The one model engine of this process (its weights load on its first request)."""
+        """The one model engine of this process (its weights load on its first request). A local engine keeps
+        videos' visual features in the result cache (encode once, ask forever: any process, after a restart)."""
         with self._lock:
-            if self._engine is None:
+            made = self._engine is None
+            if made:
                 from core.vlm import create_engine
 
                 self._engine = create_engine(self.settings)
-            return self._engine
+            engine = self._engine
+        if made and hasattr(engine, "set_feature_store"):  # outside the lock: `cache` takes it too
+            from core.errors import UserError
+
+            try:
+                engine.set_feature_store(self.cache)
+            except UserError as exc:  # no cache (e.g. Redis down): the engine works, features are not kept
+                import logging
+
+                logging.getLogger(__name__).warning("visual features will not be kept: %s", exc)
+        return engine
 
     @property
     def engine_made(self) -> bool:

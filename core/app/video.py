@@ -17,7 +17,16 @@ from core.cache import make_key
 from core.events import CancelToken, Event, Progress
 from core.files.store import VIDEO_SUFFIXES
 from core.jobs.registry import Job, JobContext
-from core.media.budget import BudgetEstimate, detect_gpu, plan_budget
+from core.media.budget import (
+    BudgetEstimate,
+    DeviceMemory,
+    device_memory,
+    fit_plan,
+    ladder_plan,
+    model_bytes,
+    plan_budget,
+    size_from_config,
+)
 from core.media.probe import VideoInfo, probe_video
 from core.media.sampling import SamplingPlan
 
@@ -96,18 +105,42 @@ def model_precision(settings: Any, gpu: bool) -> str:
 
 @dataclass
 class PlanChoice:
-    """A sampling plan with what it will cost and what the estimate assumed."""
+    """A sampling plan with what it will cost and what the estimate assumed.
+
+    reasons: plain sentences saying why the default plan was chosen and what a bigger one would need.
+    memory: the memory plans are fitted to (None for a remote engine); usable_bytes: the share of it
+    a plan may fill. size_from: where the model size came from ("config", "name" or "assumed").
+    automatic: True for the default plan (the best that fits), False for the user's own choices.
+    remote: the model runs on a remote server (its memory is not checked).
+    """
 
     plan: SamplingPlan
     estimate: BudgetEstimate
     model_size: str
     size_from_name: bool
     gpu_name: str | None
+    reasons: list[str] = field(default_factory=list)
+    memory: DeviceMemory | None = None
+    usable_bytes: int | None = None
+    size_from: str = "name"
+    automatic: bool = False
+    remote: bool = False
 
     @property
     def where(self) -> str:
-        """Where the peak memory is: 'GPU' or 'RAM'."""
+        """Where the peak memory is: 'GPU', 'RAM', or 'server' (a remote engine)."""
+        if self.remote:
+            return "server"
+        if self.memory is not None:
+            return self.memory.where
         return "GPU" if self.gpu_name else "RAM"
+
+    @property
+    def frame_pixels(self) -> int | None:
+        """The plan's own per-frame pixel cap, None when it keeps the standard budget over all frames."""
+        std = SamplingPlan()
+        same = (self.plan.max_pixels, self.plan.total_pixels) == (std.max_pixels, std.total_pixels)
+        return None if same else self.plan.max_pixels
 
 
 @dataclass
@@ -142,19 +175,79 @@ class VideoService:
         cache.put_json(key, info.to_dict())
         return info
 
-    def plan(self, info: VideoInfo, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES,
-             window: tuple[float, float] | None = None, max_new_tokens: int | None = None) -> PlanChoice:
-        """The sampling plan for these choices and its cost on this machine (VideoError for a bad choice)."""
+    def plan(self, info: VideoInfo, fps: float | None = None, max_frames: int | None = None,
+             window: tuple[float, float] | None = None, max_new_tokens: int | None = None,
+             max_pixels: int | None = None) -> PlanChoice:
+        """The sampling plan for these choices and its cost on this machine (VideoError for a bad choice).
+
+        With no fps, frames or pixels chosen: the default plan, the best that fits (`default_plan`).
+        `max_pixels`: a per-frame pixel cap (None: the standard budget over all frames).
+        """
+        if fps is None and max_frames is None and max_pixels is None:
+            return self.default_plan(info, window, max_new_tokens)
         start, end = window if window is not None else (0.0, info.duration)
-        plan = SamplingPlan(fps=float(fps), max_frames=int(max_frames), start=start or None,
-                            end=None if end >= info.duration else end)
+        plan = SamplingPlan(fps=float(fps or DEFAULT_FPS), max_frames=int(max_frames or DEFAULT_MAX_FRAMES),
+                            start=start or None, end=None if end >= info.duration else end)
+        if max_pixels is not None:
+            plan = ladder_plan(plan, plan.max_frames, max_pixels)
+        size, size_from, memory, kw = self._planner(max_new_tokens)
+        usable = kw.pop("usable")
+        estimate = plan_budget(info, plan, model_size=size, gpu_memory_bytes=usable, look_for_gpu=False, **kw)
+        return PlanChoice(plan, estimate, size, size_from != "assumed", memory.name if memory else None,
+                          memory=memory, usable_bytes=usable, size_from=size_from, remote=memory is None)
+
+    def default_plan(self, info: VideoInfo, window: tuple[float, float] | None = None,
+                     max_new_tokens: int | None = None) -> PlanChoice:
+        """The best plan that fits this machine (`core.media.budget.fit_plan`), with the reasons to show.
+
+        Fitted to the free GPU memory (plus what the loaded model holds), or the RAM available on the
+        CPU; a remote engine's plan is the standard one, unchecked.
+        """
+        size, size_from, memory, kw = self._planner(max_new_tokens)
+        usable = kw.pop("usable")
+        fraction = self.runtime.settings.plan_memory_fraction
+        plan, estimate, reasons = fit_plan(
+            info, memory.free_bytes if memory else None, size, fps=DEFAULT_FPS, max_frames=DEFAULT_MAX_FRAMES,
+            window=window, memory_words=memory.words() if memory else None, fraction=fraction, **kw)
+        if memory is None:
+            reasons = [f"The model runs on a remote server (setting `engine`): its memory is not checked here; "
+                       f"the standard plan, {estimate.describe()}, is used."]
+        elif memory.where == "RAM":
+            why = ("The model is set to run on the CPU (setting `device`)" if self.runtime.settings.device == "cpu"
+                   else "No GPU found: the model runs on the CPU")
+            reasons.insert(0, f"{why}, so plans are fitted to the RAM available ({memory.free_bytes / 1024**3:.1f} "
+                              "GiB).")
+        return PlanChoice(plan, estimate, size, size_from != "assumed", memory.name if memory else None,
+                          reasons=reasons, memory=memory, usable_bytes=usable, size_from=size_from, automatic=True,
+                          remote=memory is None)
+
+    def _planner(self, max_new_tokens: int | None) -> tuple[str, str, DeviceMemory | None, dict[str, Any]]:
+        """(model size, where it came from, the memory to fit, the estimate's other arguments) for this machine.
+
+        The size comes from the loaded model's config when there is one, else from the model's name.
+        """
         settings = self.runtime.settings
         size, named = model_size(settings.model)
-        gpu_bytes, gpu_name = detect_gpu()
-        estimate = plan_budget(info, plan, model_size=size, precision=model_precision(settings, gpu_bytes is not None),
-                               max_new_tokens=max_new_tokens or settings.max_new_tokens, gpu_memory_bytes=gpu_bytes,
-                               look_for_gpu=False)
-        return PlanChoice(plan, estimate, size, named, gpu_name)
+        size_from = "name" if named else "assumed"
+        memory: DeviceMemory | None = None
+        if settings.engine != "remote":
+            engine = self.runtime.engine if self.runtime.engine_made else None
+            held: int | None = None
+            device = settings.device
+            if engine is not None and getattr(engine, "loaded", False):
+                model = engine.model  # type: ignore[attr-defined]
+                known = size_from_config(getattr(model, "config", None))
+                if known:
+                    size, size_from = known, "config"
+                held = model_bytes(model)
+                device = engine.info().device or device
+            memory = device_memory(device, held)
+        gpu = memory.where == "GPU" if memory is not None else True  # a remote server: a GPU's precision
+        usable = int(memory.free_bytes * settings.plan_memory_fraction) if memory else None
+        return size, size_from, memory, dict(
+            precision=model_precision(settings, gpu), max_new_tokens=max_new_tokens or settings.max_new_tokens,
+            where=memory.where if memory else "GPU", prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            kv_copies=2 if settings.prefix_cache_gb > 0 else 1, usable=usable)
 
     # ------------------------------------------------------------------ analysis
     def is_cached(self, input_hash: str, stages: tuple[str, ...], options: AnalysisOptions | None = None) -> bool:
@@ -229,7 +322,9 @@ class VideoService:
         from core.analysis.qa import VideoQA
         from core.analysis.sources import MediaFrameSource
 
-        plan = plan or SamplingPlan(fps=DEFAULT_FPS, max_frames=DEFAULT_MAX_FRAMES)
+        if plan is None:  # the best plan that fits this machine
+            info = info or self.probe(path, input_hash)
+            plan = self.default_plan(info).plan
         source = MediaFrameSource(path, plan=plan, input_hash=input_hash, info=info)
         return VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
 
@@ -238,15 +333,64 @@ class VideoService:
             refine: bool = True) -> "AnswerResult":
         """Answer one question (with times) and keep the answer in the cache."""
         qa = self.questions(path, plan, input_hash, info)
-        result = qa.ask(question, params, refine=refine)
+        for _ in self.stream_ask(qa, question, params, refine=refine):
+            pass
+        result = qa.last_result
+        assert result is not None
         if input_hash:
-            self.save_answer(input_hash, plan or qa.source.plan, question, result)
+            self.save_answer(input_hash, qa.source.plan, question, result)
         return result
 
     def stream_ask(self, qa: "VideoQA", question: str, params: "GenerationParams | None" = None,
                    refine: bool = True) -> Iterator[str]:
-        """The answer's text as it comes; afterwards `qa.last_result` holds the whole answer."""
-        return qa.stream_answer(question, params, refine=refine)
+        """The answer's text as it comes; afterwards `qa.last_result` holds the whole answer.
+
+        Out of memory before the first word: the kept prefixes leave the GPU and the question is tried again;
+        still out of memory, the plan is lowered once (`lower_plan`) and the answer says so. The engine stays usable.
+        """
+        from core.vlm.base import OutOfMemory
+
+        notes: list[str] = []
+        for attempt in range(3):
+            started = False
+            try:
+                for chunk in qa.stream_answer(question, params, refine=refine):
+                    started = True
+                    yield chunk
+                break
+            except OutOfMemory:
+                if started or attempt == 2:
+                    raise
+                if attempt == 0 and self._release_prefix_memory():
+                    notes.append("The GPU ran out of memory: the kept video prefixes were moved to host RAM and "
+                                 "the question asked again.")
+                    continue
+                lowered = self._lowered(qa)
+                if lowered is None:
+                    raise
+                notes.append(f"The GPU ran out of memory with {qa.source.plan.max_frames} frames: the plan was lowered "
+                             f"to {lowered.source.plan.max_frames} frames and the question asked again.")
+                qa.source, qa.max_frames = lowered.source, lowered.max_frames
+        if qa.last_result is not None:
+            qa.last_result.warnings[:0] = notes
+
+    def _release_prefix_memory(self) -> bool:
+        """Move the GPU's kept prefixes to host RAM (or drop them); True when there were any."""
+        store = getattr(self.runtime.engine, "prefixes", None)
+        release = getattr(store, "release_device", None)
+        return bool(release()) if release is not None else False
+
+    def _lowered(self, qa: "VideoQA") -> "VideoQA | None":
+        """The same question session one step down the plan ladder, or None at the bottom."""
+        from core.media.budget import lower_plan
+
+        source = qa.source
+        info = getattr(source, "info", None) or self.probe(source.path, getattr(source, "input_hash", None))
+        estimate = self.plan(info, fps=source.plan.fps, max_frames=source.plan.max_frames).estimate
+        plan = lower_plan(source.plan, estimate)
+        if plan == source.plan:
+            return None
+        return self.questions(source.path, plan, getattr(source, "input_hash", None), info)
 
     def save_answer(self, input_hash: str, plan: SamplingPlan, question: str, result: "AnswerResult") -> None:
         """Keep an answer in the cache (the Library lists and searches it)."""

@@ -1,16 +1,21 @@
-"""The budget planner: what a sampling plan will cost before anything is decoded.
+"""The budget planner: what a sampling plan will cost before anything is decoded, and the plan that fits.
 
 Frames kept, effective fps, timestamp resolution, visual tokens (the Qwen3-VL processor's own
 arithmetic), timestamp-text tokens, total prompt tokens, KV-cache bytes and an estimate of peak
-GPU memory, with a warning when it will not fit. With the model's processor (`processor=`) the
-token counts are exact; without it the text parts are estimated with the Qwen tokenizer's rules
-(one token per digit).
+GPU memory (or RAM on the CPU), with a warning when it will not fit. With the model's processor
+(`processor=`) the token counts are exact; without it the text parts are estimated with the Qwen
+tokenizer's rules (one token per digit).
+
+`fit_plan` searches a small ladder of plans (fewer frames, fewer pixels per frame) for the one with
+the most visual tokens whose peak fits the memory `device_memory` reads; `lower_plan` is one step
+down that ladder (the retry after running out of memory anyway).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from core.media.errors import VideoError
@@ -26,6 +31,14 @@ MODEL_PARAMS = {
 # bytes per weight of the language model, and whether the vision tower stays in 16-bit
 PRECISIONS = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "8bit": 1.0, "4bit": 0.5}
 _CUDA_CONTEXT = 0.6e9  # CUDA context + allocator slack, not in torch's own peak figures
+RESERVE_BYTES = int(_CUDA_CONTEXT)
+DEFAULT_PREFILL_CHUNK = 8192  # the `prefill_chunk_tokens` setting's default
+CONTEXT_TOKENS = 262144
+PATCH_VALUES = 3 * TEMPORAL * 16 * 16  # values of one 16x16 patch over a pair of frames (the processor's rows)
+# the plans fit_plan tries: frame counts, and per-frame pixel caps in visual tokens (of 32x32 pixels)
+FRAME_LADDER = (768, 512, 384, 256, 128, 64, 32, 16, 8, 4, 2)
+TOKEN_LADDER = (768, 512, 384, 256, 192, 128)
+GIB = 1024**3
 
 
 @dataclass
@@ -56,10 +69,24 @@ class BudgetEstimate:
     exact: bool
     schedule: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    pixel_bytes: int = 0
+    """the frames' pixels as the processor hands them to the model (fp32 patches), held for the whole request"""
+    vision_feature_bytes: int = 0
+    """the vision tower's output (and its deepstack features) that the prefill reads"""
+    prefill_chunk_tokens: int = 0
+    """tokens per prefill pass the activations were counted for (the whole prompt when 0)"""
+    kv_copies: int = 1
+    """KV caches alive at once while decoding (the kept video prefix and the copy a request decodes into)"""
+    fit_message: str = ""
+    """the sentence saying it will not fit (also in `warnings`), empty when it fits or was not checked"""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
         return asdict(self)
+
+    def describe(self) -> str:
+        """The plan in a user's words: '768 frames of 480x256 (46,080 visual tokens)'."""
+        return f"{self.frames} frames of {self.frame_width}×{self.frame_height} ({self.visual_tokens:,} visual tokens)"
 
 
 def visual_tokens_for(frames: int, height: int, width: int) -> tuple[int, int]:
@@ -120,11 +147,17 @@ def _template_tokens(processor: Any, question: str) -> tuple[int, int]:
 def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", precision: str = "bf16",
                 gpu_memory_bytes: int | None = None, processor: Any = None, question: str = "",
                 max_new_tokens: int = 512, look_for_gpu: bool = True,
-                schedule: FrameSchedule | None = None) -> BudgetEstimate:
+                schedule: FrameSchedule | None = None, prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK,
+                kv_copies: int = 2, where: str = "GPU") -> BudgetEstimate:
     """The BudgetEstimate of `plan` on the probed video for a Qwen3-VL `model_size` (2b/4b/8b) at `precision`.
 
     Never decodes the video. `processor`: the model's processor for exact text-token counts.
-    `gpu_memory_bytes`: the memory to fit in (default: the GPU found, if any).
+    `gpu_memory_bytes`: the memory to fit in (default: the GPU found, if any); `where` names it
+    ("GPU" or "RAM"; on "RAM" the decoded frames count too). The peak is the weights, the frames'
+    pixels and a reserve, plus the largest of three phases: the vision tower over a chunk of frames,
+    the prefill of one chunk of `prefill_chunk_tokens` tokens (0: the whole prompt at once) over the
+    prompt's KV cache, and decoding with `kv_copies` KV caches (2 while a kept video prefix is copied
+    for the request, 1 with `prefix_cache_gb` = 0).
     """
     size = model_size.lower().removesuffix("-instruct")
     if size not in MODEL_PARAMS:
@@ -147,29 +180,42 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     video_tokens = visual + text_tokens + 2 * pairs
     prompt = overhead + video_tokens
 
-    kv = (prompt + max_new_tokens) * kv_bytes_per_token(size, precision)
+    per_token = kv_bytes_per_token(size, precision)
+    kv = (prompt + max_new_tokens) * per_token
     weights = weights_bytes(size, precision)
     m = MODEL_PARAMS[size]
     act_bytes = 4 if precision == "fp32" else 2
-    # calibrated on one H200 run (4B bf16, 3,560 prompt tokens: 10.3 GB peak); an estimate
-    activations = int(prompt * m["hidden"] * act_bytes * 24 + visual * 4 * m["vision_hidden"] * act_bytes * 16)
-    peak = int(weights + kv + activations + _CUDA_CONTEXT)
+    pixels = visual * 4 * PATCH_VALUES * 4  # 4 patches of 16x16 per visual token, float32 from the processor
+    if where == "RAM":
+        pixels += sched.frames * sched.width * sched.height * 3  # the decoded frames, in the same memory
+    features = visual * m["hidden"] * act_bytes * 4  # merged output + 3 deepstack levels
+    chunk = min(prompt, prefill_chunk_tokens) if prefill_chunk_tokens > 0 else prompt
+    chunk_visual = min(visual, max(per_pair, chunk // max(1, per_pair) * per_pair))  # whole pairs of frames
+    # per-token factors calibrated on one H200 run (4B bf16, 3,560 prompt tokens: 10.3 GB peak); an estimate
+    vision_act = chunk_visual * 4 * m["vision_hidden"] * act_bytes * 16
+    text_act = chunk * m["hidden"] * act_bytes * 24 + (chunk * prompt if chunk < prompt else 0)  # + a chunk's mask
+    activations = int(max(vision_act, text_act))
+    phases = (features + vision_act, features + prompt * per_token + text_act, kv_copies * kv)
+    peak = int(weights + _CUDA_CONTEXT + pixels + max(phases))
 
     warnings = list(sched.warnings)
     name: str | None = None
     if gpu_memory_bytes is None and look_for_gpu:
         gpu_memory_bytes, name = detect_gpu()
     fits: bool | None = None
+    fit_message = ""
     if gpu_memory_bytes:
         fits = peak <= gpu_memory_bytes
         if not fits:
-            warnings.append(
-                f"needs about {peak / 1024**3:.1f} GiB but {name or 'the GPU'} has {gpu_memory_bytes / 1024**3:.1f} GiB: "
-                "lower max_frames or total_pixels, use a smaller model, or quantise (8bit/4bit)."
+            memory = "RAM" if where == "RAM" else f"{name or 'GPU'} memory"
+            fit_message = (
+                f"needs about {peak / GIB:.1f} GiB but {gpu_memory_bytes / GIB:.1f} GiB of {memory} can be used: "
+                "lower max_frames or the pixels per frame, use a smaller model, or quantise (8bit/4bit)."
             )
+            warnings.append(fit_message)
     else:
         warnings.append("no GPU found: memory fit not checked (give the GPU's memory size to check it)")
-    if prompt > 262144:
+    if prompt > CONTEXT_TOKENS:
         warnings.append(f"{prompt} prompt tokens exceed the model's 262,144-token context; lower max_frames.")
     return BudgetEstimate(
         model_size=size, precision=precision, frames=sched.frames, effective_fps=sched.effective_fps,
@@ -178,5 +224,194 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
         video_tokens=video_tokens, prompt_tokens=prompt, max_new_tokens=max_new_tokens, kv_cache_bytes=kv,
         weights_bytes=weights, activation_bytes=activations, peak_gpu_bytes=peak, gpu_memory_bytes=gpu_memory_bytes,
         gpu_name=name, fits=fits, exact=processor is not None, schedule=sched.to_dict() | {"indices": [], "times": []},
-        warnings=warnings,
+        warnings=warnings, pixel_bytes=int(pixels), vision_feature_bytes=int(features), prefill_chunk_tokens=chunk,
+        kv_copies=kv_copies, fit_message=fit_message,
     )
+
+
+# ---------------------------------------------------------------------------- the memory to fit in
+@dataclass
+class DeviceMemory:
+    """The memory a plan must fit in: `where` ("GPU" or "RAM"), the bytes it may use, and how they were read."""
+
+    where: str
+    free_bytes: int
+    total_bytes: int
+    name: str | None
+    source: str
+
+    def words(self) -> str:
+        """'GPU memory (NVIDIA H200)' or 'RAM'."""
+        return "RAM" if self.where == "RAM" else f"GPU memory{f' ({self.name})' if self.name else ''}"
+
+
+def _cuda_memory(device: str) -> tuple[int, int, str] | None:
+    """(free, total, name) of the CUDA device `device` ('auto', 'cuda', 'cuda:N') runs on; None on the CPU."""
+    if device == "cpu":
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        free, total = torch.cuda.mem_get_info(index)
+        return int(free), int(total), str(torch.cuda.get_device_properties(index).name)
+    except Exception:  # noqa: BLE001 - no usable torch/driver means no GPU
+        return None
+
+
+def _available_ram() -> tuple[int, int]:
+    """(available, total) bytes of RAM."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return int(mem.available), int(mem.total)
+
+
+def device_memory(device: str = "auto", held_bytes: int | None = None) -> DeviceMemory:
+    """The memory the model's requests can use on `device` (the `device` setting, or a loaded engine's device).
+
+    On CUDA: the free memory plus `held_bytes`, what the loaded model already holds (its weights are
+    counted again in every estimate); with no model loaded (`held_bytes` None) the free memory, at
+    most the card's total less a reserve. On the CPU: the RAM available, plus `held_bytes`.
+    """
+    gpu = _cuda_memory(device)
+    if gpu is not None:
+        free, total, name = gpu
+        if held_bytes is not None:
+            return DeviceMemory("GPU", free + held_bytes, total, name,
+                                f"free GPU memory plus the {held_bytes / GIB:.1f} GiB the loaded model holds")
+        return DeviceMemory("GPU", min(free, total - RESERVE_BYTES), total, name, "free GPU memory")
+    available, total = _available_ram()
+    if held_bytes is not None:
+        return DeviceMemory("RAM", available + held_bytes, total, None,
+                            f"RAM available plus the {held_bytes / GIB:.1f} GiB the loaded model holds")
+    return DeviceMemory("RAM", available, total, None, "RAM available")
+
+
+def size_from_config(config: Any) -> str | None:
+    """'2b' | '4b' | '8b' for a loaded Qwen3-VL's config (its text hidden size and layers), None when unknown."""
+    text = getattr(config, "text_config", None) or config
+    shape = (getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None))
+    for size, m in MODEL_PARAMS.items():
+        if shape == (m["hidden"], m["layers"]):
+            return size
+    return None
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters and buffers."""
+    return int(sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers())))
+
+
+# ---------------------------------------------------------------------------- the plan that fits
+def ladder_plan(base: SamplingPlan, max_frames: int, max_pixels: int | None = None) -> SamplingPlan:
+    """`base` with at most `max_frames` frames and, given `max_pixels`, at most that many pixels per frame.
+
+    The budget over all frames is raised to `max_pixels` x `max_frames` where it is smaller, so the
+    per-frame cap is what decides (fewer frames never get more pixels each than `max_pixels`).
+    """
+    frames = max(TEMPORAL, max_frames)
+    plan = replace(base, max_frames=frames, min_frames=min(base.min_frames, frames))
+    if max_pixels is None:
+        return plan
+    px = max(base.min_pixels, min(int(max_pixels), SamplingPlan.max_pixels))
+    return replace(plan, max_pixels=px, total_pixels=max(base.total_pixels, px * frames))
+
+
+def _frame_cap(estimate: BudgetEstimate, plan: SamplingPlan) -> int:
+    """The per-frame pixel cap the estimate's schedule used (never above the processor's ceiling)."""
+    return min(int(estimate.schedule.get("pixels_per_frame_cap") or plan.max_pixels), SamplingPlan.max_pixels)
+
+
+def _pixel_steps(base: SamplingPlan, frames: int, cap: int) -> list[SamplingPlan]:
+    """`base` at `frames` frames with each per-frame cap of TOKEN_LADDER below `cap` (and above the floor)."""
+    floor = int(base.min_pixels * 1.05)  # schedule_frames never goes below this per frame
+    steps = [t * FACTOR * FACTOR for t in TOKEN_LADDER]
+    return [ladder_plan(base, frames, px) for px in steps if max(px, floor) < cap]
+
+
+def lower_plan(plan: SamplingPlan, estimate: BudgetEstimate) -> SamplingPlan:
+    """One step down the ladder from `plan` (whose estimate is `estimate`), e.g. after running out of memory.
+
+    Fewer frames first (the next count of FRAME_LADDER below the frames kept, at no more pixels
+    each); at one pair of frames, the next smaller per-frame pixel cap of TOKEN_LADDER. Never below
+    one frame pair or the processor's per-frame floor: `plan` itself when it is already the smallest.
+    """
+    cap = _frame_cap(estimate, plan)
+    fewer = [r for r in FRAME_LADDER if r < estimate.frames]
+    if fewer:
+        return ladder_plan(plan, fewer[0], cap)
+    smaller = _pixel_steps(plan, TEMPORAL, cap)
+    return smaller[0] if smaller else plan
+
+
+def fit_plan(info: VideoInfo, memory_bytes: int | None, model_size: str = "4b", precision: str = "bf16",
+             fps: float = 2.0, max_frames: int = 768, window: tuple[float, float] | None = None, *,
+             where: str = "GPU", memory_words: str | None = None, fraction: float = 0.9, max_new_tokens: int = 512,
+             prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK, kv_copies: int = 2,
+             ) -> tuple[SamplingPlan, BudgetEstimate, list[str]]:
+    """The plan with the most visual tokens (then frames) whose estimated peak fits `memory_bytes` x `fraction`.
+
+    The search starts at the standard plan (Qwen3-VL's defaults at `fps`, at most `max_frames`,
+    over `window`) and goes down the ladder: fewer frames (FRAME_LADDER) and fewer pixels per frame
+    (TOKEN_LADDER, down to the processor's floor of 128 visual tokens); it never asks for more than
+    the standard plan. `memory_bytes` None (e.g. a remote engine): the standard plan, unchecked.
+    When nothing fits: the standard plan if the weights alone do not fit (fewer frames cannot help),
+    else the smallest. Returns (plan, its estimate, plain sentences saying why and what a bigger
+    plan would need).
+    """
+    start, end = window if window is not None else (0.0, info.duration)
+    base = SamplingPlan(fps=float(fps), max_frames=int(max_frames), start=start or None,
+                        end=None if end >= info.duration else end)
+    usable = int(memory_bytes * fraction) if memory_bytes else None
+    kw: dict[str, Any] = dict(model_size=model_size, precision=precision, gpu_memory_bytes=usable,
+                              max_new_tokens=max_new_tokens, look_for_gpu=False, where=where,
+                              prefill_chunk_tokens=prefill_chunk_tokens, kv_copies=kv_copies)
+    base_est = plan_budget(info, base, **kw)
+    if usable is None or memory_bytes is None:
+        return base, base_est, [f"The standard plan, {base_est.describe()}; memory was not checked."]
+    words = memory_words or ("RAM" if where == "RAM" else "GPU memory")
+    room = (f"{usable / GIB:.1f} GiB of the {memory_bytes / GIB:.1f} GiB of free {words} can be used "
+            f"(setting `plan_memory_fraction` = {fraction:g})")
+    if base_est.fits:
+        return base, base_est, [f"The standard plan, {base_est.describe()}, needs about "
+                                f"{base_est.peak_gpu_bytes / GIB:.1f} GiB; {room}: it fits."]
+    found: list[tuple[SamplingPlan, BudgetEstimate]] = []
+    for frames in [base.max_frames] + [r for r in FRAME_LADDER if r < base_est.frames]:
+        # at each frame count: the standard pixel budget (Qwen3-VL's own for that count), then smaller caps
+        top = (base, base_est)
+        if frames != base.max_frames:
+            top = (ladder_plan(base, frames), plan_budget(info, ladder_plan(base, frames), **kw))
+            found.append(top)
+        found += [(p, plan_budget(info, p, **kw)) for p in _pixel_steps(base, frames, _frame_cap(top[1], base))]
+    options: list[tuple[SamplingPlan, BudgetEstimate]] = []
+    seen = {(base_est.frames, base_est.frame_width, base_est.frame_height)}
+    for plan, est in found:  # plans that sample the same frames at the same size are one option
+        if (est.frames, est.frame_width, est.frame_height) not in seen:
+            seen.add((est.frames, est.frame_width, est.frame_height))
+            options.append((plan, est))
+    fitting = [o for o in options if o[1].fits]
+    needs = f"The standard plan, {base_est.describe()}, would need about {base_est.peak_gpu_bytes / GIB:.1f} GiB"
+    if not fitting:
+        if base_est.weights_bytes + RESERVE_BYTES > usable:
+            return base, base_est, [
+                f"{needs}, but {room}, and the model's weights alone take "
+                f"{base_est.weights_bytes / GIB:.1f} GiB: no plan fits. Use a smaller model, quantise it (setting "
+                "`quantization` = 8bit or 4bit), or free memory."]
+        plan, est = min(options, key=lambda o: o[1].peak_gpu_bytes) if options else (base, base_est)
+        return plan, est, [f"{needs}, but {room}: even the smallest plan, {est.describe()}, needs about "
+                           f"{est.peak_gpu_bytes / GIB:.1f} GiB; it is used, and may run out of memory."]
+    most = max(o[1].visual_tokens for o in fitting)  # within 5% of the most visual tokens, more frames first
+    plan, est = max((o for o in fitting if o[1].visual_tokens >= 0.95 * most),
+                    key=lambda o: (o[1].frames, o[1].visual_tokens))
+    reasons = [f"{needs}, but {room}: {est.describe()} chosen (about {est.peak_gpu_bytes / GIB:.1f} GiB)."]
+    # the next plan up: at least as many frames, more visual tokens, not fitting (else it would have been chosen)
+    bigger = [o[1] for o in options
+              if not o[1].fits and o[1].frames >= est.frames and o[1].visual_tokens > est.visual_tokens]
+    if bigger:
+        nxt = min(bigger, key=lambda e: (e.visual_tokens, e.peak_gpu_bytes))
+        reasons.append(f"The next bigger plan, {nxt.describe()}, would need about {nxt.peak_gpu_bytes / GIB:.1f} GiB.")
+    reasons.append("For a bigger plan: free memory, quantise the model (setting `quantization`) or use a smaller one.")
+    return plan, est, reasons

@@ -9,10 +9,13 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from core.errors import UserError
 from core.vlm.types import GenerationParams, GenerationResult, Message
+
+if TYPE_CHECKING:
+    from core.vlm.prefix import PrefixReport
 
 
 class EngineError(UserError):
@@ -64,6 +67,8 @@ class EngineInfo:
     error: str | None = None
     decoding: str = ""
     """How answers are decoded: "plain generate" or "fast: <step, kernels, graph>" (local engine, once loaded)."""
+    prefixes: PrefixReport | None = None
+    """The kept video prefixes per tier (entries, bytes, limit) and why the tiers have their sizes (local engine)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.settings import Settings
 from core.vlm.base import EngineError, ModelUnavailable, OutOfMemory
+from core.vlm.prefix import PrefixStore, plan_prefix_tiers
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,18 @@ def load_model(settings: Settings) -> Loaded:
     return Loaded(model=model, processor=processor, device=device, dtype=dtype, attn=attn, quantization=label,
                   path=path)
 
+
+def sized_store(settings: Settings, device: str, model: Any) -> PrefixStore:
+    """The prefix store of a model just loaded on `device`, sized from the GPU memory and RAM free now."""
+    import psutil
+    import torch
+
+    ram = int(psutil.virtual_memory().available)
+    if not device.startswith("cuda"):
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        return PrefixStore.for_device(device, plan_prefix_tiers(None, None, weights, ram, settings))
+    dev = torch.device(device)
+    free, total = torch.cuda.mem_get_info(dev)
+    allocated = torch.cuda.memory_allocated(dev)
+    free += torch.cuda.memory_reserved(dev) - allocated  # cached by PyTorch, free for its own tensors
+    return PrefixStore.for_device(device, plan_prefix_tiers(free, total, allocated, ram, settings))

@@ -23,7 +23,9 @@ from core.vlm.loading import (
     quantization_config,
     resolve_model,
 )
-from core.vlm.prefix import PrefixStore
+from core.vlm.featurestore import FeatureMemory, FeatureStore, feature_material
+from core.vlm.loading import sized_store
+from core.vlm.prefix import PrefixReport, PrefixStore
 from core.vlm.runner import PresencePenalty, Runner, fast_decode_wanted
 from core.vlm.scheduler import Request, RequestStatus, Scheduler
 from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics
@@ -47,10 +49,12 @@ class LocalEngine(Engine):
     """Runs Qwen3-VL with transformers. Load lazily with `load()`; requests take turns on the model (compatible
     ones decode as one batch on the fast path)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, feature_store: FeatureStore | None = None) -> None:
         self.settings = settings
+        self.feature_store = feature_store
+        """Where videos' visual features are kept (the result cache); None: they are encoded for every request."""
         self.ledger = Ledger()
-        self.prefixes = PrefixStore(int(settings.prefix_cache_gb * 1024**3))
+        self.prefixes = PrefixStore(0)  # sized from the memory free once the model is loaded
         self.load_seconds: float | None = None
         self._runner: Runner | None = None
         self._device = ""
@@ -104,13 +108,34 @@ class LocalEngine(Engine):
         started = time.perf_counter()
         loaded = load_model(self.settings)
         self._device, self._dtype, self._attn, self._quant = loaded.device, loaded.dtype, loaded.attn, loaded.quantization
+        self.prefixes = sized_store(self.settings, loaded.device, loaded.model)  # from the memory the weights left
         runner = Runner(self.settings, loaded, self.prefixes)
+        runner.features = self._memory(runner, loaded.quantization)
         if runner.fast_enabled:
             runner.fast_decoder()  # set up now (under the load lock), so the first request and info() find it
         self._runner = runner
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s (%s, %s) in %.1fs", loaded.path, self._device, dtype_name(self._dtype), self._attn,
                  self.load_seconds)
+
+    def set_feature_store(self, store: FeatureStore | None) -> None:
+        """Keep videos' visual features in `store` (e.g. the runtime's result cache): a video with a `cache_key`
+        is encoded once, and later questions in any process prefill the language model from its features."""
+        with self._load_lock:
+            self.feature_store = store
+            if self._runner is not None:
+                self._runner.features = self._memory(self._runner, self._quant)
+
+    def _memory(self, runner: Runner, quantization: str) -> FeatureMemory | None:
+        if self.feature_store is None:
+            return None
+        material = feature_material(self.settings.model, dtype_name(runner.dtype), quantization)
+        return FeatureMemory(self.feature_store, material, runner.model, runner.processor, self._scheduler.lock)
+
+    @property
+    def feature_memory(self) -> FeatureMemory | None:
+        """The visual memory (loads the model first), or None without a feature store."""
+        return None if self.feature_store is None else self.runner.features
 
     def info(self) -> EngineInfo:
         return EngineInfo(
@@ -123,7 +148,12 @@ class LocalEngine(Engine):
             attn_implementation=self._attn,
             error=self._error,
             decoding=self._decoding() if self.loaded else "",
+            prefixes=self.prefix_report(),
         )
+
+    def prefix_report(self) -> PrefixReport | None:
+        """The kept video prefixes per tier and why the tiers have their sizes; None until the model is loaded."""
+        return self.prefixes.report() if self.loaded else None
 
     def _decoding(self) -> str:
         if not self.fast_decode_enabled:
@@ -209,6 +239,7 @@ class LocalEngine(Engine):
             visual_tokens=request.visual_tokens,
             reused_prefix_tokens=request.reused_tokens,
             decode_path=("static+graph" if stats.used_graph else "static") if stats is not None else "plain",
+            visual_features=getattr(request.prefix.prefix_inputs if request.prefix else None, "origin", ""),
             total_ms=(t_end - t0) * 1000,
             peak_gpu_memory_bytes=request.peak_bytes,
             batch_size=request.batch_size,

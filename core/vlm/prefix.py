@@ -1,18 +1,26 @@
 """Kept prefixes: the KV cache of a request's visual input, kept so follow-up questions skip re-encoding it.
 
 A request whose one visual input has a `cache_key` is split after that input (`split_prefix`); the prefix's
-KV cache is computed once and kept in a `PrefixStore`, bounded in bytes, least recently used out first.
+KV cache is computed once and kept in a `PrefixStore`: on the GPU in the memory left after the weights and a
+working reserve, spilled to pinned host RAM least recently used first, and copied back when asked about again
+(`plan_prefix_tiers` sizes the tiers). On a CPU engine there is one tier, in RAM.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
+from core.settings import Settings
 from core.vlm.types import VideoPart
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,7 +37,6 @@ class Prefix:
     cache_kwarg: str
 
 
-
 @dataclass
 class PrefixPlan:
     """How one request uses a kept prefix: the kept one (`cached`), or the prefix inputs to compute it from."""
@@ -40,32 +47,6 @@ class PrefixPlan:
     """The processor's tensors of the prefix (visual input included) when it is not kept yet."""
     suffix_ids: Any
     """The token ids after the prefix (the question), (1, n) on the model's device."""
-
-
-def cache_nbytes(kv: Any) -> int:
-    """Bytes of the tensors a KV cache object holds (walking its attributes a few levels deep)."""
-    import torch
-
-    total = 0
-    seen: set[int] = set()
-
-    def visit(obj: Any, depth: int = 0) -> None:
-        nonlocal total
-        if depth > 4 or id(obj) in seen:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            total += obj.numel() * obj.element_size()
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                visit(item, depth + 1)
-        elif hasattr(obj, "__dict__"):
-            for item in vars(obj).values():
-                visit(item, depth + 1)
-
-    visit(kv)
-    return total
-
 
 
 def split_prefix(text: str, visual_parts: list[Any], material: str) -> tuple[str, str, str] | None:
@@ -87,40 +68,323 @@ def split_prefix(text: str, visual_parts: list[Any], material: str) -> tuple[str
     return hashlib.sha256(key.encode("utf-8")).hexdigest(), prefix, suffix
 
 
-class PrefixStore:
-    """Kept prefix KV caches, bounded in bytes, least recently used evicted first. Thread-safe."""
+GIB = 1024**3
+RESERVE_FLOOR = 4 * GIB
+RESERVE_SHARE = 0.20
+"""GPU working reserve beside the GPU tier: max(4 GiB, 20% of the card). The largest prefill of the default video
+plan (768 frames at the per-frame pixel floor: ~54k prompt tokens) needs, by core.media.budget's estimate, ~13 GB
+of activations + 8 GB of static decode cache on the 4B (18 + 8 GB on the 8B): 20% of an H200 (28 GiB) covers
+both. 4 GiB is the floor of small cards, where such a prefill does not fit anyway (the planner warns)."""
+HOST_SHARE = 0.5
+HOST_FLOOR = 4 * GIB
+"""The host tier: half of the RAM available after loading (heavy work may take the other half, see core.limits)
+minus 4 GiB left for the rest of the process. Pinned RAM cannot be swapped out, so it stays well below all."""
 
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit_bytes = limit_bytes
-        self._items: OrderedDict[str, Prefix] = OrderedDict()
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _size(n: int) -> str:
+    return _gib(n) if n >= GIB else f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{n / 1024:.1f} KiB"
+
+
+class TierPlan(NamedTuple):
+    """Sizes of the two tiers of kept prefixes, and how they were chosen (for people)."""
+
+    gpu_limit: int
+    host_limit: int
+    reason: str
+
+
+def plan_prefix_tiers(free_gpu_bytes: int | None, total_gpu_bytes: int | None, weights_bytes: int,
+                      available_ram_bytes: int, settings: Settings) -> TierPlan:
+    """Tier sizes from the memory free after loading the weights; `total_gpu_bytes` None/0 means a CPU engine
+    (one tier, in RAM). `prefix_gpu_gb` / `prefix_host_gb` override the automatic sizes; `prefix_cache_gb`
+    caps both together (0 turns reuse off)."""
+    cap = int(settings.prefix_cache_gb * GIB)
+    if cap <= 0:
+        return TierPlan(0, 0, "Prefix reuse is off (setting prefix_cache_gb is 0).")
+    ram = max(0, int(available_ram_bytes * HOST_SHARE) - HOST_FLOOR)
+    ram_why = f"half of the {_gib(available_ram_bytes)} of RAM available, minus {_gib(HOST_FLOOR)}"
+    if not total_gpu_bytes:
+        gpu, gpu_why = ram, ram_why
+        if settings.prefix_gpu_gb is not None:
+            gpu, gpu_why = int(settings.prefix_gpu_gb * GIB), "setting prefix_gpu_gb"
+        return TierPlan(min(gpu, cap), 0, f"One tier in RAM (CPU engine): {_gib(min(gpu, cap))} ({gpu_why}"
+                        + (", capped by prefix_cache_gb" if gpu > cap else "") + "); no host tier.")
+    free = min(int(free_gpu_bytes or 0), total_gpu_bytes - weights_bytes)
+    reserve = max(RESERVE_FLOOR, int(total_gpu_bytes * RESERVE_SHARE))
+    gpu = max(0, free - reserve)
+    gpu_why = (f"{_gib(free)} free after {_gib(weights_bytes)} of weights, minus a {_gib(reserve)} working reserve: "
+               f"max({_gib(RESERVE_FLOOR)}, {RESERVE_SHARE:.0%} of the {_gib(total_gpu_bytes)} card)")
+    if settings.prefix_gpu_gb is not None:
+        auto, gpu = gpu, int(settings.prefix_gpu_gb * GIB)
+        gpu_why = "setting prefix_gpu_gb" + (f"; above the {_gib(auto)} free beside the working reserve, so "
+                                             "large requests may run out of memory" if gpu > auto else "")
+    host, host_why = ram, ram_why
+    if settings.prefix_host_gb is not None:
+        host, host_why = int(settings.prefix_host_gb * GIB), "setting prefix_host_gb"
+    capped = gpu + host > cap
+    gpu = min(gpu, cap)
+    host = min(host, cap - gpu)
+    return TierPlan(gpu, host, f"GPU tier {_gib(gpu)} ({gpu_why}); host tier {_gib(host)} of pinned RAM ({host_why})"
+                    + (f"; both capped at prefix_cache_gb = {_gib(cap)} together." if capped else "."))
+
+
+def map_cache(kv: Any, fn: Callable[[Any], Any]) -> Any:
+    """A copy of KV cache `kv` with every tensor in it (its layers' keys and values, and any other tensor a few
+    attributes deep) replaced by `fn(tensor)`; objects that hold no tensor are shared, `kv` is left unchanged."""
+    import torch
+
+    memo: dict[int, Any] = {}
+
+    def walk(obj: Any, depth: int) -> Any:
+        if id(obj) in memo:
+            return memo[id(obj)]
+        out = obj
+        if isinstance(obj, torch.Tensor):
+            out = fn(obj)
+        elif depth > 4 or isinstance(obj, (str, bytes, type)):
+            pass
+        elif type(obj) in (list, tuple):
+            items = [walk(item, depth + 1) for item in obj]
+            if any(a is not b for a, b in zip(items, obj)):
+                out = type(obj)(items)
+        elif hasattr(obj, "__dict__"):
+            changed = {k: new for k, v in vars(obj).items() if (new := walk(v, depth + 1)) is not v}
+            if changed:
+                out = copy.copy(obj)
+                vars(out).update(changed)
+        memo[id(obj)] = out
+        return out
+
+    return walk(kv, 0)
+
+
+def cache_nbytes(kv: Any, as_held: bool = False) -> int:
+    """Bytes of the tensors a KV cache holds; `as_held`: pinned host blocks count rounded up to a power of two,
+    as PyTorch's pinned allocator takes them."""
+    total = 0
+
+    def add(t: Any) -> Any:
+        nonlocal total
+        n = t.numel() * t.element_size()
+        total += (1 << max(0, n - 1).bit_length()) if as_held and t.device.type == "cpu" and t.is_pinned() else n
+        return t
+
+    map_cache(kv, add)
+    return total
+
+
+class CudaTiers:
+    """Copies of KV caches between the GPU and pinned host RAM on a side stream, off the model's stream."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device)
+
+    def to_host(self, kv: Any) -> Any:
+        """Start copying `kv` to pinned RAM and return the copy; a later `to_device` on this stream waits for it."""
+        import torch
+
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the cache has been written
+
+        def move(t: Any) -> Any:
+            if t.device.type != "cuda":
+                return t
+            try:
+                dst = torch.empty(t.size(), dtype=t.dtype, pin_memory=True)
+            except RuntimeError:  # pinning refused (locked-memory limit): pageable, copied synchronously
+                dst = torch.empty(t.size(), dtype=t.dtype)
+            with torch.cuda.stream(self.stream):
+                dst.copy_(t, non_blocking=True)
+            t.record_stream(self.stream)  # its GPU memory is not reused before the copy has read it
+            return dst
+
+        return map_cache(kv, move)
+
+    def to_device(self, kv: Any) -> Any:
+        """A copy of `kv` on the GPU, complete when this returns; the model's stream never waits for it."""
+        import torch
+
+        self.stream.synchronize()  # earlier spills are done: their GPU memory can be reused for this copy
+        pairs: list[tuple[Any, Any]] = []
+
+        def alloc(t: Any) -> Any:
+            if t.device.type != "cpu":
+                return t
+            dst = torch.empty_like(t, device=self.device)
+            pairs.append((dst, t))
+            return dst
+
+        out = map_cache(kv, alloc)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # blocks reused above are free
+        with torch.cuda.stream(self.stream):
+            for dst, src in pairs:
+                dst.copy_(src, non_blocking=True)
+        self.stream.synchronize()
+        return out
+
+
+@dataclass
+class TierReport:
+    """One tier of kept prefixes, for the GPU page and /info."""
+
+    tier: str
+    entries: int
+    bytes: int
+    limit_bytes: int
+
+
+@dataclass
+class PrefixReport:
+    """What the prefix store keeps, where, and why its tiers have their sizes."""
+
+    tiers: list[TierReport]
+    reason: str
+    hits: int
+    misses: int
+    note: str = ""
+    """Why the last prefix that could not be kept was not kept (empty when every one was)."""
+
+
+@dataclass
+class _Kept:
+    prefix: Prefix
+    on_host: bool
+    held: int
+
+
+class PrefixStore:
+    """Kept prefix KV caches in two tiers, least recently used first out: put() lands on the device ("GPU") tier;
+    over its limit the least recently used entries spill to the host tier (`to_host`), over that limit they are
+    dropped; get() of a spilled entry copies it back (`to_device`). Without `to_host` there is no host tier
+    (a CPU engine: the device tier is RAM). Thread-safe."""
+
+    def __init__(self, gpu_limit_bytes: int, host_limit_bytes: int = 0, *, to_host: Callable[[Any], Any] | None = None,
+                 to_device: Callable[[Any], Any] | None = None, reason: str = "", device_tier: str = "GPU",
+                 host_tier: str = "host RAM (pinned)") -> None:
+        self.limit_bytes = max(0, int(gpu_limit_bytes))
+        """The device tier's limit."""
+        self.host_limit_bytes = max(0, int(host_limit_bytes)) if to_host is not None and to_device is not None else 0
+        self._to_host, self._to_device = to_host, to_device
+        self.reason, self.note = reason, ""
+        self._names = (device_tier, host_tier)
+        self._items: OrderedDict[str, _Kept] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self.hits = self.misses = 0
+
+    @classmethod
+    def for_device(cls, device: str, plan: TierPlan) -> "PrefixStore":
+        """The store of an engine on `device`, sized by `plan` (on CUDA the host tier is pinned RAM)."""
+        if device.startswith("cuda"):
+            tiers = CudaTiers(device)
+            return cls(plan.gpu_limit, plan.host_limit, to_host=tiers.to_host, to_device=tiers.to_device,
+                       reason=plan.reason)
+        return cls(plan.gpu_limit, 0, reason=plan.reason, device_tier="RAM")
 
     def get(self, key: str) -> Prefix | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
+            kept = self._items.get(key)
+            if kept is not None and kept.on_host:
+                kept = self._restore(key, kept)
+            if kept is None:
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return item
+            return kept.prefix
+
+    def _restore(self, key: str, kept: _Kept) -> _Kept | None:
+        """A spilled entry copied back to the device (kept there unless larger than its tier); None if it fails."""
+        assert self._to_device is not None
+        stays = kept.prefix.nbytes <= self.limit_bytes  # else it lives on the host: a copy for this request
+        if stays:
+            del self._items[key]
+            self._fit(kept.prefix.nbytes)  # room first, so the copy can reuse the memory of what spills
+        try:
+            back = _Kept(dataclasses.replace(kept.prefix, kv=self._to_device(kept.prefix.kv)), False, kept.prefix.nbytes)
+        except RuntimeError as exc:  # e.g. out of GPU memory: the runner computes the prefix again
+            log.warning("a kept prefix could not be copied back to the device (%s); computing it again", exc)
+            self._items[key] = kept
+            self._fit(0)
+            return None
+        if stays:
+            self._items[key] = back
+        return back
 
     def put(self, item: Prefix) -> None:
         with self._lock:
-            self._items[item.key] = item
-            self._items.move_to_end(item.key)
-            while self._items and self.nbytes > self.limit_bytes:
-                self._items.popitem(last=False)
+            self._items.pop(item.key, None)
+            if item.nbytes > self.limit_bytes and item.nbytes > self.host_limit_bytes:
+                host = f" and the host tier ({_size(self.host_limit_bytes)})" if self._to_host else ""
+                self.note = (f"A prefix of {_size(item.nbytes)} was not kept: it is larger than the {self._names[0]} "
+                             f"tier ({_size(self.limit_bytes)}){host}. Raise prefix_gpu_gb"
+                             + (" or prefix_host_gb" if host else "") + ", or ask with fewer frames or pixels.")
+                log.info("%s", self.note)
+                return
+            big = item.nbytes > self.limit_bytes  # fits the host tier only: straight there
+            self._items[item.key] = self._spilled(item) if big else _Kept(item, False, item.nbytes)
+            self._fit(0)
+
+    def _fit(self, room: int) -> None:
+        """Spill least recently used device entries until `room` more bytes fit; drop host ones over its limit."""
+        for key in list(self._items):
+            if self._bytes(False) + room <= self.limit_bytes:
+                break
+            kept = self._items[key]
+            if kept.on_host:
+                continue
+            if self._to_host is None or kept.prefix.nbytes > self.host_limit_bytes:
+                del self._items[key]
+                continue
+            self._items[key] = self._spilled(kept.prefix)
+        for key in [k for k, kept in self._items.items() if kept.on_host]:
+            if self._bytes(True) <= self.host_limit_bytes:
+                break
+            del self._items[key]
+
+    def _spilled(self, prefix: Prefix) -> _Kept:
+        assert self._to_host is not None
+        moved = dataclasses.replace(prefix, kv=self._to_host(prefix.kv))
+        return _Kept(moved, True, cache_nbytes(moved.kv, as_held=True))
+
+    def _bytes(self, on_host: bool) -> int:
+        return sum(k.held for k in self._items.values() if k.on_host == on_host)
+
+    def tier_of(self, key: str) -> str | None:
+        """Where `key` is kept: "device", "host", or None."""
+        with self._lock:
+            kept = self._items.get(key)
+            return None if kept is None else ("host" if kept.on_host else "device")
+
+    def report(self) -> PrefixReport:
+        with self._lock:
+            tiers = [TierReport(self._names[0], sum(not k.on_host for k in self._items.values()), self._bytes(False),
+                                self.limit_bytes)]
+            if self._to_host is not None:
+                tiers.append(TierReport(self._names[1], sum(k.on_host for k in self._items.values()),
+                                        self._bytes(True), self.host_limit_bytes))
+            return PrefixReport(tiers, self.reason, self.hits, self.misses, self.note)
 
     @property
-    def nbytes(self) -> int:
-        return sum(i.nbytes for i in self._items.values())
+    def nbytes(self) -> int:  # bytes of KV cache kept, all tiers together
+        return sum(k.prefix.nbytes for k in self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def release_device(self) -> int:
+        """Spill every device entry to the host tier (dropped where none): room for a prefill; returns how many."""
+        with self._lock:
+            n = sum(not k.on_host for k in self._items.values())
+            self._fit(self.limit_bytes + 1)
+            return n
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+

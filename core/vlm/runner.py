@@ -14,6 +14,8 @@ import numpy as np
 
 from core.settings import Settings
 from core.vlm.base import EngineError, InvalidRequest, OutOfMemory
+from core.vlm.features import FeaturePrefill
+from core.vlm.featurestore import FeatureMemory, uses_features
 from core.vlm.loading import Loaded, dtype_name
 from core.vlm.prefix import Prefix, PrefixPlan, PrefixStore, cache_nbytes, split_prefix
 from core.vlm.scheduler import Request
@@ -98,6 +100,8 @@ class Runner:
         self.prefixes = prefixes
         self.fast: Any = None
         """The one FastDecoder (its static caches and graphs are reused across requests), once set up."""
+        self.features: FeatureMemory | None = None
+        """The visual memory (stored features of kept videos), when the engine has a feature store."""
 
     @property
     def fast_enabled(self) -> bool:
@@ -206,8 +210,8 @@ class Runner:
         import torch
 
         text, parts = self.render(messages)
-        split = None
-        if self.settings.prefix_cache_gb > 0:
+        split, kept = None, uses_features(parts, self.features)
+        if self.settings.prefix_cache_gb > 0 or kept:
             split = split_prefix(text, parts, f"{self.settings.model}|{dtype_name(self.dtype)}")
         inputs, plan = None, None
         if split is None:
@@ -218,7 +222,9 @@ class Runner:
             tok = self.processor.tokenizer
             suffix_ids = tok(suffix_text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
             cached = self.prefixes.get(key)
-            prefix_inputs = self.process(prefix_text, parts) if cached is None else None
+            prefix_inputs = None if cached is not None else (
+                self.features.prefix_inputs(prefix_text, parts[0], self.device) if kept
+                else self.process(prefix_text, parts))
             prefix_ids = cached.input_ids if cached is not None else prefix_inputs["input_ids"]
             prompt_ids = torch.cat([prefix_ids, suffix_ids], dim=1)
             plan = PrefixPlan(key=key, cached=cached, prefix_inputs=prefix_inputs, suffix_ids=suffix_ids)
@@ -301,16 +307,20 @@ class Runner:
         import torch
 
         name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        with torch.inference_mode():
-            out = self.model(**prefix_inputs, use_cache=True, logits_to_keep=1)
-        kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        rope = self.model.model.rope_deltas
+        if isinstance(prefix_inputs, FeaturePrefill):  # from visual features: the language model only
+            kv, rope = self.features.prefill(prefix_inputs)
+        else:
+            with torch.inference_mode():
+                out = self.model(**prefix_inputs, use_cache=True, logits_to_keep=1)
+            kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            rope = self.model.model.rope_deltas
         entry = Prefix(key=key, input_ids=prefix_inputs["input_ids"],
                        mm_token_type_ids=prefix_inputs.get("mm_token_type_ids"),
                        grids={k: prefix_inputs[k] for k in ("image_grid_thw", "video_grid_thw") if k in prefix_inputs},
                        kv=kv, rope_deltas=None if rope is None else rope.clone(), nbytes=cache_nbytes(kv),
                        cache_kwarg=name)
-        self.prefixes.put(entry)
+        if self.settings.prefix_cache_gb > 0:  # a feature-backed video splits even with reuse off
+            self.prefixes.put(entry)
         return entry
 
     def _decode_plain(self, request: Request) -> None:

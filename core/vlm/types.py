@@ -49,12 +49,22 @@ class VideoPart:
     type: Literal["video"] = "video"
 
     cache_key: str | None = None
-    """Set it (e.g. content hash + sampling plan) to keep this video's KV cache for follow-up questions."""
+    """Set it (e.g. content hash + sampling plan) to keep this video's KV cache for follow-up questions; on a
+    local engine with a feature store its visual features are also kept under it (encoded once, any process)."""
+    features_from: tuple[str, ...] = ()
+    """Instead of frames (`frames` empty): the `cache_key`s of earlier videos whose stored visual features this
+    part is made of, the temporal groups (frame pairs) of `frame_indices` each taken from the encode holding it."""
 
     def __post_init__(self) -> None:
-        if len(self.frames) == 0:
-            raise ValueError("a VideoPart needs at least one frame")
-        if len(self.frames) != len(self.frame_indices):
+        self.features_from = tuple(self.features_from)
+        if self.features_from:
+            if self.frames or not self.frame_indices:
+                raise ValueError("a feature-backed VideoPart has frame indices and no frames")
+            if not self.cache_key:  # its kept prefix is named by what it is made of
+                self.cache_key = "features:" + "|".join(self.features_from) + f"@{self.frame_indices}"
+        elif len(self.frames) == 0:
+            raise ValueError("a VideoPart needs at least one frame (or stored features: `features_from`)")
+        elif len(self.frames) != len(self.frame_indices):
             raise ValueError(
                 f"a VideoPart has {len(self.frames)} frames but {len(self.frame_indices)} frame indices"
             )
@@ -144,6 +154,9 @@ class Metrics:
     visual_tokens: int = 0
     reused_prefix_tokens: int = 0
     peak_gpu_memory_bytes: int | None = None
+    visual_features: str = ""
+    """Where the video's visual features came from: "stored" (no vision tower), "encoded" (now, and stored), or ""
+    (not through the visual memory, or its kept prefix KV was reused)."""
     decode_path: str = ""
     """"plain" (transformers generate), "static+graph" (CUDA graph replay) or "static" (same loop, eager)."""
     batch_size: int = 1

@@ -107,6 +107,9 @@ def test_questions_use_the_runtimes_one_engine_and_answers_are_kept(tiny_model_d
         assert len(made) == 1, "one engine for every question"
         stored = [e for e in rt.cache.entries(sha) if e.stage == "video.answers"]
         assert len(stored) == 1
+        # the runtime's engine keeps the video's visual features in the runtime's cache (encode once, ask forever)
+        assert rt.engine.feature_store is rt.cache
+        assert any(e.stage == "vlm-features" for e in rt.cache.entries(sha))
     finally:
         rt.cache.close()
         rt.close()
@@ -142,3 +145,42 @@ def test_summary_job_reports_progress_by_part(runtime: Runtime, tmp_path: Path, 
     snap = job.snapshot()
     assert snap.fraction == 1.0 and snap.stage == "chapters"
     assert any("1 of 1 chunks done" in m for m in snap.log)
+
+
+def test_out_of_memory_moves_kept_prefixes_off_the_gpu_then_lowers_the_plan_once(runtime: Runtime, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Out of GPU memory cannot be made on this CPU: the engine's OutOfMemory is raised by a stand-in for the
+    model's answer; the service's reaction (free the kept prefixes, then one step down the plan) is real."""
+    from core.analysis.qa import AnswerResult, VideoQA
+    from core.vlm.base import OutOfMemory
+
+    video = make_video(tmp_path / "v.mp4", seconds=6)
+    sha = hash_file(video)
+    info = runtime.video.probe(video, sha)
+    plan = runtime.video.plan(info, fps=2.0, max_frames=12).plan
+    released: list[int] = []
+
+    class Store:
+        def release_device(self) -> int:
+            released.append(1)
+            return 1
+
+    class Engine:
+        prefixes = Store()
+
+    monkeypatch.setattr(Runtime, "engine", property(lambda self: Engine()))
+    frames_tried: list[int] = []
+
+    def stream_answer(self, question, params=None, history=None, refine=True):
+        frames_tried.append(self.source.plan.max_frames)
+        if len(frames_tried) < 3:
+            raise OutOfMemory("test")
+        self.last_result = AnswerResult(question, "a red square")
+        yield "a red square"
+
+    monkeypatch.setattr(VideoQA, "stream_answer", stream_answer)
+    qa = runtime.video.questions(video, plan, sha, info)
+    assert "".join(runtime.video.stream_ask(qa, "what is shown?")) == "a red square"
+    assert released == [1] and frames_tried[:2] == [12, 12] and frames_tried[2] < 12
+    assert qa.last_result.warnings[0].startswith("The GPU ran out of memory: the kept video prefixes were moved")
+    assert f"lowered to {frames_tried[2]} frames" in qa.last_result.warnings[1]

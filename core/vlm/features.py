@@ -1,0 +1,300 @@
+"""Visual memory: a video's visual features, computed once and kept, so later questions skip the frames.
+
+The features are what the Qwen3-VL vision tower hands the language model: the merger output (`pooler`, one row
+per visual token) and one map per DeepStack layer. They are computed once per video content, sampling plan,
+model and precision, and kept in a store (the result cache) as bytes. Any later question, in any process,
+rebuilds the prompt's tokens from the stored plan and prefills the language model from the features: no frame
+decoding and no vision tower (see docs/design/visual-memory-research.md, path "b1").
+
+Format: safetensors bytes (never pickle) of `pooler` (N, D) and `deepstack.<k>` (N, D), with the plan as JSON in
+the header's metadata. Rows are in temporal-group order, and the vision tower attends within each group (two
+frames) only, so groups of several encodes of one video at one frame size can be put together exactly (`compose`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from core.vlm.base import InvalidRequest, OutOfMemory
+from core.vlm.types import VideoPart, to_rgb_array
+
+FORMAT_VERSION = 1
+"""Bumped when the stored layout changes; older entries then miss (another key) or are refused (`check`)."""
+CHUNK_GROUPS = 32
+"""Temporal groups (2 frames each) per vision-tower call: exact (attention never crosses a group), bounded memory."""
+_ST_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+
+
+@dataclass
+class FeatureMeta:
+    """The plan of one encode: enough to rebuild the prompt's tokens without any frame."""
+
+    grid: list[int]
+    """video_grid_thw: temporal groups, patch rows, patch columns."""
+    frame_indices: list[int]
+    source_fps: float
+    total_frames: int
+    resized: list[int]
+    """(height, width) of the frames the vision tower saw."""
+    frame_hw: list[int]
+    """(height, width) of the frames it was given (windows of the video are cut to this size)."""
+    patch: int
+    merge: int
+    temporal_patch: int
+    dtype: str = ""
+    max_pixels_total: int | None = None
+    min_pixels_total: int | None = None
+    version: int = FORMAT_VERSION
+
+    @property
+    def tokens_per_group(self) -> int:
+        return self.grid[1] * self.grid[2] // self.merge**2
+
+    def groups(self) -> list[tuple[int, ...]]:
+        """The frame numbers of each temporal group (a short last group repeats its last frame, as the processor)."""
+        return frame_groups(self.frame_indices, self.temporal_patch)
+
+    def check(self) -> None:
+        """Raise ValueError naming what does not fit together."""
+        if self.version != FORMAT_VERSION:
+            raise ValueError(f"format version {self.version}, this VLScope reads {FORMAT_VERSION}")
+        t, h, w = self.grid
+        if min(t, h, w, self.patch, self.merge, self.temporal_patch) < 1 or h % self.merge or w % self.merge:
+            raise ValueError(f"grid {self.grid} does not fit merge size {self.merge}")
+        if len(self.groups()) != t:
+            raise ValueError(f"{len(self.frame_indices)} frame numbers for {t} temporal groups")
+        if any(b < a for a, b in zip(self.frame_indices, self.frame_indices[1:])) or self.source_fps <= 0:
+            raise ValueError("frame numbers out of order or no source fps")
+        if list(self.resized) != [h * self.patch, w * self.patch]:
+            raise ValueError(f"resized size {self.resized} is not grid {self.grid} x patch {self.patch}")
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureMeta":
+        data = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - names:
+            raise ValueError("unknown fields in the plan")
+        meta = cls(**data)
+        meta.check()
+        return meta
+
+
+@dataclass
+class VisualFeatures:
+    """One encode: its plan, the merger output (N, D) and the DeepStack maps (N, D) each."""
+
+    meta: FeatureMeta
+    pooler: Any
+    deepstack: list[Any]
+
+
+def frame_groups(indices: list[int], temporal: int) -> list[tuple[int, ...]]:
+    idx = list(indices) + [indices[-1]] * (-len(indices) % temporal) if indices else []
+    return [tuple(idx[k:k + temporal]) for k in range(0, len(idx), temporal)]
+
+
+# -- bytes ------------------------------------------------------------------------------------
+def to_bytes(features: VisualFeatures) -> bytes:
+    """safetensors bytes of the features with their plan in the header (no pickle)."""
+    from safetensors.torch import save
+
+    tensors = {"pooler": features.pooler.detach().to("cpu").contiguous()}
+    for k, layer in enumerate(features.deepstack):
+        tensors[f"deepstack.{k}"] = layer.detach().to("cpu").contiguous()
+    return save(tensors, metadata={"vlscope": json.dumps(asdict(features.meta))})
+
+
+def read_header(blob: bytes) -> tuple[FeatureMeta, tuple[str, list[int]], int]:
+    """Plan, (dtype, shape) of `pooler` and the number of DeepStack maps, all checked without reading tensors."""
+    if len(blob) < 8:
+        raise ValueError("too short to be safetensors")
+    size = struct.unpack("<Q", blob[:8])[0]
+    if size > len(blob) - 8:
+        raise ValueError("the header runs past the end (truncated)")
+    header = json.loads(blob[8:8 + size])
+    meta = FeatureMeta.from_json((header.pop("__metadata__", None) or {}).get("vlscope", "null"))
+    if set(header) != {"pooler", *(f"deepstack.{k}" for k in range(len(header) - 1))}:
+        raise ValueError(f"unexpected tensors {sorted(header)}")
+    data = len(blob) - 8 - size
+    if max(int(t["data_offsets"][1]) for t in header.values()) != data:
+        raise ValueError("the tensor data is truncated or has bytes left over")
+    pooler = (header["pooler"]["dtype"], list(header["pooler"]["shape"]))
+    if pooler[0] != _ST_DTYPES.get(meta.dtype) or len(pooler[1]) != 2:
+        raise ValueError(f"pooler is {pooler}, the plan says {meta.dtype}")
+    if pooler[1][0] != meta.grid[0] * meta.tokens_per_group:
+        raise ValueError(f"pooler has {pooler[1][0]} rows, grid {meta.grid} needs {meta.grid[0] * meta.tokens_per_group}")
+    for name, t in header.items():
+        if (t["dtype"], list(t["shape"])) != pooler:
+            raise ValueError(f"{name} is {t['dtype']} {t['shape']}, pooler {pooler}")
+    return meta, pooler, len(header) - 1
+
+
+def from_bytes(blob: bytes) -> VisualFeatures:
+    """Features back from `to_bytes`; ValueError when the bytes are not such features."""
+    from safetensors.torch import load
+
+    meta, _, layers = read_header(blob)
+    tensors = load(bytes(blob))
+    return VisualFeatures(meta, tensors["pooler"], [tensors[f"deepstack.{k}"] for k in range(layers)])
+
+
+# -- frames -> pixels -> features (vision tower) ------------------------------------------------
+def video_pixels(processor: Any, part: VideoPart, frame_size: tuple[int, int] | None = None) -> tuple[Any, FeatureMeta]:
+    """A part's frames -> the video processor's pixel values (CPU) and the plan: sized as the processor sizes them
+    for the part's pixel budget, or with `frame_size` (height, width) exactly that size (the processor's resize)."""
+    import numpy as np
+    import torch
+    from transformers.video_utils import VideoMetadata
+
+    vp = processor.video_processor
+    try:
+        stack = np.stack([to_rgb_array(f) for f in part.frames])
+    except ValueError as exc:
+        raise InvalidRequest(f"Video frames could not be used (they must be RGB frames of one size): {exc}") from exc
+    total = int(part.total_frames or part.frame_indices[-1] + 1)
+    kw: dict[str, Any] = {"videos": [stack], "do_sample_frames": False, "return_tensors": "pt", "video_metadata": [
+        VideoMetadata(total_num_frames=total, fps=float(part.source_fps), width=int(stack.shape[2]),
+                      height=int(stack.shape[1]), duration=total / float(part.source_fps),
+                      frames_indices=[int(i) for i in part.frame_indices])]}
+    if hasattr(type(vp), "cap_pixels_per_frame"):
+        kw["cap_pixels_per_frame"] = True  # as Runner.process
+    if frame_size is not None:
+        from torchvision.transforms.v2 import functional as tvF
+
+        if any(s % (vp.patch_size * vp.merge_size) for s in frame_size):
+            raise InvalidRequest(f"frame size {frame_size} is not a multiple of {vp.patch_size * vp.merge_size}")
+        clip = tvF.resize(torch.from_numpy(stack).permute(0, 3, 1, 2), [int(s) for s in frame_size],
+                          interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+        kw.update(videos=[clip.permute(0, 2, 3, 1).numpy()], do_resize=False)
+    elif part.max_pixels_total:
+        kw["size"] = {"longest_edge": int(part.max_pixels_total), "shortest_edge": int(part.min_pixels_total or 4096)}
+    out = vp(**kw)
+    grid = [int(x) for x in out["video_grid_thw"][0]]
+    meta = FeatureMeta(grid=grid, frame_indices=[int(i) for i in part.frame_indices], source_fps=float(part.source_fps),
+                       total_frames=total, resized=[grid[1] * vp.patch_size, grid[2] * vp.patch_size],
+                       frame_hw=[int(stack.shape[1]), int(stack.shape[2])], patch=int(vp.patch_size),
+                       merge=int(vp.merge_size), temporal_patch=int(vp.temporal_patch_size),
+                       max_pixels_total=part.max_pixels_total, min_pixels_total=part.min_pixels_total)
+    meta.check()
+    return out["pixel_values_videos"], meta
+
+
+def _joined(x: Any) -> Any:
+    """One tensor from a per-video tuple (transformers >= 5.24 splits per video; 5.17 leaves DeepStack whole)."""
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.cat(list(x), dim=0)
+
+
+def encode(model: Any, pixels: Any, meta: FeatureMeta) -> VisualFeatures:
+    """The vision tower over the pixel values, `CHUNK_GROUPS` temporal groups at a time (on the model's device)."""
+    import torch
+
+    core = model.model
+    device = next(core.visual.parameters()).device
+    t, h, w = meta.grid
+    rows = h * w  # patches per temporal group
+    pooled: list[Any] = []
+    layers: list[list[Any]] = []
+    try:
+        with torch.inference_mode():
+            for g in range(0, t, CHUNK_GROUPS):
+                n = min(CHUNK_GROUPS, t - g)
+                out = core.get_video_features(pixels[g * rows:(g + n) * rows].to(device),
+                                              torch.tensor([[n, h, w]], device=device), return_dict=True)
+                pooled.append(_joined(out.pooler_output))
+                deep = [_joined(layer) for layer in getattr(out, "deepstack_features", None) or []]
+                layers = [[x] for x in deep] if not layers else [acc + [x] for acc, x in zip(layers, deep)]
+    except torch.OutOfMemoryError as exc:
+        raise OutOfMemory(f"encoding {len(meta.frame_indices)} frames") from exc
+    pooler = torch.cat(pooled)
+    return VisualFeatures(replace(meta, dtype=str(pooler.dtype).removeprefix("torch.")), pooler,
+                          [torch.cat(chunks) for chunks in layers])
+
+
+def compose(sources: list[VisualFeatures], part: VideoPart) -> VisualFeatures:
+    """The features of `part`'s frame groups, each taken from the stored encode that holds it (later ones win);
+    every source must be of one video at one frame size."""
+    import torch
+
+    if len(sources) == 1 and sources[0].meta.frame_indices == list(part.frame_indices):
+        return sources[0]
+    first = sources[0].meta
+    table: dict[tuple[int, ...], tuple[int, int]] = {}
+    for s, f in enumerate(sources):
+        m = f.meta
+        if (m.grid[1:], m.merge, m.temporal_patch, len(f.deepstack)) != (first.grid[1:], first.merge,
+                                                                       first.temporal_patch, len(sources[0].deepstack)):
+            raise InvalidRequest(f"The stored features of {part.features_from} were encoded at different sizes "
+                                 f"({first.grid} and {m.grid}); encode windows at the overview's size.")
+        table.update({group: (s, g) for g, group in enumerate(m.groups())})
+    wanted = frame_groups(list(part.frame_indices), first.temporal_patch)
+    missing = [g for g in wanted if g not in table]
+    if missing:
+        raise InvalidRequest(f"Frames {list(missing[0])} are not among the stored features of {part.features_from}.")
+    n = first.tokens_per_group
+
+    def pick(tensors: list[Any]) -> Any:
+        return torch.cat([tensors[s][g * n:(g + 1) * n] for s, g in (table[w] for w in wanted)])
+
+    meta = replace(first, grid=[len(wanted), *first.grid[1:]], frame_indices=list(part.frame_indices),
+                   source_fps=float(part.source_fps), total_frames=int(part.total_frames or first.total_frames))
+    return VisualFeatures(meta, pick([f.pooler for f in sources]),
+                          [pick([f.deepstack[k] for f in sources]) for k in range(len(sources[0].deepstack))])
+
+
+# -- features -> prefix KV (language model only) ------------------------------------------------
+class FeaturePrefill(dict):
+    """Prefix inputs told by visual features: input_ids, mm_token_type_ids and video_grid_thw (on the device), like
+    the processor's; plus the features, or the pixels to encode them from first (then stored under `store_as`)."""
+
+    def __init__(self, tensors: dict[str, Any], meta: FeatureMeta, features: VisualFeatures | None,
+                 pixels: Any = None, store_as: str | None = None) -> None:
+        super().__init__(tensors)
+        self.meta, self.features, self.pixels, self.store_as = meta, features, pixels, store_as
+        self.origin = "stored" if features is not None else "encoded"
+        """How the request got its visual features: read from the store, or encoded now (and stored)."""
+
+
+def prompt_inputs(processor: Any, prefix_text: str, meta: FeatureMeta, device: Any) -> dict[str, Any]:
+    """The prefix's token ids from the plan alone: the processor's own `<t seconds>` + pads expansion, tokenised."""
+    import torch
+    from transformers.video_utils import VideoMetadata
+
+    h, w = meta.frame_hw
+    grid = torch.tensor([meta.grid])
+    video = VideoMetadata(total_num_frames=meta.total_frames, fps=meta.source_fps, width=w, height=h,
+                          duration=meta.total_frames / meta.source_fps, frames_indices=list(meta.frame_indices))
+    placeholder = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": [video]}, 0)
+    ids = processor.tokenizer([prefix_text.replace(processor.video_token, placeholder, 1)],
+                              return_tensors="pt")["input_ids"]
+    types = torch.tensor(processor.create_mm_token_type_ids(ids.tolist()), dtype=torch.long)
+    return {"input_ids": ids.to(device), "mm_token_type_ids": types.to(device), "video_grid_thw": grid.to(device)}
+
+
+def prefill(model: Any, inputs: dict[str, Any], features: VisualFeatures) -> tuple[Any, Any]:
+    """Qwen3VLModel.forward's merge done by hand (no pixels): the language model over the prefix with the features
+    scattered in and DeepStack added; returns (KV cache, rope deltas) and sets the model's rope deltas."""
+    import torch
+
+    core = model.model
+    ids = inputs["input_ids"]
+    with torch.inference_mode():
+        emb = core.get_input_embeddings()(ids)
+        mask = ids == model.config.video_token_id
+        if int(mask.sum()) != int(features.pooler.shape[0]):
+            raise InvalidRequest(f"The prompt has {int(mask.sum())} video tokens, the features {features.pooler.shape[0]}.")
+        emb = emb.masked_scatter(mask[..., None].expand_as(emb), features.pooler.to(emb.device, emb.dtype))
+        attn = torch.ones_like(ids)
+        positions, deltas = core.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
+                                                video_grid_thw=inputs["video_grid_thw"], attention_mask=attn)
+        deep = {"visual_pos_masks": mask,
+                "deepstack_visual_embeds": [d.to(emb.device, emb.dtype) for d in features.deepstack]}
+        out = core.language_model(inputs_embeds=emb, attention_mask=attn, position_ids=positions, use_cache=True,
+                                  **(deep if features.deepstack else {}))
+    core.rope_deltas = deltas
+    kv = getattr(out, "cache", None)
+    return (kv if kv is not None else out.past_key_values), deltas

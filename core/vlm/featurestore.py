@@ -1,0 +1,213 @@
+"""Where visual features are kept: the result-cache key of a video's features, and `FeatureMemory`, which looks
+them up, loads them, encodes a video once and stores it, and turns a request's kept video into prefix inputs
+(from stored features, or from pixels encoded when the request runs). The format and the device work live in
+`core.vlm.features`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import struct
+import threading
+from collections import OrderedDict
+from typing import Any, NoReturn, Protocol
+
+from core.cache.base import CacheKey, make_key
+from core.vlm.base import EngineError, InvalidRequest
+from core.vlm.features import (
+    FORMAT_VERSION,
+    FeatureMeta,
+    FeaturePrefill,
+    VisualFeatures,
+    compose,
+    encode,
+    from_bytes,
+    prefill,
+    prompt_inputs,
+    read_header,
+    to_bytes,
+    video_pixels,
+)
+from core.vlm.types import VideoPart
+
+log = logging.getLogger(__name__)
+
+STAGE = "vlm-features"
+_OWNER = re.compile(r"^[0-9a-f]{64}$")
+
+
+class StoredFeaturesUnreadable(EngineError):
+    """Stored visual features could not be used (damaged, gone, or another format); they are computed again."""
+
+
+class FeatureStore(Protocol):
+    """Where features are kept: the result cache (`core.cache.CacheBackend`) or anything with these methods."""
+
+    def get_bytes(self, key: CacheKey) -> bytes | None: ...
+
+    def put_bytes(self, key: CacheKey, value: bytes) -> None: ...
+
+    def contains(self, key: CacheKey) -> bool: ...
+
+
+# -- keys -------------------------------------------------------------------------------------
+def feature_material(model: str, dtype: str, quantization: str) -> dict[str, str]:
+    """What else stored features depend on: model, precision, quantisation, transformers major.minor, format."""
+    import transformers
+
+    return {"model": model, "dtype": dtype, "quantization": quantization,
+            "transformers": ".".join(transformers.__version__.split(".")[:2]), "format": str(FORMAT_VERSION)}
+
+
+def store_key(cache_key: str, material: dict[str, str]) -> CacheKey:
+    """The result-cache key of a video's features. A `cache_key` starting with the input's sha256 and ':' files
+    them under that input (deleting the input's cache entries deletes them too)."""
+    head = cache_key.split(":", 1)[0]
+    owner = head if _OWNER.match(head) else hashlib.sha256(cache_key.encode("utf-8")).hexdigest()
+    return make_key(owner, STAGE, {"video": cache_key, **material}, model=material["model"], precision=material["dtype"])
+
+
+# -- the store ------------------------------------------------------------------------------------
+class FeatureMemory:
+    """Visual features of videos for one loaded model, kept in a `FeatureStore`: look up, load, encode once."""
+
+    def __init__(self, store: FeatureStore, material: dict[str, str], model: Any, processor: Any,
+                 lock: threading.Lock) -> None:
+        self.store, self.material, self.model, self.processor, self.lock = store, material, model, processor, lock
+        cfg = model.config
+        self.width = int(getattr(getattr(cfg, "text_config", cfg), "hidden_size"))
+        self.layers = len(getattr(getattr(cfg, "vision_config", None), "deepstack_visual_indexes", None) or [])
+        self._known: OrderedDict[str, FeatureMeta] = OrderedDict()
+        self._bad: set[str] = set()
+        self._guard = threading.Lock()
+
+    def _note(self, cache_key: str, meta: FeatureMeta | None) -> None:
+        with self._guard:
+            self._known.pop(cache_key, None)
+            if meta is not None:
+                self._known[cache_key] = meta
+                self._bad.discard(cache_key)
+                while len(self._known) > 512:
+                    self._known.popitem(last=False)
+
+    def forget(self, cache_key: str) -> None:
+        """Drop what this process remembers of `cache_key` (the store is read again next time)."""
+        self._note(cache_key, None)
+
+    def _blob(self, cache_key: str) -> tuple[bytes | None, FeatureMeta | None]:
+        key = store_key(cache_key, self.material)
+        contains = getattr(self.store, "contains", None)
+        try:
+            present = contains(key) if contains is not None else None
+            blob = self.store.get_bytes(key)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be reached is a miss (the frames still work)
+            log.warning("visual features of %s not read: %s", cache_key, exc)
+            return None, None
+        if blob is None:
+            if present:  # there, but the store could not read it back (it reports and drops it)
+                self._fail(cache_key, "the result cache could not read the entry back (damaged on disk)")
+            return None, None
+        try:
+            meta, pooler, layers = read_header(blob)
+        except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+            self._fail(cache_key, str(exc))
+        if pooler[1][1] != self.width or layers != self.layers:
+            self._fail(cache_key, f"{layers} DeepStack maps of width {pooler[1][1]}, the model has {self.layers} "
+                                  f"of width {self.width}")
+        return blob, meta
+
+    def _fail(self, cache_key: str, why: str) -> NoReturn:
+        with self._guard:
+            self._known.pop(cache_key, None)
+            self._bad.add(cache_key)
+        log.warning("stored visual features of %s unreadable: %s", cache_key, why)
+        raise StoredFeaturesUnreadable(f"The stored visual features of this video could not be used ({why})",
+                                       "Send the video's frames again: they are encoded and stored anew.")
+
+    def lookup(self, cache_key: str) -> FeatureMeta | None:
+        """The plan of the features stored under `cache_key`, or None; StoredFeaturesUnreadable when damaged."""
+        with self._guard:
+            if cache_key in self._bad:
+                return None
+            if cache_key in self._known:
+                self._known.move_to_end(cache_key)
+                return self._known[cache_key]
+        _, meta = self._blob(cache_key)
+        self._note(cache_key, meta)
+        return meta
+
+    def load(self, cache_key: str) -> VisualFeatures | None:
+        """The features stored under `cache_key`, or None; StoredFeaturesUnreadable when damaged."""
+        blob, _ = self._blob(cache_key)
+        if blob is None:
+            self.forget(cache_key)
+            return None
+        try:
+            features = from_bytes(blob)
+        except Exception as exc:  # noqa: BLE001 - any failure to read stored bytes is a reported miss
+            self._fail(cache_key, f"{type(exc).__name__}: {exc}")
+        self._note(cache_key, features.meta)
+        return features
+
+    def save(self, cache_key: str, features: VisualFeatures) -> None:
+        """Keep `features` under `cache_key`; a store that refuses is logged (the answer goes on)."""
+        try:
+            self.store.put_bytes(store_key(cache_key, self.material), to_bytes(features))
+        except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
+            log.warning("visual features of %s not stored: %s", cache_key, exc)
+            return
+        self._note(cache_key, features.meta)
+
+    def encode(self, part: VideoPart, frame_size: tuple[int, int] | None = None) -> FeatureMeta:
+        """Encode a part's frames once (holding the model) and keep them under its `cache_key`; returns the plan."""
+        if not part.cache_key or not part.frames:
+            raise InvalidRequest("Encoding a video to keep needs its frames and a cache_key naming them.")
+        pixels, meta = video_pixels(self.processor, part, frame_size)
+        with self.lock:
+            features = encode(self.model, pixels, meta)
+        self.save(part.cache_key, features)
+        return features.meta
+
+    def prefix_inputs(self, prefix_text: str, part: VideoPart, device: Any) -> FeaturePrefill:
+        """The prefix inputs of a kept video: from stored features (feature-backed part, or frames already
+        encoded under its cache_key), else the pixels to encode (and store) when the request runs."""
+        if part.features_from:
+            sources = []
+            for key in part.features_from:
+                got = self.load(key)
+                if got is None:
+                    self._fail(key, "it is no longer in the result cache")
+                sources.append(got)
+            features = compose(sources, part)
+            return FeaturePrefill(prompt_inputs(self.processor, prefix_text, features.meta, device), features.meta,
+                                  features)
+        assert part.cache_key
+        try:
+            stored = self.load(part.cache_key)
+        except StoredFeaturesUnreadable:
+            stored = None  # logged; encoded again from the frames below
+        if stored is not None and stored.meta.frame_indices == list(part.frame_indices):
+            return FeaturePrefill(prompt_inputs(self.processor, prefix_text, stored.meta, device), stored.meta, stored)
+        pixels, meta = video_pixels(self.processor, part)
+        return FeaturePrefill(prompt_inputs(self.processor, prefix_text, meta, device), meta, None, pixels,
+                              part.cache_key)
+
+    def prefill(self, inputs: FeaturePrefill) -> tuple[Any, Any]:
+        """(KV cache, rope deltas) of a prefix, encoding (and storing) its features first when it has none."""
+        if inputs.features is None:
+            inputs.features = encode(self.model, inputs.pixels, inputs.meta)
+            inputs.pixels = None
+            if inputs.store_as:
+                self.save(inputs.store_as, inputs.features)
+        return prefill(self.model, inputs, inputs.features)
+
+
+def uses_features(parts: list[Any], memory: FeatureMemory | None) -> bool:
+    """Whether a request's visual input goes through the visual memory: its one video has a cache_key (or is
+    feature-backed) and the engine has a feature store. A feature-backed video elsewhere is an InvalidRequest."""
+    backed = any(isinstance(p, VideoPart) and p.features_from for p in parts)
+    if backed and (memory is None or len(parts) != 1):
+        raise InvalidRequest("A video made of stored visual features must be the request's only visual input, on "
+                             "a local engine with a feature store (LocalEngine.set_feature_store); send its frames.")
+    return memory is not None and len(parts) == 1 and isinstance(parts[0], VideoPart) and bool(parts[0].cache_key)
