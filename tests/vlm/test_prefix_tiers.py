@@ -333,3 +333,30 @@ def test_release_device_spills_every_gpu_entry_to_the_host_tier() -> None:
     assert store.release_device() == 2
     assert store.tier_of("a") == "host" and store.tier_of("b") == "host" and len(moved) == 2
     assert store.release_device() == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_on_cuda_a_spilled_prefix_goes_to_pinned_ram_and_comes_back_exact() -> None:
+    from transformers import DynamicCache
+
+    from core.vlm.prefix import Prefix, PrefixStore, TierPlan, cache_nbytes
+
+    def prefix(key: str, seed: int) -> Prefix:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        kv = DynamicCache()
+        for layer in range(2):
+            k = torch.randn(1, 8, 512, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            kv.update(k, k * 2, layer)
+        return Prefix(key=key, input_ids=None, mm_token_type_ids=None, grids={}, kv=kv, rope_deltas=None,
+                      nbytes=cache_nbytes(kv), cache_kwarg="past_key_values")
+
+    first = prefix("a", 1)
+    want = [t.clone() for t in (first.kv.layers[0].keys, first.kv.layers[1].values)]
+    store = PrefixStore.for_device("cuda", TierPlan(first.nbytes + 1, 4 * first.nbytes, "test"))
+    store.put(first)
+    store.put(prefix("b", 2))  # the GPU tier holds one: "a" spills to pinned RAM
+    assert store.tier_of("a") == "host" and store.tier_of("b") == "device"
+    back = store.get("a")
+    assert back is not None and back.kv.layers[0].keys.device.type == "cuda"
+    assert torch.equal(back.kv.layers[0].keys, want[0]) and torch.equal(back.kv.layers[1].values, want[1])
+    assert store.release_device() >= 1 and store.tier_of("b") == "host"
