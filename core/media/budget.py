@@ -254,9 +254,11 @@ def _cuda_memory(device: str) -> tuple[int, int, str] | None:
 
         if not torch.cuda.is_available():
             return None
+        from core.vlm.loading import cuda_memory
+
         index = int(device.split(":", 1)[1]) if ":" in device else 0
-        free, total = torch.cuda.mem_get_info(index)
-        return int(free), int(total), str(torch.cuda.get_device_properties(index).name)
+        free, total = cuda_memory(index)  # within a per-process memory fraction, when one is set
+        return free, total, str(torch.cuda.get_device_properties(index).name)
     except Exception:  # noqa: BLE001 - no usable torch/driver means no GPU
         return None
 

@@ -173,6 +173,21 @@ def load_model(settings: Settings) -> Loaded:
                   path=path)
 
 
+def cuda_memory(index: int = 0) -> tuple[int, int]:
+    """(free, total) bytes this process may still use on CUDA device `index`: the driver's free memory plus what
+    PyTorch caches unused, within `torch.cuda.set_per_process_memory_fraction` when one is set."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info(index)
+    allocated = torch.cuda.memory_allocated(index)
+    free += torch.cuda.memory_reserved(index) - allocated  # cached by PyTorch, free for its own tensors
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _i: 1.0)(index)
+    if fraction < 1.0:
+        total = int(fraction * total)
+        free = min(free, total - allocated)
+    return max(0, int(free)), int(total)
+
+
 def sized_store(settings: Settings, device: str, model: Any) -> PrefixStore:
     """The prefix store of a model just loaded on `device`, sized from the GPU memory and RAM free now."""
     import psutil
@@ -183,7 +198,6 @@ def sized_store(settings: Settings, device: str, model: Any) -> PrefixStore:
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         return PrefixStore.for_device(device, plan_prefix_tiers(None, None, weights, ram, settings))
     dev = torch.device(device)
-    free, total = torch.cuda.mem_get_info(dev)
-    allocated = torch.cuda.memory_allocated(dev)
-    free += torch.cuda.memory_reserved(dev) - allocated  # cached by PyTorch, free for its own tensors
-    return PrefixStore.for_device(device, plan_prefix_tiers(free, total, allocated, ram, settings))
+    free, total = cuda_memory(dev.index or 0)
+    return PrefixStore.for_device(device, plan_prefix_tiers(free, total, torch.cuda.memory_allocated(dev), ram,
+                                                            settings))
