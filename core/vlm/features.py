@@ -275,9 +275,12 @@ def prompt_inputs(processor: Any, prefix_text: str, meta: FeatureMeta, device: A
     return {"input_ids": ids.to(device), "mm_token_type_ids": types.to(device), "video_grid_thw": grid.to(device)}
 
 
-def prefill(model: Any, inputs: dict[str, Any], features: VisualFeatures) -> tuple[Any, Any]:
+def prefill(model: Any, inputs: dict[str, Any], features: VisualFeatures, chunk_tokens: int = 0) -> tuple[Any, Any]:
     """Qwen3VLModel.forward's merge done by hand (no pixels): the language model over the prefix with the features
-    scattered in and DeepStack added; returns (KV cache, rope deltas) and sets the model's rope deltas."""
+    scattered in and DeepStack added, `chunk_tokens` at a time (0: all at once) so activation memory stays bounded;
+    returns (KV cache, rope deltas) and sets the model's rope deltas."""
+    import inspect
+
     import torch
 
     core = model.model
@@ -291,10 +294,22 @@ def prefill(model: Any, inputs: dict[str, Any], features: VisualFeatures) -> tup
         attn = torch.ones_like(ids)
         positions, deltas = core.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
                                                 video_grid_thw=inputs["video_grid_thw"], attention_mask=attn)
-        deep = {"visual_pos_masks": mask,
-                "deepstack_visual_embeds": [d.to(emb.device, emb.dtype) for d in features.deepstack]}
-        out = core.language_model(inputs_embeds=emb, attention_mask=attn, position_ids=positions, use_cache=True,
-                                  **(deep if features.deepstack else {}))
+        deepstack = [d.to(emb.device, emb.dtype) for d in features.deepstack]
+        name = "cache" if "cache" in inspect.signature(core.language_model.forward).parameters else "past_key_values"
+        n = ids.shape[1]
+        step = n if chunk_tokens <= 0 else chunk_tokens
+        kv, seen = None, 0
+        for start in range(0, n, step):
+            end = min(n, start + step)
+            part = mask[:, start:end]
+            visual = int(part.sum())
+            deep = {"visual_pos_masks": part, "deepstack_visual_embeds": [d[seen:seen + visual] for d in deepstack]}
+            seen += visual
+            past = {} if kv is None else {name: kv}
+            out = core.language_model(inputs_embeds=emb[:, start:end], attention_mask=attn[:, :end],
+                                      position_ids=positions[..., start:end], use_cache=True, **past,
+                                      **(deep if deepstack and visual else {}))
+            got = getattr(out, "cache", None)
+            kv = got if got is not None else out.past_key_values
     core.rope_deltas = deltas
-    kv = getattr(out, "cache", None)
-    return (kv if kv is not None else out.past_key_values), deltas
+    return kv, deltas

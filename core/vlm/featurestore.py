@@ -81,6 +81,26 @@ class FeatureMemory:
         self._known: OrderedDict[str, FeatureMeta] = OrderedDict()
         self._bad: set[str] = set()
         self._guard = threading.Lock()
+        self._saving: dict[str, threading.Thread] = {}
+        self.chunk_tokens = 0  # the prefill's chunk (setting `prefill_chunk_tokens`; 0: the whole prefix at once)
+
+    def save_later(self, cache_key: str, features: VisualFeatures) -> None:
+        """`save` in a background thread, off the first answer's path (reads of `cache_key` wait for it; the
+        process waits for it at exit)."""
+        thread = threading.Thread(target=self.save, args=(cache_key, features), name="vlscope-features-save")
+        with self._guard:
+            self._saving[cache_key] = thread
+        thread.start()
+
+    def wait(self, cache_key: str | None = None) -> None:
+        """Wait until the pending saves (of `cache_key`, or all) are stored."""
+        with self._guard:
+            threads = [t for k, t in self._saving.items() if cache_key is None or k == cache_key]
+        for thread in threads:
+            thread.join()
+        with self._guard:
+            for k in [k for k, t in self._saving.items() if not t.is_alive()]:
+                del self._saving[k]
 
     def _note(self, cache_key: str, meta: FeatureMeta | None) -> None:
         with self._guard:
@@ -96,6 +116,7 @@ class FeatureMemory:
         self._note(cache_key, None)
 
     def _blob(self, cache_key: str) -> tuple[bytes | None, FeatureMeta | None]:
+        self.wait(cache_key)
         key = store_key(cache_key, self.material)
         contains = getattr(self.store, "contains", None)
         try:
@@ -199,8 +220,8 @@ class FeatureMemory:
             inputs.features = encode(self.model, inputs.pixels, inputs.meta)
             inputs.pixels = None
             if inputs.store_as:
-                self.save(inputs.store_as, inputs.features)
-        return prefill(self.model, inputs, inputs.features)
+                self.save_later(inputs.store_as, inputs.features)
+        return prefill(self.model, inputs, inputs.features, self.chunk_tokens)
 
 
 def uses_features(parts: list[Any], memory: FeatureMemory | None) -> bool:

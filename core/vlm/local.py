@@ -130,7 +130,9 @@ class LocalEngine(Engine):
         if self.feature_store is None:
             return None
         material = feature_material(self.settings.model, dtype_name(runner.dtype), quantization)
-        return FeatureMemory(self.feature_store, material, runner.model, runner.processor, self._scheduler.lock)
+        memory = FeatureMemory(self.feature_store, material, runner.model, runner.processor, self._scheduler.lock)
+        memory.chunk_tokens = self.settings.prefill_chunk_tokens
+        return memory
 
     @property
     def feature_memory(self) -> FeatureMemory | None:

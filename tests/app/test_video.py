@@ -109,6 +109,7 @@ def test_questions_use_the_runtimes_one_engine_and_answers_are_kept(tiny_model_d
         assert len(stored) == 1
         # the runtime's engine keeps the video's visual features in the runtime's cache (encode once, ask forever)
         assert rt.engine.feature_store is rt.cache
+        rt.engine.feature_memory.wait()  # stored in the background, off the first answer's path
         assert any(e.stage == "vlm-features" for e in rt.cache.entries(sha))
     finally:
         rt.cache.close()

@@ -275,3 +275,19 @@ def test_feature_backed_parts_need_a_feature_store(fresh: LocalEngine) -> None:
         VideoPart(_frames(2), [0, 1], 30.0, features_from=("k",))
     with pytest.raises(InvalidRequest, match="feature store"):
         fresh.generate([user(VideoPart([], [0, 30], 30.0, features_from=("k",)), "q")], GREEDY(2))
+
+
+def test_a_prefill_in_chunks_gives_the_same_answer(tiny_model_dir: Path, tmp_path: Path, fresh: LocalEngine) -> None:
+    """`prefill_chunk_tokens` bounds activation memory; chunks of 7 tokens (visual tokens and DeepStack rows split
+    across chunks) give the same greedy answer as the whole prefix at once."""
+    expected = fresh.generate([user(_part(None), QUESTION)], GREEDY(16))
+    for chunk in (7, 0):
+        cache = ResultCache(tmp_path / f"c{chunk}")
+        engine = _engine(tiny_model_dir, cache, prefill_chunk_tokens=chunk)
+        try:
+            assert engine.feature_memory.chunk_tokens == chunk
+            got = engine.generate([user(_part(f"clip-{chunk}"), QUESTION)], GREEDY(16))
+            assert got.text == expected.text, chunk
+        finally:
+            engine.close()
+            cache.close()
