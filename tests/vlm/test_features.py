@@ -291,3 +291,17 @@ def test_a_prefill_in_chunks_gives_the_same_answer(tiny_model_dir: Path, tmp_pat
         finally:
             engine.close()
             cache.close()
+
+
+def test_the_prefill_chunks_only_when_memory_asks_for_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "c")
+    engine = _engine(tiny_model_dir, cache, prefill_chunk_tokens=8192)
+    try:
+        memory = engine.feature_memory
+        assert memory.chunk_for(4000) == 0  # shorter than a chunk: one pass
+        assert memory.chunk_for(50_000) == 8192  # on the CPU: chunks as set
+        memory.chunk_tokens = 0
+        assert memory.chunk_for(50_000) == 0  # 0: always one pass
+    finally:
+        engine.close()
+        cache.close()
