@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from core.settings import Settings
@@ -28,20 +26,3 @@ def model_ready(settings: Settings, what: str) -> bool:
                "`VLSCOPE_MODEL` at a local folder holding them, then restart the dashboard. Everything on this page "
                "that does not need the model keeps working.")
     return False
-
-
-def model_size(settings: Settings) -> tuple[str, bool]:
-    """('2b' | '4b' | '8b', True when read from the model's name; else '4b', False) for the budget planner."""
-    m = re.search(r"(?<![0-9])([248])B", settings.model, flags=re.IGNORECASE)
-    return (m.group(1) + "b", True) if m else ("4b", False)
-
-
-def model_precision(settings: Settings, gpu: bool) -> str:
-    """The precision the planner should assume for these settings."""
-    if settings.quantization in ("8bit", "4bit") and gpu:
-        return settings.quantization
-    if settings.dtype != "auto":
-        return settings.dtype
-    if "fp8" in settings.model.lower() and gpu:
-        return "fp8"
-    return "bf16" if gpu else "fp32"
