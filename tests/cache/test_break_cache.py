@@ -11,8 +11,6 @@ import io
 import json
 import os
 import pickle
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,9 +24,9 @@ from PIL import Image, ImageDraw, ImageFont
 from core.auth import acting_as
 from core.cache import ResultCache, make_key
 from core.cli import main
+from tests.cache.redis_server import REDIS_SERVER, RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install "
                                  "redis-server)")
 
@@ -58,46 +56,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 def by_file(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["file"]: f for f in report["files"]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A throw-away redis-server on 127.0.0.1 (no persistence), on `port` or a free one."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        import redis
-
-        self.port = port or _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [str(REDIS_SERVER), "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # --- D5: Redis stops answering mid-batch -----------------------------------------------------

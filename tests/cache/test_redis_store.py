@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,56 +13,13 @@ import pytest
 from core.cache import make_key, open_cache
 from core.settings import Settings
 
-REDIS_SERVER = shutil.which("redis-server")
+from tests.cache.redis_server import REDIS_SERVER, RedisServer, free_port
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (Debian: apt-get install redis-server)"
 )
 redis = pytest.importorskip("redis", reason="the redis Python package is not installed (pip install redis)")
 
 from core.cache.redis_store import CacheUnavailable, RedisResultCache  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A throw-away redis-server on 127.0.0.1 (no persistence), stopped by `stop`."""
-
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(workdir), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-        client.close()
-
-    def client(self) -> "redis.Redis":
-        return redis.Redis(port=self.port)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +204,7 @@ def test_unbounded_server_is_reported_and_full_server_skips_writes(cache: RedisR
 
 
 def test_redis_down_at_startup_is_a_clear_error() -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(CacheUnavailable) as err:
         open_cache(Settings(cache_backend="redis", redis_url=url))
     message = str(err.value)
@@ -261,7 +214,7 @@ def test_redis_down_at_startup_is_a_clear_error() -> None:
 def test_cli_reports_redis_down_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from core.cli import main
 
-    url = f"redis://:s3cret@127.0.0.1:{_free_port()}/0"
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     monkeypatch.setenv("VLSCOPE_CACHE_BACKEND", "redis")
     monkeypatch.setenv("VLSCOPE_REDIS_URL", url)
     assert main(["cache", "stats"]) == 1
