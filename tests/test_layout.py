@@ -84,18 +84,12 @@ def _package(module: str) -> str:
 
 
 def _imports(path: Path) -> list[str]:
-    """Every core/ui module named by an import in `path` (nested imports too; TYPE_CHECKING blocks left out)."""
+    """Every core/ui module named by an import in `path` (nested and TYPE_CHECKING imports too)."""
     import ast
 
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     names: list[str] = []
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -16,14 +16,14 @@ from core.ocr.pipeline import OcrOptions, run_ocr
 from core.ocr.types import OcrResult
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from core.app.runtime import Runtime
+    from core.app.context import AppContext
     from core.vlm.types import GenerationParams
 
 
 class DocumentService:
     """Read documents into text, tables and fields, and answer questions about their pages."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "AppContext") -> None:
         self.runtime = runtime
 
     def read(self, source: str | Path | bytes, options: OcrOptions | None = None, *, name: str | None = None,

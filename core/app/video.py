@@ -33,7 +33,7 @@ from core.media.sampling import SamplingPlan
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from core.analysis.qa import AnswerResult, VideoQA
     from core.analysis.summary import CaptionOptions
-    from core.app.runtime import Runtime
+    from core.app.context import AppContext
     from core.vlm.types import GenerationParams
 
 STORYBOARD_STAGE = "video.storyboard"
@@ -155,7 +155,7 @@ class SummaryResult:
 class VideoService:
     """Video workflows over one runtime (its settings, cache, engine and jobs)."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "AppContext") -> None:
         self.runtime = runtime
 
     # ------------------------------------------------------------------ probe and plan
