@@ -93,6 +93,16 @@ def make_video_10min(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def first_chunk_s(stream: Any, t0: float | None = None) -> float | None:
+    """Seconds from `t0` (default: now) to the stream's first chunk; the stream is read to its end."""
+    t0 = time.perf_counter() if t0 is None else t0
+    first = None
+    for _ in stream:
+        if first is None:
+            first = time.perf_counter() - t0
+    return first
+
+
 def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = True) -> dict[str, Any]:
     """VLScope with every default: the first answer, a follow-up, memory and speeds, as a user gets them."""
     import torch
@@ -119,11 +129,7 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
                    "estimated_peak_gib": choice.estimate.peak_gpu_bytes / GIB,
                    "reasons": list(getattr(choice, "reasons", []) or [])}
     qa = runtime.video.questions(video, choice.plan, sha, info)
-    first_chunk = None
-    for _ in runtime.video.stream_ask(qa, QUESTION, greedy, refine=False):
-        if first_chunk is None:
-            first_chunk = time.perf_counter() - t0
-    out["first_answer_ttft_s"] = first_chunk
+    out["first_answer_ttft_s"] = first_chunk_s(runtime.video.stream_ask(qa, QUESTION, greedy, refine=False), t0)
     out["first_answer_total_s"] = time.perf_counter() - t0
     records = runtime.engine.ledger.records()
     last = records[-1]
@@ -133,24 +139,14 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     out["visual_tokens"] = last.visual_tokens
     out["decode_long_tps"] = last.decode_tokens_per_s
     if follow_up:
-        t0 = time.perf_counter()
-        first_chunk = None
-        for _ in runtime.video.stream_ask(qa, FOLLOW_UP, greedy, refine=False):
-            if first_chunk is None:
-                first_chunk = time.perf_counter() - t0
-        out["follow_up_ttft_s"] = first_chunk
+        out["follow_up_ttft_s"] = first_chunk_s(runtime.video.stream_ask(qa, FOLLOW_UP, greedy, refine=False))
         out["follow_up_engine_ttft_ms"] = runtime.engine.ledger.records()[-1].ttft_ms
         # decode after the long prompt, with the step's graph already captured: 256 tokens on the kept prefix
         for _ in runtime.video.stream_ask(qa, "Describe every scene in detail.",
                                           GenerationParams(max_new_tokens=256, temperature=0.0), refine=False):
             pass
         out["decode_long_tps"] = runtime.engine.ledger.records()[-1].decode_tokens_per_s
-        t0 = time.perf_counter()
-        first_chunk = None
-        for _ in runtime.video.stream_ask(qa, TIMED, greedy, refine=False):
-            if first_chunk is None:
-                first_chunk = time.perf_counter() - t0
-        out["timed_question_ttft_s"] = first_chunk
+        out["timed_question_ttft_s"] = first_chunk_s(runtime.video.stream_ask(qa, TIMED, greedy, refine=False))
         if getattr(runtime.engine, "feature_memory", None) is not None:
             runtime.engine.feature_memory.wait()  # the features' background save, before the process ends
     out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / GIB
