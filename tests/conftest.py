@@ -29,3 +29,27 @@ def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     engine.load()
     yield engine
     engine.close()
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The environment of a dashboard page test: its own cache folder, no model, no sign-in, run from the repo."""
+    monkeypatch.setenv("VLSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLSCOPE_MODEL", str(tmp_path / "no-model-here"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("VLSCOPE_MEDIA_ROOT", "VLSCOPE_AUTH_FILE", "VLSCOPE_AUTH_OIDC", "VLSCOPE_ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(Path(__file__).parents[1])
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    from core.jobs import registry
+
+    for job in registry().running():
+        job.cancel()
+        job.wait(10)
+    st.cache_resource.clear()
+    st.cache_data.clear()

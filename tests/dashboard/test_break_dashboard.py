@@ -40,29 +40,6 @@ def shown_text(body: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", rendered(body))).replace("\u200b", "").strip()
 
 
-@pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("VLSCOPE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("VLSCOPE_MODEL", str(tmp_path / "no-model-here"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for name in ("VLSCOPE_MEDIA_ROOT", "VLSCOPE_AUTH_FILE", "VLSCOPE_AUTH_OIDC", "VLSCOPE_ENGINE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(ROOT)
-    import streamlit as st
-
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path
-    from core.jobs import registry
-
-    for job in registry().running():
-        job.cancel()
-        job.wait(10)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
 @pytest.fixture(scope="module")
 def video_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_video(tmp_path_factory.mktemp("video") / "cuts.mp4").read_bytes()

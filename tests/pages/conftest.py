@@ -12,28 +12,6 @@ from tests.pages.media import make_video
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("VLSCOPE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("VLSCOPE_MODEL", str(tmp_path / "no-model-here"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("VLSCOPE_MEDIA_ROOT", raising=False)
-    monkeypatch.chdir(ROOT)
-    import streamlit as st
-
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path
-    from core.jobs import registry
-
-    for job in registry().running():
-        job.cancel()
-        job.wait(10)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
 @pytest.fixture(scope="session")
 def video_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_video(tmp_path_factory.mktemp("video") / "cuts.mp4").read_bytes()
