@@ -15,6 +15,7 @@ overview's frame size. A damaged stored entry is reported in the answer's warnin
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -25,9 +26,11 @@ import numpy as np
 
 from core.events import Event
 from core.analysis.timeparse import TimeReference, find_time_mentions, format_timestamp, parse_time_reference
-from core.vlm.base import Engine
+from core.vlm.base import Engine, InvalidRequest
 from core.vlm.featurestore import StoredFeaturesUnreadable
 from core.vlm.types import GenerationParams, Message, VideoPart, user
+
+log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You answer questions about a video. Each pair of frames is preceded by its time as <t seconds>. "
@@ -255,10 +258,25 @@ class VideoQA:
         return _OVERVIEWS.get_or_make(self.source.content_key(), self.source.overview)
 
     def _overview(self, memory: Any, result: AnswerResult) -> Clip:
-        """The overview: feature-backed when its features are stored (nothing decoded), else decoded."""
+        """The overview: feature-backed when its features are stored (nothing decoded), or ingested now (decoded and
+        encoded part by part, pipelined, and stored), else decoded."""
         key = self.source.content_key()
         meta = self._stored(memory, key, result) if memory is not None else None
+        if meta is None and memory is not None:
+            meta = self._ingest(memory, key)
         return feature_clip(meta, key) if meta is not None else self._decoded()
+
+    def _ingest(self, memory: Any, key: str) -> Any:
+        """The plan of the overview's features after a pipelined ingest (`FeatureMemory.ingest`), or None where the
+        source cannot stream its frames (the decoded frames are then encoded when the question runs)."""
+        make = getattr(self.source, "ingest_input", None)
+        if make is None:
+            return None
+        try:
+            return memory.ingest(key, make()).meta
+        except InvalidRequest as exc:
+            log.info("the overview is decoded whole instead of ingested: %s", exc)
+            return None
 
     def _clips(self, memory: Any, ref: TimeReference | None, duration: float,
                result: AnswerResult) -> tuple[Clip, Clip, str | None]:

@@ -18,7 +18,7 @@ from core.analysis.qa import Clip
 from core.cache import hash_file
 from core.media.errors import VideoError
 from core.media.probe import VideoInfo, probe_video
-from core.media.sampling import SamplingPlan, sample_video
+from core.media.sampling import SamplingPlan, iter_samples, sample_video, schedule_frames
 
 
 def _resize(frames: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
@@ -66,6 +66,33 @@ class MediaFrameSource:
     def overview(self) -> Clip:
         """The whole video (or the plan's window) at the plan's fps and pixel budget."""
         return self._clip(self.plan)
+
+    def ingest_input(self) -> Any:
+        """The overview as a `core.vlm.featurestore.IngestInput`: its frame numbers and size from the plan (nothing
+        decoded yet), and a reader that decodes just the frames asked for, streamed (for a pipelined ingest)."""
+        from core.vlm.ingest import IngestInput
+
+        schedule = schedule_frames(self.info, self.plan)
+        info = self.info
+
+        def read(numbers: list[int], cancel: threading.Event | None) -> Any:
+            if not numbers:
+                return
+            wanted = sorted(set(numbers))
+            sub = replace(schedule, indices=wanted, times=[i / schedule.source_fps for i in wanted])
+            last: Any = None
+            got = iter_samples(info, sub, cancel=cancel)
+            for n in numbers:  # one frame per number asked for, in order (a repeated number repeats its frame)
+                if last is None or last[2] != n:
+                    frame = next(got, None)
+                    if frame is None:
+                        return
+                    last = (frame.index, frame.image, n)
+                yield last[0], last[1]
+
+        return IngestInput(list(schedule.indices), float(schedule.source_fps), int(schedule.total_frames),
+                           (int(schedule.height), int(schedule.width)), read, self.plan.total_pixels,
+                           self.plan.min_pixels)
 
     def window(self, start: float, end: float, fps: float, like: Clip | None = None) -> Clip:
         """[start, end] at `fps`, at most the plan's max frames; frames resized like `like` when given."""

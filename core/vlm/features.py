@@ -9,6 +9,9 @@ decoding and no vision tower (see docs/design/visual-memory-research.md, path "b
 Format: safetensors bytes (never pickle) of `pooler` (N, D) and `deepstack.<k>` (N, D), with the plan as JSON in
 the header's metadata. Rows are in temporal-group order, and the vision tower attends within each group (two
 frames) only, so groups of several encodes of one video at one frame size can be put together exactly (`compose`).
+A video is kept in parts of `CHUNK_GROUPS` groups (`split_parts`; each part is such bytes, with its own plan), plus a
+small `Manifest` (JSON) written last: the manifest is what a lookup reads, the parts what a load reads, and an
+ingest that dies keeps the parts it stored (core.vlm.featurestore resumes there).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 from core.vlm.base import InvalidRequest, OutOfMemory
 from core.vlm.types import VideoPart, to_rgb_array
 
-FORMAT_VERSION = 1
-"""Bumped when the stored layout changes; older entries then miss (another key) or are refused (`check`)."""
+FORMAT_VERSION = 2
+"""Bumped when the stored layout changes; older entries then miss (another key) or are refused (`check`).
+2: a manifest and parts of `CHUNK_GROUPS` groups (1 was one blob per video)."""
 CHUNK_GROUPS = 32
 """Temporal groups (2 frames each) per vision-tower call: exact (attention never crosses a group), bounded memory."""
 _ST_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
@@ -137,14 +141,17 @@ def from_bytes(blob: bytes) -> VisualFeatures:
     from safetensors.torch import load
 
     meta, _, layers = read_header(blob)
-    tensors = load(bytes(blob))
+    tensors = load(blob if isinstance(blob, bytes) else bytes(blob))
     return VisualFeatures(meta, tensors["pooler"], [tensors[f"deepstack.{k}"] for k in range(layers)])
 
 
 # -- frames -> pixels -> features (vision tower) ------------------------------------------------
-def video_pixels(processor: Any, part: VideoPart, frame_size: tuple[int, int] | None = None) -> tuple[Any, FeatureMeta]:
-    """A part's frames -> the video processor's pixel values (CPU) and the plan: sized as the processor sizes them
-    for the part's pixel budget, or with `frame_size` (height, width) exactly that size (the processor's resize)."""
+def video_pixels(processor: Any, part: VideoPart, frame_size: tuple[int, int] | None = None, as_given: bool = False,
+                 device: Any = None) -> tuple[Any, FeatureMeta]:
+    """A part's frames -> the video processor's pixel values and the plan: sized as the processor sizes them for the
+    part's pixel budget, with `frame_size` (height, width) exactly that size (the processor's resize), or with
+    `as_given` at the frames' own size (a multiple of patch x merge: a part of a video planned for the model, whose
+    frames the processor would leave at their size). `device`: where the processor works (default the CPU)."""
     import numpy as np
     import torch
     from transformers.video_utils import VideoMetadata
@@ -169,8 +176,15 @@ def video_pixels(processor: Any, part: VideoPart, frame_size: tuple[int, int] | 
         clip = tvF.resize(torch.from_numpy(stack).permute(0, 3, 1, 2), [int(s) for s in frame_size],
                           interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
         kw.update(videos=[clip.permute(0, 2, 3, 1).numpy()], do_resize=False)
+    elif as_given:
+        factor = vp.patch_size * vp.merge_size
+        if stack.shape[1] % factor or stack.shape[2] % factor:
+            raise InvalidRequest(f"frames of {stack.shape[2]}x{stack.shape[1]} are not a multiple of {factor}")
+        kw["do_resize"] = False
     elif part.max_pixels_total:
         kw["size"] = {"longest_edge": int(part.max_pixels_total), "shortest_edge": int(part.min_pixels_total or 4096)}
+    if device is not None and str(device) != "cpu":
+        kw["device"] = str(device)
     out = vp(**kw)
     grid = [int(x) for x in out["video_grid_thw"][0]]
     meta = FeatureMeta(grid=grid, frame_indices=[int(i) for i in part.frame_indices], source_fps=float(part.source_fps),

@@ -8,14 +8,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import struct
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, Protocol
 
 from core.cache.base import CacheKey, make_key
-from core.vlm.base import EngineError, InvalidRequest
+from core.events import CancelToken, Progress
+from core.vlm.base import EngineError, InvalidRequest, OutOfMemory
 from core.vlm.features import (
+    CHUNK_GROUPS,
     FORMAT_VERSION,
     FeatureMeta,
     FeaturePrefill,
@@ -25,15 +27,18 @@ from core.vlm.features import (
     from_bytes,
     prefill,
     prompt_inputs,
-    read_header,
     to_bytes,
     video_pixels,
 )
+from core.vlm.featureparts import Manifest, assemble, check_part, group_spans, split_parts
 from core.vlm.types import VideoPart
 
 log = logging.getLogger(__name__)
 
 STAGE = "vlm-features"
+PART_STAGE = "vlm-features-part"
+READERS = 4
+"""Threads reading a video's stored parts at once."""
 _OWNER = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -68,6 +73,14 @@ def store_key(cache_key: str, material: dict[str, str]) -> CacheKey:
     return make_key(owner, STAGE, {"video": cache_key, **material}, model=material["model"], precision=material["dtype"])
 
 
+def part_key(cache_key: str, material: dict[str, str], index: int, chunk_groups: int) -> CacheKey:
+    """The result-cache key of part `index` of a video's features (filed under the same input as the manifest)."""
+    head = store_key(cache_key, material)
+    return make_key(head.input_hash, PART_STAGE, {"video": cache_key, **material, "part": index,
+                                                  "groups": chunk_groups},
+                    model=material["model"], precision=material["dtype"])
+
+
 # -- the store ------------------------------------------------------------------------------------
 # activation memory of a one-pass prefill per prompt token, twice what the 4B measured on an H200 (about 120 KiB)
 ONE_PASS_BYTES_PER_TOKEN = 256 * 1024
@@ -86,6 +99,10 @@ class FeatureMemory:
         self._bad: set[str] = set()
         self._guard = threading.Lock()
         self._saving: dict[str, threading.Thread] = {}
+        self._recent: dict[str, VisualFeatures] = {}
+        self.chunk_groups = CHUNK_GROUPS
+        self.last_ingest: Any = None
+        """Temporal groups per stored part (and per vision-tower call of an ingest)."""
         self.chunk_tokens = 0  # the prefill's chunk (setting `prefill_chunk_tokens`; 0: the whole prefix at once)
 
     def save_later(self, cache_key: str, features: VisualFeatures) -> None:
@@ -119,7 +136,8 @@ class FeatureMemory:
         """Drop what this process remembers of `cache_key` (the store is read again next time)."""
         self._note(cache_key, None)
 
-    def _blob(self, cache_key: str) -> tuple[bytes | None, FeatureMeta | None]:
+    def _manifest(self, cache_key: str) -> Manifest | None:
+        """The manifest stored under `cache_key` (a few hundred bytes: no part is read), or None."""
         self.wait(cache_key)
         key = store_key(cache_key, self.material)
         contains = getattr(self.store, "contains", None)
@@ -128,19 +146,19 @@ class FeatureMemory:
             blob = self.store.get_bytes(key)
         except Exception as exc:  # noqa: BLE001 - a store that cannot be reached is a miss (the frames still work)
             log.warning("visual features of %s not read: %s", cache_key, exc)
-            return None, None
+            return None
         if blob is None:
             if present:  # there, but the store could not read it back (it reports and drops it)
                 self._fail(cache_key, "the result cache could not read the entry back (damaged on disk)")
-            return None, None
+            return None
         try:
-            meta, pooler, layers = read_header(blob)
-        except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+            manifest = Manifest.from_bytes(blob)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._fail(cache_key, str(exc))
-        if pooler[1][1] != self.width or layers != self.layers:
-            self._fail(cache_key, f"{layers} DeepStack maps of width {pooler[1][1]}, the model has {self.layers} "
-                                  f"of width {self.width}")
-        return blob, meta
+        if manifest.width != self.width or manifest.layers != self.layers:
+            self._fail(cache_key, f"{manifest.layers} DeepStack maps of width {manifest.width}, the model has "
+                                  f"{self.layers} of width {self.width}")
+        return manifest
 
     def _fail(self, cache_key: str, why: str) -> NoReturn:
         with self._guard:
@@ -158,31 +176,89 @@ class FeatureMemory:
             if cache_key in self._known:
                 self._known.move_to_end(cache_key)
                 return self._known[cache_key]
-        _, meta = self._blob(cache_key)
+        manifest = self._manifest(cache_key)
+        meta = manifest.meta if manifest is not None else None
         self._note(cache_key, meta)
         return meta
 
-    def load(self, cache_key: str) -> VisualFeatures | None:
-        """The features stored under `cache_key`, or None; StoredFeaturesUnreadable when damaged."""
-        blob, _ = self._blob(cache_key)
+    def _part(self, cache_key: str, manifest: Manifest, index: int, device: Any) -> VisualFeatures:
+        blob = self.store.get_bytes(part_key(cache_key, self.material, index, manifest.chunk_groups))
         if blob is None:
+            raise ValueError(f"part {index + 1} of {manifest.parts} is missing")
+        part = from_bytes(blob)
+        check_part(manifest, index, part.meta)
+        if device is not None and str(device) != "cpu":
+            part.pooler = part.pooler.to(device, non_blocking=True)
+            part.deepstack = [d.to(device, non_blocking=True) for d in part.deepstack]
+        return part
+
+    def part_key(self, cache_key: str, index: int) -> CacheKey:
+        """The key of part `index` of `cache_key`'s features at this memory's `chunk_groups`."""
+        return part_key(cache_key, self.material, index, self.chunk_groups)
+
+    def _stored_part(self, key: CacheKey, device: Any) -> VisualFeatures:
+        blob = self.store.get_bytes(key)
+        if blob is None:
+            raise InvalidRequest("A stored part of the video's features went missing during the ingest; ingest again.")
+        part = from_bytes(blob)
+        if device is not None and str(device) != "cpu":
+            part.pooler = part.pooler.to(device)
+            part.deepstack = [d.to(device) for d in part.deepstack]
+        return part
+
+    def load(self, cache_key: str, device: Any = None) -> VisualFeatures | None:
+        """The features stored under `cache_key` (on `device`; the CPU by default), or None; StoredFeaturesUnreadable
+        when damaged. The parts are read by a few threads at once and copied to the device as they come."""
+        with self._guard:
+            recent = self._recent.pop(cache_key, None)
+        if recent is not None:
+            return recent
+        manifest = self._manifest(cache_key)
+        if manifest is None:
             self.forget(cache_key)
             return None
         try:
-            features = from_bytes(blob)
+            with ThreadPoolExecutor(max_workers=min(READERS, manifest.parts)) as pool:
+                parts = list(pool.map(lambda i: self._part(cache_key, manifest, i, device), range(manifest.parts)))
+            features = assemble(manifest, parts, device)
         except Exception as exc:  # noqa: BLE001 - any failure to read stored bytes is a reported miss
-            self._fail(cache_key, f"{type(exc).__name__}: {exc}")
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise OutOfMemory("loading the stored visual features of a video") from exc
+            self._fail(cache_key, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc))
         self._note(cache_key, features.meta)
         return features
 
+    def keep_recent(self, cache_key: str, features: VisualFeatures) -> None:
+        """Hold `features` for the next `load` of `cache_key` (once): a question right after an ingest skips the
+        store. One video at a time."""
+        with self._guard:
+            self._recent.clear()
+            self._recent[cache_key] = features
+
     def save(self, cache_key: str, features: VisualFeatures) -> None:
-        """Keep `features` under `cache_key`; a store that refuses is logged (the answer goes on)."""
+        """Keep `features` under `cache_key` (its parts, then the manifest); a store that refuses is logged (the
+        answer goes on)."""
         try:
-            self.store.put_bytes(store_key(cache_key, self.material), to_bytes(features))
+            for index, part in enumerate(split_parts(features, self.chunk_groups)):
+                self.store.put_bytes(part_key(cache_key, self.material, index, self.chunk_groups), to_bytes(part))
+            self._put_manifest(cache_key, features.meta, len(group_spans(features.meta.grid[0], self.chunk_groups)))
         except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
             log.warning("visual features of %s not stored: %s", cache_key, exc)
             return
         self._note(cache_key, features.meta)
+
+    def _put_manifest(self, cache_key: str, meta: FeatureMeta, parts: int) -> None:
+        manifest = Manifest(meta, self.chunk_groups, parts, self.width, self.layers)
+        self.store.put_bytes(store_key(cache_key, self.material), manifest.to_bytes())
+
+    def ingest(self, cache_key: str, video: Any, progress: Progress | None = None,
+               cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True) -> Any:
+        """Decode, preprocess and encode a video part by part, pipelined, each part stored as it is done (see
+        `core.vlm.ingest.ingest`); resumes at the last stored part."""
+        from core.vlm.ingest import ingest
+
+        self.last_ingest = ingest(self, cache_key, video, progress, cancel, reuse=reuse, keep=keep)
+        return self.last_ingest
 
     def encode(self, part: VideoPart, frame_size: tuple[int, int] | None = None) -> FeatureMeta:
         """Encode a part's frames once (holding the model) and keep them under its `cache_key`; returns the plan."""
@@ -200,7 +276,7 @@ class FeatureMemory:
         if part.features_from:
             sources = []
             for key in part.features_from:
-                got = self.load(key)
+                got = self.load(key, device)
                 if got is None:
                     self._fail(key, "it is no longer in the result cache")
                 sources.append(got)
@@ -209,7 +285,7 @@ class FeatureMemory:
                                   features)
         assert part.cache_key
         try:
-            stored = self.load(part.cache_key)
+            stored = self.load(part.cache_key, device)
         except StoredFeaturesUnreadable:
             stored = None  # logged; encoded again from the frames below
         if stored is not None and stored.meta.frame_indices == list(part.frame_indices):

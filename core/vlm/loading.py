@@ -157,6 +157,9 @@ def load_model(settings: Settings) -> Loaded:
     if quant is None:
         model.to(device)
     model.eval()
+    from core.vlm.vision_attention import install
+
+    install(model)  # a video's frame groups in one attention call per layer (same arithmetic)
     label = settings.quantization
     qcfg = getattr(model.config, "quantization_config", None)
     if qcfg is not None and settings.quantization == "none":

@@ -1,0 +1,192 @@
+"""The pipelined ingest of a video into the visual memory: decode, preprocess and encode part by part.
+
+While the vision tower encodes one part (`FeatureMemory.chunk_groups` temporal groups), the next is preprocessed and
+the one after decoded (the reader's own thread); no whole-video frame list is held. Each part is stored as soon as
+it is encoded (a writer thread), the manifest last, so an ingest that is killed or cancelled resumes at its last
+stored part. `FeatureMemory.ingest` calls `ingest` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+from core.events import CancelToken, Progress, raise_if_cancelled, report
+from core.vlm.base import InvalidRequest
+from core.vlm.featureparts import Manifest, assemble, check_part, group_spans, part_meta
+from core.vlm.features import FeatureMeta, VisualFeatures, encode, to_bytes, video_pixels
+from core.vlm.types import VideoPart
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestInput:
+    """A video to ingest: the frame numbers of its plan (with what the prompt's timestamps need), the frames' size,
+    and `read(frame_numbers, cancel)`, which decodes those frames in order: (frame number, RGB array of `frame_hw`)
+    each, the number of the frame decoded (a key frame near the one asked for, when the plan takes key frames)."""
+
+    frame_indices: list[int]
+    source_fps: float
+    total_frames: int
+    frame_hw: tuple[int, int]
+    read: Callable[[list[int], CancelToken | None], Iterator[tuple[int, Any]]]
+    max_pixels_total: int | None = None
+    min_pixels_total: int | None = None
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: parts in all, found stored (an earlier, maybe killed, ingest), encoded now; seconds."""
+
+    meta: FeatureMeta
+    parts: int
+    reused: int
+    encoded: int
+    seconds: float
+    phases_s: dict[str, float] = field(default_factory=dict)
+    """Seconds spent waiting for frames (decode), preprocessing, in the vision tower, storing."""
+
+
+
+def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress | None = None,
+           cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True) -> IngestReport:
+    """Decode, preprocess and encode a video part by part (`chunk_groups` temporal groups each), pipelined: while
+    the vision tower encodes one part, the next is preprocessed and the one after decoded; no whole-video frame
+    list is held. Each part is stored as soon as it is encoded, and the manifest last, so an ingest that is
+    killed or cancelled resumes at its last stored part (`reuse=False` encodes every part again). With `keep`,
+    the video's features stay held for the next `load` (the question that asked for the ingest)."""
+    started = time.perf_counter()
+    vp = memory.processor.video_processor
+    t, patch, merge = int(vp.temporal_patch_size), int(vp.patch_size), int(vp.merge_size)
+    indices = [int(i) for i in video.frame_indices]
+    h, w = (int(x) for x in video.frame_hw)
+    if not indices or h % (patch * merge) or w % (patch * merge):
+        raise InvalidRequest(f"An ingest needs frames planned for the model (a multiple of {patch * merge} pixels "
+                             f"a side), not {w}x{h}.")
+    dtype = str(next(memory.model.model.visual.parameters()).dtype).removeprefix("torch.")
+    groups = -(-len(indices) // t)
+    meta = FeatureMeta(grid=[groups, h // patch, w // patch], frame_indices=indices,
+                       source_fps=float(video.source_fps), total_frames=int(video.total_frames), resized=[h, w],
+                       frame_hw=[h, w], patch=patch, merge=merge, temporal_patch=t, dtype=dtype,
+                       max_pixels_total=video.max_pixels_total, min_pixels_total=video.min_pixels_total)
+    meta.check()
+    spans = group_spans(groups, memory.chunk_groups)
+    keys = [memory.part_key(cache_key, i) for i in range(len(spans))]
+    device = getattr(memory.model, "device", None)
+    held: dict[int, VisualFeatures] = {}
+    for i, key in enumerate(keys):  # parts an earlier ingest stored (it may have been killed): read, checked
+        if reuse and memory.store.contains(key):
+            try:
+                part = memory._stored_part(key, device if keep else None)
+                if part.meta.grid[1:] == meta.grid[1:] and part.meta.grid[0] == spans[i][1] - spans[i][0]:
+                    held[i] = part
+            except Exception as exc:  # noqa: BLE001 - an unreadable part is encoded again
+                log.warning("stored part %d of %s unreadable (%s); encoding it again", i + 1, cache_key, exc)
+    todo = [i for i in range(len(spans)) if i not in held]
+    phases = {"decode": 0.0, "preprocess": 0.0, "encode": 0.0, "store": 0.0}
+    prep_device = device if getattr(device, "type", "cpu") == "cuda" else None
+    stop = threading.Event()
+    ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+
+    def hand(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def prepare() -> None:  # decode (the reader's own thread) and preprocess, a part ahead of the vision tower
+        try:
+            wanted = [n for i in todo for n in part_meta(meta, *spans[i]).frame_indices]
+            frames = iter(video.read(wanted, stop))
+            for i in todo:
+                pm = part_meta(meta, *spans[i])
+                mark = time.perf_counter()
+                got = [f for _, f in zip(pm.frame_indices, frames)]
+                phases["decode"] += time.perf_counter() - mark
+                if len(got) < len(pm.frame_indices):
+                    raise InvalidRequest(f"The video gave {len(got)} of the {len(pm.frame_indices)} frames of "
+                                         f"part {i + 1}; it may be damaged.")
+                mark = time.perf_counter()
+                part = VideoPart([f for _, f in got], [n for n, _ in got], meta.source_fps, meta.total_frames,
+                                 max_pixels_total=meta.max_pixels_total, min_pixels_total=meta.min_pixels_total)
+                pixels, made = video_pixels(memory.processor, part, as_given=True, device=prep_device)
+                phases["preprocess"] += time.perf_counter() - mark
+                hand((i, pixels, made))
+            hand(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the ingest's thread
+            hand(exc)
+
+    saved: queue.Queue[Any] = queue.Queue()
+    failures: list[str] = []
+
+    def store() -> None:
+        while (item := saved.get()) is not None:
+            i, f = item
+            mark = time.perf_counter()
+            try:
+                memory.store.put_bytes(keys[i], to_bytes(f))
+            except Exception as exc:  # noqa: BLE001 - reported below: no manifest, the next ingest redoes it
+                failures.append(f"part {i + 1}: {exc}")
+            phases["store"] += time.perf_counter() - mark
+
+    reader = threading.Thread(target=prepare, name="vlscope-ingest-read", daemon=True)
+    writer = threading.Thread(target=store, name="vlscope-ingest-store", daemon=True)
+    encoded: dict[int, VisualFeatures] = {}
+    reader.start()
+    writer.start()
+    try:
+        report(progress, 0.0, f"{len(held)} of {len(spans)} parts already stored", "ingest")
+        while todo:
+            raise_if_cancelled(cancel)
+            try:
+                item = ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            i, pixels, made = item
+            if made.grid[1:] != meta.grid[1:]:
+                raise InvalidRequest(f"part {i + 1} came out at grid {made.grid}, the plan is {meta.grid}")
+            mark = time.perf_counter()
+            with memory.lock:
+                f = encode(memory.model, pixels, made)
+            phases["encode"] += time.perf_counter() - mark
+            del pixels
+            saved.put((i, f))
+            encoded[i] = f
+            report(progress, len(encoded) / len(todo), f"part {len(encoded)} of {len(todo)} encoded "
+                   f"({len(spans)} in all)", "ingest")
+    finally:
+        stop.set()
+        saved.put(None)
+        writer.join()
+        reader.join(timeout=10)
+    metas = {**{i: f.meta for i, f in held.items()}, **{i: f.meta for i, f in encoded.items()}}
+    meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
+    meta.check()
+    manifest = Manifest(meta, memory.chunk_groups, len(spans), memory.width, memory.layers)
+    if failures:
+        log.warning("visual features of %s not all stored: %s", cache_key, "; ".join(failures))
+    else:
+        try:
+            memory._put_manifest(cache_key, meta, len(spans))
+            memory._note(cache_key, meta)
+        except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
+            log.warning("visual features of %s not stored: %s", cache_key, exc)
+    if keep:
+        parts = [encoded[i] if i in encoded else held[i] for i in range(len(spans))]
+        for i, part in enumerate(parts):
+            check_part(manifest, i, part.meta)
+        memory.keep_recent(cache_key, assemble(manifest, parts, device))
+    return IngestReport(meta, len(spans), len(spans) - len(encoded), len(encoded), time.perf_counter() - started,
+                        phases)
+
