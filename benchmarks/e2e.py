@@ -133,6 +133,10 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     out["first_answer_total_s"] = time.perf_counter() - t0
     records = runtime.engine.ledger.records()
     last = records[-1]
+    ingest = getattr(getattr(runtime.engine, "feature_memory", None), "last_ingest", None)
+    if ingest is not None:  # the first answer's pipelined ingest (decode, preprocess, vision tower, store)
+        out["ingest"] = {"seconds": ingest.seconds, "parts": ingest.parts, "encoded": ingest.encoded,
+                         "phases_s": ingest.phases_s}
     out["prefill_ms"] = last.prefill_ms
     out["preprocess_ms"] = last.preprocess_ms
     out["prompt_tokens"] = last.prompt_tokens

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -19,6 +22,12 @@ from core.cache import hash_file
 from core.media.errors import VideoError
 from core.media.probe import VideoInfo, probe_video
 from core.media.sampling import SamplingPlan, iter_samples, sample_video, schedule_frames
+
+
+READ_WORKERS = min(8, os.cpu_count() or 1)
+"""Threads decoding stretches of a video at once for an ingest."""
+MIN_STRETCH = 64
+"""Frames a decoding thread takes at least (each stretch starts with a seek and decodes from a key frame)."""
 
 
 def _resize(frames: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
@@ -40,6 +49,7 @@ class MediaFrameSource:
             raise VideoError(f"{self.path.name} has no playable video frames; check the file or re-export it.")
         self.input_hash = input_hash or hash_file(self.path)
         self._lock = threading.Lock()
+        self.read_workers = READ_WORKERS
 
     def duration(self) -> float:
         return float(self.info.duration)
@@ -73,15 +83,12 @@ class MediaFrameSource:
         from core.vlm.ingest import IngestInput
 
         schedule = schedule_frames(self.info, self.plan)
-        info = self.info
 
         def read(numbers: list[int], cancel: threading.Event | None) -> Any:
             if not numbers:
                 return
-            wanted = sorted(set(numbers))
-            sub = replace(schedule, indices=wanted, times=[i / schedule.source_fps for i in wanted])
             last: Any = None
-            got = iter_samples(info, sub, cancel=cancel)
+            got = self._frames(schedule, sorted(set(numbers)), cancel)
             for n in numbers:  # one frame per number asked for, in order (a repeated number repeats its frame)
                 if last is None or last[2] != n:
                     frame = next(got, None)
@@ -93,6 +100,30 @@ class MediaFrameSource:
         return IngestInput(list(schedule.indices), float(schedule.source_fps), int(schedule.total_frames),
                            (int(schedule.height), int(schedule.width)), read, self.plan.total_pixels,
                            self.plan.min_pixels)
+
+    def _frames(self, schedule: Any, wanted: list[int], cancel: threading.Event | None) -> Iterator[Any]:
+        """The frames `wanted` (increasing frame numbers) of `schedule`, in order, decoded in stretches by
+        `read_workers` threads at once (each seeks to its stretch; PyAV decodes without holding the GIL)."""
+        fps = schedule.source_fps
+        workers = max(1, min(self.read_workers, -(-len(wanted) // MIN_STRETCH)))
+        size = max(MIN_STRETCH, -(-len(wanted) // (2 * workers)))
+        stretches = [wanted[k:k + size] for k in range(0, len(wanted), size)]
+
+        def decode(targets: list[int]) -> list[Any]:
+            sub = replace(schedule, indices=targets, times=[i / fps for i in targets])
+            return list(iter_samples(self.info, sub, cancel=cancel, backend="pyav"))
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlscope-read")
+        pending: deque[Future[list[Any]]] = deque()
+        try:
+            for stretch in stretches:
+                pending.append(pool.submit(decode, stretch))
+                if len(pending) > workers:  # at most `workers` stretches ahead of the one handed out
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def window(self, start: float, end: float, fps: float, like: Clip | None = None) -> Clip:
         """[start, end] at `fps`, at most the plan's max frames; frames resized like `like` when given."""

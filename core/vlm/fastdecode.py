@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -73,6 +74,8 @@ class FastDecoder(DecodeLoops):
         self.compile_fallback: str | None = None
         self._graph_key: tuple[int, int] | None = None
         self._cache: Any = None
+        self._lent_to: Any = None
+        self._slots: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
         self.last_stats: FastDecodeStats | None = None
 
     def describe(self) -> str:
@@ -154,14 +157,34 @@ class FastDecoder(DecodeLoops):
         return out.logits[:, -1, :]
 
     def _load_prefix(self, kv: Any, length: int) -> None:
-        """Copy a kept (dynamic) prefix cache into the static cache and move its counters to `length`."""
-
-        self._fill_static(kv, 1)
-        for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
-            static_layer.keys[:, :, :length].copy_(kept_layer.keys[:, :, :length])
-            static_layer.values[:, :, :length].copy_(kept_layer.values[:, :, :length])
+        """Put a kept prefix cache in the static cache and move its counters to `length`. Unless it is there already,
+        each layer is copied in and the kept cache then points at the static cache's memory (its own is freed, one
+        layer at a time): one copy of the prefix on the device, not two. That static cache is then lent to the
+        kept prefix: later prompts get another (`_lent`), its follow-ups this one (`_slots`)."""
+        if self._lent() is not kv:
+            for static_layer, kept_layer in zip(self._cache.layers, kv.layers):
+                if not getattr(static_layer, "is_initialized", True):
+                    static_layer.lazy_initialization(kept_layer.keys[:1, :, :1].contiguous(),
+                                                     kept_layer.values[:1, :, :1].contiguous())
+                static_layer.keys[:, :, :length].copy_(kept_layer.keys[:, :, :length])
+                static_layer.values[:, :, :length].copy_(kept_layer.values[:, :, :length])
+                kept_layer.keys = static_layer.keys[:, :, :length]
+                kept_layer.values = static_layer.values[:, :, :length]
+            self._lent_to = weakref.ref(kv)
         for counter in self._counters():
             counter.fill_(length)
+
+    def _lent(self) -> Any:
+        """The kept prefix cache whose memory the current static cache holds, or None."""
+        return self._lent_to() if self._lent_to is not None else None
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self._cache, self._graph, self._greedy_graph, self._graph_key, self._buffers, self._mask_buffer,
+                self._lent_to, getattr(self, "_graph_logits", None))
+
+    def _enter(self, slot: tuple[Any, ...]) -> None:
+        (self._cache, self._graph, self._greedy_graph, self._graph_key, self._buffers, self._mask_buffer,
+         self._lent_to, self._graph_logits) = slot
 
     def _counters(self) -> list[Any]:
         return [layer.cumulative_length for layer in getattr(self._cache, "layers", [])
@@ -232,9 +255,14 @@ class FastDecoder(DecodeLoops):
         masked = len(rows) > 1  # prompts of several lengths: left padding, masked in the static cache
         width = max(int(row["input_ids"].shape[1]) for row in rows)
         batch = len(rows) if masked else int(rows[0]["input_ids"].shape[0])
-        # one cache per shape bucket: reuse it (and its graph) when the next request fits
-        bucket = (batch, ((width + max_new_tokens + 1 + 255) // 256) * 256, masked)
-        if self._cache is None or self._graph_key != bucket:
+        # one cache per shape bucket: reuse it (and its graph) when the next request fits. A kept prefix lives in
+        # the static cache it was last decoded in (`_load_prefix`): its follow-ups reuse that cache as it is
+        slack = 2048 if prefix is not None else 0  # room for follow-ups, which then fit the same cache
+        bucket = (batch, ((width + max_new_tokens + 1 + slack + 255) // 256) * 256, masked)
+        slot = self._slots.get(prefix[0]) if prefix is not None else None
+        if slot is not None and slot[3][0] == batch and not masked and slot[3][1] >= bucket[1] - slack:
+            self._enter(slot)
+        elif self._cache is None or self._graph_key != bucket or self._lent() is not None:
             self._new_bucket(bucket, device)
         else:
             self._cache.reset()
@@ -257,6 +285,9 @@ class FastDecoder(DecodeLoops):
             generated = self._sampling_loop(logits, rope_deltas, width, max_new_tokens, pick, eos, on_tokens,
                                             should_stop, use_graph)
         lap("decode")
+        lent = self._lent()
+        if lent is not None:  # the kept prefix's static cache, with its graphs, for its follow-ups
+            self._slots[lent] = self._state()
         self.last_stats = FastDecodeStats(used_graph=self._used_graph, prompt_tokens=width,
                                           new_tokens=int(generated.shape[1]), fallback_reason=self._fallback,
                                           step=self.step_name, phases_ms=phases or None)
@@ -348,6 +379,7 @@ class FastDecoder(DecodeLoops):
 
         batch, length, masked = bucket
         self._cache = self._new_cache(length, batch)
+        self._lent_to = None
         self._graph = None
         self._greedy_graph = None
         self._graph_key = bucket

@@ -143,6 +143,11 @@ def load_model(settings: Settings) -> Loaded:
     dtype = pick_dtype(settings.dtype, device)
     attn = pick_attention(settings.attn_implementation, device)
     quant = quantization_config(settings, device, dtype)
+    if device.startswith("cuda") and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+        try:  # segments that grow: a long video's KV cache and activations do not fragment the GPU's memory
+            torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+        except (AttributeError, RuntimeError) as exc:
+            log.info("expandable CUDA memory segments not set: %s", exc)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
     if quant is not None:
         kwargs["quantization_config"] = quant

@@ -61,14 +61,30 @@ def engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Lo
 
 
 def _whole(engine: LocalEngine, video: Path) -> F.VisualFeatures:
-    """The features of the overview's frames given whole: the processor over the whole clip, one encode."""
-    clip = MediaFrameSource(video, plan=PLAN).overview()
+    """The features of the overview's frames given whole: the same frames, the processor over the whole clip at the
+    plan's pixel budget (its own resize choice), one encode."""
     from core.vlm.types import VideoPart
 
-    part = VideoPart(clip.frames, clip.indices, clip.fps, clip.total_frames, max_pixels_total=clip.max_pixels_total,
-                     min_pixels_total=clip.min_pixels_total)
+    source = MediaFrameSource(video, plan=PLAN)
+    src = source.ingest_input()
+    frames = list(src.read(src.frame_indices, None))
+    part = VideoPart([f for _, f in frames], [n for n, _ in frames], src.source_fps, src.total_frames,
+                     max_pixels_total=src.max_pixels_total, min_pixels_total=src.min_pixels_total)
     pixels, meta = F.video_pixels(engine.processor, part)
     return F.encode(engine.model, pixels, meta)
+
+
+def test_the_reader_decodes_stretches_in_parallel_exactly_as_one_thread(video: Path) -> None:
+    def read(workers: int) -> list[tuple[int, np.ndarray]]:
+        source = MediaFrameSource(video, plan=SamplingPlan(fps=8.0, max_frames=192))
+        source.read_workers = workers
+        src = source.ingest_input()
+        return list(src.read(src.frame_indices, None))
+
+    one, four = read(1), read(4)
+    assert len(one) == 192 and [n for n, _ in one] == [n for n, _ in four]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, four))
+    assert one[0][1].shape == (96, 160, 3)
 
 
 def _same(a: F.VisualFeatures, b: F.VisualFeatures) -> None:
