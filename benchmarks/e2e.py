@@ -131,6 +131,7 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     qa = runtime.video.questions(video, choice.plan, sha, info)
     out["first_answer_ttft_s"] = first_chunk_s(runtime.video.stream_ask(qa, QUESTION, greedy, refine=False), t0)
     out["first_answer_total_s"] = time.perf_counter() - t0
+    out["peak_first_answer_gib"] = torch.cuda.max_memory_allocated() / GIB  # one video at the default plan
     records = runtime.engine.ledger.records()
     last = records[-1]
     ingest = getattr(getattr(runtime.engine, "feature_memory", None), "last_ingest", None)
@@ -340,7 +341,9 @@ def main() -> int:
         ("follow-up, time to first token (s)", f.get("follow_up_ttft_s"), u.get("follow_up_ttft_s"), "4.3", "<= 0.3"),
         ("first answer after a restart (s)", r.get("first_answer_ttft_s"), u.get("first_answer_ttft_s"), "13.7",
          "<= 1.5"),
-        ("peak GPU memory, default plan (GiB)", f.get("peak_gpu_gib"), u.get("peak_gpu_gib"), "30.5", "<= 20"),
+        ("peak GPU memory, default plan (GiB)", f.get("peak_first_answer_gib"), u.get("peak_gpu_gib"), "30.5",
+         "<= 20"),
+        ("peak GPU memory, all questions (GiB)", f.get("peak_gpu_gib"), None, "", "(two prefixes kept)"),
         ("prefill of the video (s)", (f.get("prefill_ms") or 0) / 1000, u.get("first_token_s"), "3.0", "<= 1.5"),
         ("decode after a short prompt (tokens/s)", f.get("decode_short_tps"), None, "299", ">= 400"),
         ("decode after the video prompt (tokens/s)", f.get("decode_long_tps"), None, "190", ">= 300"),

@@ -24,7 +24,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def timed(name: str, fn: Callable[[], Any], n: int, rows: list[tuple[str, str]]) -> Any:
+def time_one(name: str, fn: Callable[[], Any], n: int, rows: list[tuple[str, str]]) -> Any:
     t0 = time.perf_counter()
     try:
         out = fn()
@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("video")
     ap.add_argument("--frames", type=int, default=768)
+    ap.add_argument("--only", default="", help="comma-separated numbers of the decoders to time (default: all)")
     args = ap.parse_args()
     from core.analysis.sources import MediaFrameSource
     from core.media.sampling import SamplingPlan, iter_samples, schedule_frames
@@ -54,6 +55,11 @@ def main() -> None:
     print(f"{args.video}: {source.info.width}x{source.info.height}, {source.info.duration:.0f} s, {source.info.fps} fps; "
           f"plan {n} frames at {w}x{h}, decode mode {schedule.mode} ({schedule.reason})", flush=True)
     rows: list[tuple[str, str]] = []
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+
+    def timed(name: str, fn: Callable[[], Any], n: int, rows: list[tuple[str, str]]) -> Any:
+        return time_one(name, fn, n, rows) if not only or name.split(".")[0].rstrip("abc") in only else None
+
     ingest = source.ingest_input()
     timed("1. VLScope reader (CPU decode + CPU resize), as shipped", lambda: sum(1 for _ in ingest.read(idx, None)), n,
           rows)

@@ -39,7 +39,9 @@ def _envelope(kind: bytes, payload: bytes) -> bytes:
     return _MAGIC + kind + hashlib.sha256(payload).digest() + payload
 
 
-def _open_envelope(blob: bytes) -> tuple[bytes, bytes]:
+def _open_envelope(blob: bytes, verified: bool = False) -> tuple[bytes, bytes]:
+    """(kind, payload) of a stored value; CorruptEntry when it is not one or its checksum fails (`verified`: the
+    reader checked it already, e.g. while fetching it: a large value is not hashed twice)."""
     if len(blob) < _HEADER or not blob.startswith(_MAGIC):
         raise CorruptEntry("not a VLScope cache envelope")
     kind = blob[4:5]
@@ -47,7 +49,7 @@ def _open_envelope(blob: bytes) -> tuple[bytes, bytes]:
     payload = blob[_HEADER:]
     if kind not in (_KIND_JSON, _KIND_BYTES):
         raise CorruptEntry(f"unknown value kind {kind!r}")
-    if hashlib.sha256(payload).digest() != digest:
+    if not verified and hashlib.sha256(payload).digest() != digest:
         raise CorruptEntry("checksum mismatch (the entry was truncated or changed on disk)")
     return kind, payload
 

@@ -294,7 +294,7 @@ class ResultCache(CacheBackend):
             return None
         if blob is None:
             return None
-        return _open_envelope(blob)
+        return _open_envelope(blob, verified=True)  # the value file's reader (`fetch`) checked it
 
     def _put(self, key: CacheKey, kind: bytes, payload: bytes, made_by: str | None) -> None:
         text = str(key)

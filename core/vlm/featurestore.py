@@ -113,6 +113,11 @@ class FeatureMemory:
             self._saving[cache_key] = thread
         thread.start()
 
+    def track_save(self, cache_key: str, thread: threading.Thread) -> None:
+        """Count `thread` (storing `cache_key`'s features) among the pending saves `wait` waits for."""
+        with self._guard:
+            self._saving[cache_key] = thread
+
     def wait(self, cache_key: str | None = None) -> None:
         """Wait until the pending saves (of `cache_key`, or all) are stored."""
         with self._guard:

@@ -126,15 +126,25 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     saved: queue.Queue[Any] = queue.Queue()
     failures: list[str] = []
 
+    complete: list[FeatureMeta] = []  # the whole plan, once every part is encoded: the manifest is written last
+
     def store() -> None:
         while (item := saved.get()) is not None:
             i, f = item
             mark = time.perf_counter()
             try:
                 memory.store.put_bytes(keys[i], to_bytes(f))
-            except Exception as exc:  # noqa: BLE001 - reported below: no manifest, the next ingest redoes it
+            except Exception as exc:  # noqa: BLE001 - no manifest then: the next ingest redoes the part
                 failures.append(f"part {i + 1}: {exc}")
             phases["store"] += time.perf_counter() - mark
+        if failures:
+            log.warning("visual features of %s not all stored: %s", cache_key, "; ".join(failures))
+        elif complete:
+            try:
+                memory._put_manifest(cache_key, complete[0], len(spans))
+                memory._note(cache_key, complete[0])
+            except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
+                log.warning("visual features of %s not stored: %s", cache_key, exc)
 
     reader = threading.Thread(target=prepare, name="vlscope-ingest-read", daemon=True)
     writer = threading.Thread(target=store, name="vlscope-ingest-store", daemon=True)
@@ -165,23 +175,18 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             encoded[i] = f
             report(progress, len(encoded) / len(todo), f"part {len(encoded)} of {len(todo)} encoded "
                    f"({len(spans)} in all)", "ingest")
+        metas = {**{i: f.meta for i, f in held.items()}, **{i: f.meta for i, f in encoded.items()}}
+        meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
+        meta.check()
+        complete.append(meta)
     finally:
         stop.set()
         saved.put(None)
-        writer.join()
+        memory.track_save(cache_key, writer)  # lookups of the video wait for it; the answer does not
+        if not keep:
+            writer.join()
         reader.join(timeout=10)
-    metas = {**{i: f.meta for i, f in held.items()}, **{i: f.meta for i, f in encoded.items()}}
-    meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
-    meta.check()
     manifest = Manifest(meta, memory.chunk_groups, len(spans), memory.width, memory.layers)
-    if failures:
-        log.warning("visual features of %s not all stored: %s", cache_key, "; ".join(failures))
-    else:
-        try:
-            memory._put_manifest(cache_key, meta, len(spans))
-            memory._note(cache_key, meta)
-        except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
-            log.warning("visual features of %s not stored: %s", cache_key, exc)
     if keep:
         parts = [encoded[i] if i in encoded else held[i] for i in range(len(spans))]
         for i, part in enumerate(parts):
