@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from core.analysis.video_pipeline import STAGES, AnalysisOptions, VideoAnalysis, analyze_video, stage_key
 from core.cache import make_key
+from core.errors import UserError
 from core.events import CancelToken, Event, Progress
 from core.files.store import VIDEO_SUFFIXES
 from core.jobs.registry import Job, JobContext
@@ -327,6 +328,28 @@ class VideoService:
             plan = self.default_plan(info).plan
         source = MediaFrameSource(path, plan=plan, input_hash=input_hash, info=info)
         return VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
+
+    def ingest(self, path: str | Path, plan: SamplingPlan | None = None, input_hash: str | None = None,
+               info: VideoInfo | None = None, progress: Any = None, cancel: Any = None) -> Any:
+        """Put the video's overview in the engine's visual memory ahead of any question (decoded, encoded and stored
+        part by part; resumes where an earlier ingest stopped); returns the `IngestReport`. UserError where the
+        engine keeps no visual memory (a remote engine)."""
+        qa = self.questions(path, plan, input_hash, info)
+        memory = getattr(self.runtime.engine, "feature_memory", None)
+        if memory is None:
+            raise UserError("This engine keeps no visual memory (a remote server, or the model not loaded here): "
+                            "questions are answered from the frames each time.", "Use the local model to ingest.")
+        return memory.ingest(qa.source.content_key(), qa.source.ingest_input(), progress, cancel, keep=False)
+
+    def start_ingest(self, path: str | Path, input_hash: str, plan: SamplingPlan, title: str) -> Job:
+        """`ingest` as a background job (one per file and plan, shared by every session), with progress and cancel."""
+        def work(ctx: JobContext) -> Any:
+            def progress(fraction: float, message: str = "", stage: str = "") -> None:
+                ctx.progress(fraction, f"visual memory: {message}", "ingest")
+
+            return self.ingest(path, plan, input_hash, progress=progress, cancel=ctx.cancel)
+
+        return self.runtime.jobs.submit(f"ingest:{input_hash}:{_digest(plan.to_dict())}", title, work)
 
     def ask(self, path: str | Path, question: str, params: "GenerationParams | None" = None,
             plan: SamplingPlan | None = None, input_hash: str | None = None, info: VideoInfo | None = None,

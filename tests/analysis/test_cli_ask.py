@@ -72,3 +72,14 @@ def test_ask_without_model_is_one_clear_line(files) -> None:
 def test_ask_missing_file(files, tiny_model_dir: Path) -> None:
     out = _run(["ask", str(files["folder"] / "nope.mp4"), "x"], tiny_model_dir, files["folder"] / "c")
     assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_video_ingest_then_again_encodes_nothing(files, tiny_model_dir: Path) -> None:
+    cache = files["folder"] / "ingest-cache"
+    first = _run(["video", "ingest", str(files["video"])], tiny_model_dir, cache)
+    assert first.returncode == 0, first.stderr
+    assert "0 already stored" in first.stdout and " parts; " in first.stdout
+    parts = int(first.stdout.split(" frames in ")[1].split(" parts")[0])
+    again = _run(["video", "ingest", str(files["video"])], tiny_model_dir, cache)
+    assert again.returncode == 0, again.stderr
+    assert f"{parts} already stored, 0 encoded now" in again.stdout
