@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from core.settings import Settings
 from core.vlm import GenerationParams, VideoPart, user
