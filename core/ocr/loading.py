@@ -1,7 +1,8 @@
 """Document loading: images (PNG, JPEG, TIFF multi-page, WebP, BMP, GIF) and PDFs page by page.
 
 Pages are produced one at a time (bounded memory). PDF pages with a real text layer carry
-their text lines so OCR can be skipped for them.
+their text lines and words (core.ocr.textlayer: characters joined by their positions, the page's
+rotation applied) so OCR can be skipped for them; a garbage layer is dropped and the page says why.
 
 Decoding a page, and reading it, holds the memory it is expected to need from the process-wide
 heavy-work bound (`heavy`, core.limits): the size comes from the file's header before anything is
@@ -14,7 +15,7 @@ import io
 import threading
 import warnings
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -86,12 +87,16 @@ def heavy(nbytes: int, what: str, settings: Any = None) -> Iterator[None]:
 
 @dataclass
 class PageImage:
-    """One page to read: its RGB pixels and, for PDF pages with a text layer, the text lines found there."""
+    """One page to read: its RGB pixels and, for PDF pages with a text layer, the text lines (and words)
+    found there; `warnings` are for the user (a text layer rejected as garbage, a page turned to read it)."""
 
     index: int
     image: np.ndarray  # HxWx3 uint8 RGB
     text_layer: list[OcrLine] | None = None
     dpi: float = 72.0
+    warnings: list[str] = field(default_factory=list)
+    text_words: list[OcrLine] | None = None
+    layer_stats: dict[str, Any] | None = None  # text-layer quality (core.ocr.textlayer.TextLayer.stats)
 
 
 def parse_pages(spec: str | None, count: int) -> list[int]:
@@ -283,28 +288,38 @@ def _open_pdf(data: bytes):
                        "(e.g. `qpdf in.pdf out.pdf`) or export it again") from exc
 
 
-def _text_layer_lines(page, scale: float, height_pt: float) -> list[OcrLine]:
-    textpage = page.get_textpage()
-    try:
-        lines: list[OcrLine] = []
-        for i in range(textpage.count_rects()):
-            left, bottom, right, top = textpage.get_rect(i)
-            text = textpage.get_text_bounded(left, bottom, right, top).strip()
-            text = " ".join(text.split())
-            if not text:
-                continue
-            x0, x1 = left * scale, right * scale
-            y0, y1 = (height_pt - top) * scale, (height_pt - bottom) * scale
-            lines.append(OcrLine(text, [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], 1.0))
-        return lines
-    finally:
-        textpage.close()
+def _text_layer_lines(page, scale: float, height_pt: float | None = None) -> list[OcrLine]:
+    """The page's text-layer lines in rendered pixels at `scale` (core.ocr.textlayer; `height_pt` is unused,
+    kept for old callers: the page's own geometry and rotation are read from PDFium)."""
+    from core.ocr.textlayer import read_layer
+
+    return read_layer(page, scale).lines
 
 
 def has_text_layer(lines: list[OcrLine]) -> bool:
     """True when text-layer lines hold enough real text to use instead of OCR."""
     chars = sum(len(ln.text.strip()) for ln in lines)
     return chars >= 10
+
+
+def _page_layer(page, scale: float):
+    """(text layer, warnings) of one PDF page, in the pixels of the page as rendered (its /Rotate applied).
+
+    Text drawn turned on the page (a landscape table on a portrait page) keeps its direction: each line's
+    polygon starts at the text's own top-left corner, and the page says that its text runs turned."""
+    from core.ocr.textlayer import read_layer
+
+    try:
+        layer = read_layer(page, scale)
+    except Exception as exc:  # noqa: BLE001 - a text layer PDFium cannot read: OCR the page instead
+        return None, [f"this page's PDF text layer could not be read ({exc}): the page was read with OCR instead"]
+    notes: list[str] = []
+    if layer.usable and layer.turn:
+        notes.append(f"most text on this page runs turned by {layer.turn} degrees clockwise; its lines keep "
+                     "that direction (each line's box starts at the text's top-left corner)")
+    if layer.warning:
+        notes.append(layer.warning)
+    return layer, notes
 
 
 def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, max_pages: int,
@@ -332,7 +347,7 @@ def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, 
                 if w * h > max_pixels:
                     raise OcrError(f"page {i + 1} rendered at {dpi:g} DPI would be {w}x{h} pixels, above the limit "
                                    f"of {max_pixels:,}; choose a lower DPI")
-                layer = _text_layer_lines(page, scale, h_pt) if use_text_layer else []
+                layer, notes = _page_layer(page, scale) if use_text_layer else (None, [])
                 with heavy(load_bytes(w * h, pdf=True), f"rendering page {i + 1} of the PDF", settings):
                     bitmap = page.render(scale=scale)
                     pil = bitmap.to_pil()
@@ -341,7 +356,10 @@ def iter_pdf_pages(data: bytes, pages: str | None, dpi: float, max_pixels: int, 
                     bitmap.close()
             finally:
                 page.close()
-            yield PageImage(i, rgb, layer if has_text_layer(layer) else None, dpi)
+            if layer is not None and layer.usable and has_text_layer(layer.lines):
+                yield PageImage(i, rgb, layer.lines, dpi, notes, layer.words, layer.stats())
+            else:
+                yield PageImage(i, rgb, None, dpi, notes, None, layer.stats() if layer is not None else None)
     finally:
         pdf.close()
 

@@ -156,8 +156,23 @@ class LineItem:
 
 
 @dataclass
+class FieldEvidence:
+    """Where a field's value was read: the text of its line(s), their page and box, and how sure it is."""
+
+    text: str = ""  # the line(s) the value came from, as read
+    page: int = 0  # 0-based page index
+    box: list[float] = field(default_factory=list)  # left, top, right, bottom in page pixels; empty = not placed
+    lines: list[int] = field(default_factory=list)  # indices of those lines in the page's `lines`
+    confidence: float = 0.0  # 0-1: the reading's confidence times how sure the rule (or the model) is
+    source: str = "rules"  # "rules" (labels and shapes in the text) or "model" (Qwen3-VL)
+
+
+@dataclass
 class InvoiceFields:
-    """Fields read from an invoice or receipt, with the checks that were run on them."""
+    """Fields read from an invoice or receipt, with the checks that were run on them.
+
+    `evidence` maps a field name (vendor, address, date, invoice_number, currency, subtotal, tax, total,
+    tax_id, and line_items[0], line_items[1], ...) to where its value was read."""
 
     vendor: str | None = None
     invoice_number: str | None = None
@@ -170,12 +185,17 @@ class InvoiceFields:
     line_items: list[LineItem] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    address: str | None = None  # the issuer's address, lines joined with ", "
+    buyer: str | None = None  # the name in the bill-to / customer block (never taken as the issuer)
+    evidence: dict[str, FieldEvidence] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. the model's answer was not valid and was ignored
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InvoiceFields":
-        """InvoiceFields from its `asdict` form."""
+        """InvoiceFields from its `asdict` form (JSON written before evidence existed reads too)."""
         d = dict(d)
         d["line_items"] = [LineItem(**li) for li in d.get("line_items", [])]
+        d["evidence"] = {k: FieldEvidence(**v) for k, v in (d.get("evidence") or {}).items()}
         return cls(**d)
 
 
