@@ -39,14 +39,16 @@ def _envelope(kind: bytes, payload: bytes) -> bytes:
     return _MAGIC + kind + hashlib.sha256(payload).digest() + payload
 
 
-def _open_envelope(blob: bytes, verified: bool = False) -> tuple[bytes, bytes]:
-    """(kind, payload) of a stored value; CorruptEntry when it is not one or its checksum fails (`verified`: the
-    reader checked it already, e.g. while fetching it: a large value is not hashed twice)."""
-    if len(blob) < _HEADER or not blob.startswith(_MAGIC):
+def _open_envelope(blob: bytes, verified: bool = False) -> tuple[bytes, memoryview]:
+    """(kind, payload) of a stored value, the payload a view into `blob` (no copy); CorruptEntry when it is not one
+    or its checksum fails (`verified`: the reader checked it already, e.g. while fetching it: a large value is not
+    hashed twice)."""
+    view = memoryview(blob)
+    if len(view) < _HEADER or bytes(view[:len(_MAGIC)]) != _MAGIC:
         raise CorruptEntry("not a VLScope cache envelope")
-    kind = blob[4:5]
-    digest = blob[5:_HEADER]
-    payload = blob[_HEADER:]
+    kind = bytes(view[4:5])
+    digest = bytes(view[5:_HEADER])
+    payload = view[_HEADER:]
     if kind not in (_KIND_JSON, _KIND_BYTES):
         raise CorruptEntry(f"unknown value kind {kind!r}")
     if not verified and hashlib.sha256(payload).digest() != digest:
@@ -187,7 +189,7 @@ class CacheBackend:
         kind, payload = got
         if kind != _KIND_JSON:
             return None
-        return json.loads(payload.decode("utf-8"))
+        return json.loads(str(payload, "utf-8"))
 
     def put_json(self, key: CacheKey, value: Any) -> None:
         """Store a JSON-serialisable value (dataclasses: pass `asdict(obj)`)."""
@@ -200,7 +202,15 @@ class CacheBackend:
         if got is None:
             return None
         kind, payload = got
-        return payload if kind == _KIND_BYTES else None
+        return bytes(payload) if kind == _KIND_BYTES else None
+
+    def get_buffer(self, key: CacheKey) -> memoryview | None:
+        """`get_bytes` without the copy: a read-only view of the stored bytes (large values: visual features)."""
+        got = self._get(key)
+        if got is None:
+            return None
+        kind, payload = got
+        return memoryview(payload) if kind == _KIND_BYTES else None
 
     def put_bytes(self, key: CacheKey, value: bytes) -> None:
         """Store raw bytes (thumbnails, exports)."""

@@ -226,7 +226,7 @@ class RedisResultCache(CacheBackend):
         try:
             kind, payload = _open_envelope(bytes(blob))
             if kind == _KIND_JSON:
-                json.loads(payload.decode("utf-8"))
+                json.loads(str(payload, "utf-8"))
         except (CorruptEntry, UnicodeDecodeError, ValueError) as exc:
             self._corrupt(key, str(exc))
             return None

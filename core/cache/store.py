@@ -172,7 +172,7 @@ class SafeDisk(diskcache.Disk):
         try:
             kind, payload = _open_envelope(bytes(blob))
             if kind == _KIND_JSON:
-                json.loads(payload.decode("utf-8"))
+                json.loads(str(payload, "utf-8"))
         except (CorruptEntry, UnicodeDecodeError, ValueError) as exc:
             self.problems.append(str(exc))
             raise CorruptEntry(str(exc)) from exc

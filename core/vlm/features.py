@@ -113,16 +113,10 @@ def to_bytes(features: VisualFeatures) -> bytes:
 
 def read_header(blob: bytes) -> tuple[FeatureMeta, tuple[str, list[int]], int]:
     """Plan, (dtype, shape) of `pooler` and the number of DeepStack maps, all checked without reading tensors."""
-    if len(blob) < 8:
-        raise ValueError("too short to be safetensors")
-    size = struct.unpack("<Q", blob[:8])[0]
-    if size > len(blob) - 8:
-        raise ValueError("the header runs past the end (truncated)")
-    header = json.loads(blob[8:8 + size])
+    header, data = _header(blob)
     meta = FeatureMeta.from_json((header.pop("__metadata__", None) or {}).get("vlscope", "null"))
     if set(header) != {"pooler", *(f"deepstack.{k}" for k in range(len(header) - 1))}:
         raise ValueError(f"unexpected tensors {sorted(header)}")
-    data = len(blob) - 8 - size
     if max(int(t["data_offsets"][1]) for t in header.values()) != data:
         raise ValueError("the tensor data is truncated or has bytes left over")
     pooler = (header["pooler"]["dtype"], list(header["pooler"]["shape"]))
@@ -136,13 +130,41 @@ def read_header(blob: bytes) -> tuple[FeatureMeta, tuple[str, list[int]], int]:
     return meta, pooler, len(header) - 1
 
 
-def from_bytes(blob: bytes) -> VisualFeatures:
-    """Features back from `to_bytes`; ValueError when the bytes are not such features."""
-    from safetensors.torch import load
+def _header(blob: Any) -> tuple[dict[str, Any], int]:
+    """The safetensors header of `blob` (bytes or a buffer) and the length of the data after it."""
+    view = memoryview(blob)
+    if len(view) < 8:
+        raise ValueError("too short to be safetensors")
+    size = struct.unpack("<Q", view[:8])[0]
+    if size > len(view) - 8:
+        raise ValueError("the header runs past the end (truncated)")
+    return json.loads(bytes(view[8:8 + size])), len(view) - 8 - size
+
+
+def from_bytes(blob: Any) -> VisualFeatures:
+    """Features back from `to_bytes` (bytes or a read-only buffer, e.g. `CacheBackend.get_buffer`), as tensors over
+    the buffer itself: no copy (copy them before writing to them); ValueError when they are not such features."""
+    import warnings
+
+    import torch
 
     meta, _, layers = read_header(blob)
-    tensors = load(blob if isinstance(blob, bytes) else bytes(blob))
-    return VisualFeatures(meta, tensors["pooler"], [tensors[f"deepstack.{k}"] for k in range(layers)])
+    header, data = _header(blob)
+    view = memoryview(blob)
+    base = len(view) - data  # the tensors' bytes start after the 8-byte length and the header
+    dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+
+    def tensor(name: str) -> Any:
+        spec = header[name]
+        start, end = (int(x) for x in spec["data_offsets"])
+        dtype = dtypes[spec["dtype"]]
+        size = torch.empty(0, dtype=dtype).element_size()
+        with warnings.catch_warnings():  # read-only buffer: the tensors are only read (copied to the device)
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(view, dtype=dtype, count=(end - start) // size, offset=base + start)
+        return flat.view(*[int(d) for d in spec["shape"]])
+
+    return VisualFeatures(meta, tensor("pooler"), [tensor(f"deepstack.{k}") for k in range(layers)])
 
 
 # -- frames -> pixels -> features (vision tower) ------------------------------------------------

@@ -187,7 +187,7 @@ class FeatureMemory:
         return meta
 
     def _part(self, cache_key: str, manifest: Manifest, index: int, device: Any) -> VisualFeatures:
-        blob = self.store.get_bytes(part_key(cache_key, self.material, index, manifest.chunk_groups))
+        blob = self._read(part_key(cache_key, self.material, index, manifest.chunk_groups))
         if blob is None:
             raise ValueError(f"part {index + 1} of {manifest.parts} is missing")
         part = from_bytes(blob)
@@ -201,8 +201,13 @@ class FeatureMemory:
         """The key of part `index` of `cache_key`'s features at this memory's `chunk_groups`."""
         return part_key(cache_key, self.material, index, self.chunk_groups)
 
+    def _read(self, key: CacheKey) -> Any:
+        """The stored bytes of `key`, as a view without a copy where the store offers one (`get_buffer`)."""
+        buffer = getattr(self.store, "get_buffer", None)
+        return buffer(key) if buffer is not None else self.store.get_bytes(key)
+
     def _stored_part(self, key: CacheKey, device: Any) -> VisualFeatures:
-        blob = self.store.get_bytes(key)
+        blob = self._read(key)
         if blob is None:
             raise InvalidRequest("A stored part of the video's features went missing during the ingest; ingest again.")
         part = from_bytes(blob)
