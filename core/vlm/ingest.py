@@ -171,7 +171,9 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
                 f = encode(memory.model, pixels, made)
             phases["encode"] += time.perf_counter() - mark
             del pixels
-            saved.put((i, f))
+            # the writer gets CPU copies (a few ms a part here): its serialising then never touches the GPU stream
+            # the prefill that follows runs on
+            saved.put((i, VisualFeatures(f.meta, f.pooler.to("cpu"), [d.to("cpu") for d in f.deepstack])))
             encoded[i] = f
             report(progress, len(encoded) / len(todo), f"part {len(encoded)} of {len(todo)} encoded "
                    f"({len(spans)} in all)", "ingest")
