@@ -132,7 +132,7 @@ with right:
     if st.session_state.get("video_auto_for") != auto_for:
         try:
             st.session_state["video_auto"] = video.default_plan(info, window=window_now,
-                                                                max_new_tokens=params.max_new_tokens)
+                                                                max_new_tokens=params.max_new_tokens, input_hash=sha)
         except VideoError:
             st.session_state["video_auto"] = None  # the same error is shown with the plan of the widgets below
         st.session_state["video_auto_for"] = auto_for

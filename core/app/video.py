@@ -191,6 +191,10 @@ class VideoService:
                             start=start or None, end=None if end >= info.duration else end)
         if max_pixels is not None:
             plan = ladder_plan(plan, plan.max_frames, max_pixels)
+        return self._estimate(info, plan, max_new_tokens)
+
+    def _estimate(self, info: VideoInfo, plan: SamplingPlan, max_new_tokens: int | None) -> PlanChoice:
+        """`plan` with its cost on this machine."""
         size, size_from, memory, kw = self._planner(max_new_tokens)
         usable = kw.pop("usable")
         estimate = plan_budget(info, plan, model_size=size, gpu_memory_bytes=usable, look_for_gpu=False, **kw)
@@ -198,12 +202,39 @@ class VideoService:
                           memory=memory, usable_bytes=usable, size_from=size_from, remote=memory is None)
 
     def default_plan(self, info: VideoInfo, window: tuple[float, float] | None = None,
-                     max_new_tokens: int | None = None) -> PlanChoice:
+                     max_new_tokens: int | None = None, input_hash: str | None = None) -> PlanChoice:
         """The best plan that fits this machine (`core.media.budget.fit_plan`), with the reasons to show.
 
         Fitted to the free GPU memory (plus what the loaded model holds), or the RAM available on the
-        CPU; a remote engine's plan is the standard one, unchecked.
+        CPU; a remote engine's plan is the standard one, unchecked. With `input_hash`, the plan chosen the first
+        time for this video, model, device and window is kept (in the result cache) and chosen again while it
+        still fits: free memory moves between processes, and a plan that moved with it would miss the video's
+        stored visual features and analyses.
         """
+        choice = self._fit(info, window, max_new_tokens)
+        if input_hash is None or choice.memory is None:
+            return choice
+        key = make_key(input_hash, "video.default-plan", {"window": list(window) if window else None,
+                                                          "model": self.runtime.settings.model,
+                                                          "device": choice.memory.name})
+        kept = self.runtime.cache.get_json(key)
+        if isinstance(kept, dict):
+            try:
+                plan = SamplingPlan.from_dict(kept)
+            except Exception:  # noqa: BLE001 - an unreadable record: choose again
+                plan = None
+            if plan is not None and plan != choice.plan:
+                again = self._estimate(info, plan, max_new_tokens)
+                if again.estimate.peak_gpu_bytes <= (choice.usable_bytes or 0):
+                    again.reasons = [f"The plan chosen before for this video, {again.estimate.describe()}, still "
+                                     "fits: kept, so its stored visual features and analyses are used."]
+                    again.automatic = True
+                    return again
+        self.runtime.cache.put_json(key, choice.plan.to_dict())
+        return choice
+
+    def _fit(self, info: VideoInfo, window: tuple[float, float] | None,
+             max_new_tokens: int | None) -> PlanChoice:
         size, size_from, memory, kw = self._planner(max_new_tokens)
         usable = kw.pop("usable")
         fraction = self.runtime.settings.plan_memory_fraction
@@ -323,9 +354,9 @@ class VideoService:
         from core.analysis.qa import VideoQA
         from core.analysis.sources import MediaFrameSource
 
-        if plan is None:  # the best plan that fits this machine
+        if plan is None:  # the best plan that fits this machine (the one chosen before for this video, if it fits)
             info = info or self.probe(path, input_hash)
-            plan = self.default_plan(info).plan
+            plan = self.default_plan(info, input_hash=input_hash).plan
         source = MediaFrameSource(path, plan=plan, input_hash=input_hash, info=info)
         return VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
 

@@ -185,3 +185,28 @@ def test_out_of_memory_moves_kept_prefixes_off_the_gpu_then_lowers_the_plan_once
     assert released == [1] and frames_tried[:2] == [12, 12] and frames_tried[2] < 12
     assert qa.last_result.warnings[0].startswith("The GPU ran out of memory: the kept video prefixes were moved")
     assert f"lowered to {frames_tried[2]} frames" in qa.last_result.warnings[1]
+
+
+def test_the_default_plan_chosen_for_a_video_is_kept_while_it_fits(runtime: Runtime, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Free memory moves between processes: the default plan must not move with it, or a restarted process would
+    miss the video's stored visual features (a different plan is a different content key)."""
+    import core.media.budget as budget
+
+    video = make_video(tmp_path / "v.mp4", seconds=60)
+    sha = hash_file(video)
+    info = runtime.video.probe(video, sha)
+
+    def ram(gib: float) -> None:
+        monkeypatch.setattr(budget, "_available_ram", lambda: (int(gib * 1024**3), 1024 * 1024**3))
+
+    ram(20)  # tight: a small plan is the best that fits
+    small = runtime.video.default_plan(info, input_hash=sha)
+    assert small.estimate.frames == 16
+    ram(512)  # later, another process with more room: the same plan, kept, and said so
+    again = runtime.video.default_plan(info, input_hash=sha)
+    assert again.plan == small.plan and again.automatic
+    assert again.reasons == [f"The plan chosen before for this video, {again.estimate.describe()}, still fits: kept, "
+                             "so its stored visual features and analyses are used."]
+    assert runtime.video.default_plan(info).estimate.frames == 120  # without the video's hash: the best for now
+    assert runtime.video.questions(video, None, sha, info).source.plan == small.plan  # questions ask with it
