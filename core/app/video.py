@@ -214,24 +214,31 @@ class VideoService:
         choice = self._fit(info, window, max_new_tokens)
         if input_hash is None or choice.memory is None:
             return choice
-        key = make_key(input_hash, "video.default-plan", {"window": list(window) if window else None,
-                                                          "model": self.runtime.settings.model,
-                                                          "device": choice.memory.name})
-        kept = self.runtime.cache.get_json(key)
+        kept = self.runtime.cache.get_json(self._kept_plan_key(input_hash, info, window))
         if isinstance(kept, dict):
             try:
                 plan = SamplingPlan.from_dict(kept)
-            except Exception:  # noqa: BLE001 - an unreadable record: choose again
+            except Exception:  # noqa: BLE001 - an unreadable record: the best plan for now
                 plan = None
             if plan is not None and plan != choice.plan:
                 again = self._estimate(info, plan, max_new_tokens)
                 if again.estimate.peak_gpu_bytes <= (choice.usable_bytes or 0):
-                    again.reasons = [f"The plan chosen before for this video, {again.estimate.describe()}, still "
+                    again.reasons = [f"The plan this video was asked about before, {again.estimate.describe()}, still "
                                      "fits: kept, so its stored visual features and analyses are used."]
                     again.automatic = True
                     return again
-        self.runtime.cache.put_json(key, choice.plan.to_dict())
         return choice
+
+    def _kept_plan_key(self, input_hash: str, info: VideoInfo, window: tuple[float, float] | None) -> Any:
+        whole = window is None or (window[0] <= 0 and window[1] >= info.duration - 0.05)
+        return make_key(input_hash, "video.default-plan", {"window": None if whole else [window[0], window[1]],
+                                                          "model": self.runtime.settings.model})
+
+    def keep_plan(self, input_hash: str, info: VideoInfo, plan: SamplingPlan) -> None:
+        """Remember `plan` as the video's plan: work was stored for it (its visual features), so `default_plan`
+        chooses it again while it fits, in any process, however much memory is free then."""
+        window = None if plan.start is None and plan.end is None else (plan.start or 0.0, plan.end or info.duration)
+        self.runtime.cache.put_json(self._kept_plan_key(input_hash, info, window), plan.to_dict())
 
     def _fit(self, info: VideoInfo, window: tuple[float, float] | None,
              max_new_tokens: int | None) -> PlanChoice:
@@ -370,7 +377,9 @@ class VideoService:
         if memory is None:
             raise UserError("This engine keeps no visual memory (a remote server, or the model not loaded here): "
                             "questions are answered from the frames each time.", "Use the local model to ingest.")
-        return memory.ingest(qa.source.content_key(), qa.source.ingest_input(), progress, cancel, keep=False)
+        done = memory.ingest(qa.source.content_key(), qa.source.ingest_input(), progress, cancel, keep=False)
+        self.keep_plan(qa.source.input_hash, qa.source.info, qa.source.plan)
+        return done
 
     def start_ingest(self, path: str | Path, input_hash: str, plan: SamplingPlan, title: str) -> Job:
         """`ingest` as a background job (one per file and plan, shared by every session), with progress and cancel."""
@@ -427,6 +436,10 @@ class VideoService:
                 qa.source, qa.max_frames = lowered.source, lowered.max_frames
         if qa.last_result is not None:
             qa.last_result.warnings[:0] = notes
+            src = qa.source
+            stored = getattr(self.runtime.engine, "feature_memory", None) is not None  # its features are stored now
+            if stored and hasattr(src, "input_hash") and hasattr(src, "info"):
+                self.keep_plan(src.input_hash, src.info, src.plan)
 
     def _release_prefix_memory(self) -> bool:
         """Move the GPU's kept prefixes to host RAM (or drop them); True when there were any."""

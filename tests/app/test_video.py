@@ -187,10 +187,10 @@ def test_out_of_memory_moves_kept_prefixes_off_the_gpu_then_lowers_the_plan_once
     assert f"lowered to {frames_tried[2]} frames" in qa.last_result.warnings[1]
 
 
-def test_the_default_plan_chosen_for_a_video_is_kept_while_it_fits(runtime: Runtime, tmp_path: Path,
-                                                                   monkeypatch) -> None:
-    """Free memory moves between processes: the default plan must not move with it, or a restarted process would
-    miss the video's stored visual features (a different plan is a different content key)."""
+def test_the_plan_a_video_was_asked_with_is_kept_while_it_fits(runtime: Runtime, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Free memory moves between processes: once a video's features are stored for a plan, the default plan must
+    not move with the memory, or a restarted process would miss them (another plan is another content key)."""
     import core.media.budget as budget
 
     video = make_video(tmp_path / "v.mp4", seconds=60)
@@ -203,10 +203,12 @@ def test_the_default_plan_chosen_for_a_video_is_kept_while_it_fits(runtime: Runt
     ram(20)  # tight: a small plan is the best that fits
     small = runtime.video.default_plan(info, input_hash=sha)
     assert small.estimate.frames == 16
-    ram(512)  # later, another process with more room: the same plan, kept, and said so
-    again = runtime.video.default_plan(info, input_hash=sha)
+    ram(512)  # nothing stored for it yet: the best plan for the memory free now
+    assert runtime.video.default_plan(info, input_hash=sha).estimate.frames == 120
+    runtime.video.keep_plan(sha, info, small.plan)  # what an ingest or an answer does once its features are stored
+    again = runtime.video.default_plan(info, window=(0.0, info.duration), input_hash=sha)
     assert again.plan == small.plan and again.automatic
-    assert again.reasons == [f"The plan chosen before for this video, {again.estimate.describe()}, still fits: kept, "
-                             "so its stored visual features and analyses are used."]
+    assert again.reasons == [f"The plan this video was asked about before, {again.estimate.describe()}, still "
+                             "fits: kept, so its stored visual features and analyses are used."]
     assert runtime.video.default_plan(info).estimate.frames == 120  # without the video's hash: the best for now
     assert runtime.video.questions(video, None, sha, info).source.plan == small.plan  # questions ask with it
