@@ -198,11 +198,8 @@ class CacheBackend:
 
     def get_bytes(self, key: CacheKey) -> bytes | None:
         """The bytes stored under `key`, or None on a miss."""
-        got = self._get(key)
-        if got is None:
-            return None
-        kind, payload = got
-        return bytes(payload) if kind == _KIND_BYTES else None
+        view = self.get_buffer(key)
+        return None if view is None else bytes(view)
 
     def get_buffer(self, key: CacheKey) -> memoryview | None:
         """`get_bytes` without the copy: a read-only view of the stored bytes (large values: visual features)."""

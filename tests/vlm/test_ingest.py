@@ -115,9 +115,8 @@ def test_a_lookup_reads_only_the_manifest(engine: LocalEngine, video: Path, monk
     memory.ingest("clip-lookup", MediaFrameSource(video, plan=PLAN).ingest_input(), keep=False)
     memory.forget("clip-lookup")
     read: list[str] = []
-    for name in ("get_bytes", "get_buffer"):  # the parts are read as views, without a copy
-        real = getattr(memory.store, name)
-        monkeypatch.setattr(memory.store, name, lambda key, real=real: read.append(key.stage) or real(key))
+    real = memory.store._get  # every read of the store, as bytes or as a view
+    monkeypatch.setattr(memory.store, "_get", lambda key: read.append(key.stage) or real(key))
     meta = memory.lookup("clip-lookup")
     assert meta.grid[0] == 12 and read == [STAGE]
     read.clear()
