@@ -53,15 +53,25 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.ocr.evaluate import default_eval_folder, run_eval
+    from core.ocr.evaluate import SECTIONS, default_eval_folder, default_extra, run_eval
 
     folder = Path(args.folder) if getattr(args, "folder", None) else default_eval_folder()
     if folder is None or not folder.is_dir():
-        raise CliError("no evaluation folder: give one (vlscope ocr eval FOLDER) or clone the project beside ../shared/eval")
+        raise CliError(f"no evaluation folder: {folder or '../shared/eval'} is not there; give one "
+                       "(vlscope ocr eval FOLDER) or clone the project beside ../shared/eval")
     engines = [e.strip() for e in (args.engines or "rapidocr,tesseract,auto").split(",") if e.strip()]
     conditions = [c.strip() for c in args.conditions.split(",")] if args.conditions else None
-    run_eval(folder, engines=engines, conditions=conditions, limit=args.limit, out=sys.stdout,
-             json_path=Path(args.json) if args.json else None)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()] if getattr(args, "sections", None) else None
+    for sec in sections or []:
+        if sec not in SECTIONS:
+            raise CliError(f"unknown section {sec!r}; choose from {', '.join(SECTIONS)}")
+    extra = Path(args.extra) if getattr(args, "extra", None) else default_extra()
+    try:
+        run_eval(folder, engines=engines, conditions=conditions, limit=args.limit, out=sys.stdout,
+                 json_path=Path(args.json) if args.json else None, extra=extra, sections=sections,
+                 progress=not args.quiet)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     return 0
 
 
@@ -88,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--engines", default=None, help="(eval) engines to compare (default rapidocr,tesseract,auto)")
     p.add_argument("--conditions", default=None, help="(eval) conditions, e.g. original,blur,tilt15")
-    p.add_argument("--limit", type=int, default=None, help="(eval) at most this many OCR files")
+    p.add_argument("--limit", type=int, default=None, help="(eval) at most this many OCR files (table files per set)")
     p.add_argument("--json", default=None, help="(eval) also write every measurement to this JSON file")
+    p.add_argument("--extra", default=None, help="(eval) folder of fetched public sets (tables, reading, fields); "
+                   "default $VLSCOPE_EVALDATA or /tmp/evaldata")
+    p.add_argument("--sections", default=None, help="(eval) sections to run: ocr,reading,fields,tables,speed "
+                   "(default all)")
     p.set_defaults(func=cmd_ocr)

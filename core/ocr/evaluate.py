@@ -1,9 +1,19 @@
 """Accuracy measurement: CER/WER, the evaluation-set report (`vlscope ocr eval`), table cell accuracy
-and invoice field accuracy. Reads a folder laid out like ../shared/eval; never special-cases a file."""
+and invoice field accuracy. Reads a folder laid out like ../shared/eval; never special-cases a file.
+
+The report has a table per capability (`SECTIONS`): the OCR runs over ../shared/eval (CER/WER per file,
+language, condition), reading quality per script against the plain engine (core.ocr.eval_reading), field
+exact-match per field (core.ocr.eval_fields), tables (TEDS, cell accuracy: core.ocr.eval_tables) and
+seconds per item of each. Public sets fetched beside the shared folder live in `extra` (default
+$VLSCOPE_EVALDATA, else /tmp/evaldata); each section names the folders and sets it read and says so
+plainly when they are not there."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import os
 import sys
 import time
 import unicodedata
@@ -303,10 +313,241 @@ def invoice_field_accuracy(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+SECTIONS = ("ocr", "reading", "fields", "tables", "speed")
+"""The report's sections: ocr (CER/WER on ../shared/eval, the camelot cells and invoice2data fields as
+before), reading (CER per script against the plain engine), fields (exact match per field), tables (TEDS
+and cell accuracy per set), speed (seconds per item of every section that ran)."""
+
+
+def default_extra() -> Path:
+    """Where fetched public sets are kept: $VLSCOPE_EVALDATA, else /tmp/evaldata."""
+    return Path(os.environ.get("VLSCOPE_EVALDATA") or "/tmp/evaldata")
+
+
+def _optional(module: str) -> Any | None:
+    """The module, or None when this checkout does not have it (any other import error is raised)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def _call(fn: Callable[..., Any], folder: Path, **maybe: Any) -> Any:
+    """fn(folder, ...) with those of the keyword arguments it accepts."""
+    params = inspect.signature(fn).parameters
+    return fn(folder, **{k: v for k, v in maybe.items() if k in params})
+
+
+def _sets_read(rows: list[dict[str, Any]], unit: str = "items") -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r.get("set", "?"))] = counts.get(str(r.get("set", "?")), 0) + 1
+    return ", ".join(f"{k} ({v} {unit})" for k, v in counts.items())
+
+
+def _table(p: Callable[[str], None], head: list[str], rows: list[list[str]], first: int = 24) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    widths[0] = max(widths[0], first)
+    line = "  " + " ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(head))
+    p(line)
+    p("  " + "-" * (len(line) - 2))
+    for r in rows:
+        p("  " + " ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
+
+
+def _script_of(row: dict[str, Any]) -> str:
+    return str(row.get("script") or row.get("language") or row.get("lang") or "?")
+
+
+def _weighted(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of row[key] weighted by the row's `items` (1 when a row is one item); None when no row has it."""
+    pairs = [(r[key], r.get("items", 1)) for r in rows if isinstance(r.get(key), (int, float))]
+    weight = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / weight if weight else None
+
+
+def reading_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Mean CER per set and script, one column per reader. Rows are either wide ({set, script, items,
+    cer_<reader>: ..., s_<reader>: seconds}, one row per item or per group of `items`) or long ({set, script,
+    engine|reader|candidate|mode: name, cer: ...}); `n` is the number of items."""
+    wide = sorted({k[4:] for r in rows for k in r if k.startswith("cer_")})
+    by = next((k for k in ("reader", "engine", "candidate", "mode") if any(k in r for r in rows)), None)
+    columns = wide or (sorted({str(r.get(by)) for r in rows}) if by else ["cer"])
+    worse = any("worse_than_plain" in r for r in rows)
+    groups: list[tuple[str, str]] = []
+    for r in rows:
+        if (str(r.get("set", "")), _script_of(r)) not in groups:
+            groups.append((str(r.get("set", "")), _script_of(r)))
+    body = []
+    for st, sc in groups:
+        sel = [r for r in rows if str(r.get("set", "")) == st and _script_of(r) == sc]
+        cells = []
+        for col in columns:
+            if wide:
+                cells.append(_pct(_weighted(sel, f"cer_{col}")))
+            else:
+                part = [r for r in sel if not by or str(r.get(by)) == col]
+                cells.append(_pct(_weighted(part, "cer")))
+        if by and not wide:
+            n = len({(r.get("file"), r.get("item")) for r in sel})
+        else:
+            n = sum(int(r.get("items", 1)) for r in sel)
+        extra = [str(sum(int(r.get("worse_than_plain") or 0) for r in sel))] if worse else []
+        body.append([f"{st} {sc}".strip(), str(n)] + cells + extra)
+    head = ["set script", "n"] + [f"CER {c}" for c in columns] + (["worse than plain"] if worse else [])
+    return head, body
+
+
+def _seconds(rows: list[dict[str, Any]], key: str = "seconds") -> float | None:
+    """Seconds per item: the rows' `key` (weighted by their items)."""
+    return _weighted(rows, key)
+
+
+def _reading_section(p: Callable[[str], None], folder: Path, extra: Path, limit: int | None,
+                     log: Callable[[str], None]) -> list[dict[str, Any]] | None:
+    p("\n## Reading: CER per script, VLScope against the plain engine on the same files")
+    mod = _optional("core.ocr.eval_reading")
+    if mod is None or not hasattr(mod, "reading_report"):
+        p("  skipped: core/ocr/eval_reading.py (reading_report) is not in this checkout")
+        return None
+    rows = _call(mod.reading_report, folder, extra=extra, limit=limit, log=log)
+    if not rows:
+        p(f"  no reading sets found: read {folder} and {extra} (missing or without the sets eval_reading knows)")
+        return rows
+    p(f"  read {folder} and {extra}: {_sets_read(rows)}; CER in %, lower is better")
+    head, body = reading_table(rows)
+    _table(p, head, body, first=20)
+    return rows
+
+
+def fields_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Exact match per field (rows) and set/mode (columns): right/total and the share."""
+    groups: list[tuple[str, str]] = []
+    for r in rows:
+        if (r.get("set"), r.get("mode")) not in groups:
+            groups.append((r.get("set"), r.get("mode")))
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in (r.get("checks") or {}) if k not in fields]
+    body = []
+    for f in fields + ["all fields"]:
+        cells = []
+        for g in groups:
+            sel = [r for r in rows if (r.get("set"), r.get("mode")) == g]
+            marks = [v for r in sel for k, v in (r.get("checks") or {}).items() if f in (k, "all fields")]
+            cells.append(f"{sum(marks)}/{len(marks)} {100 * sum(marks) / len(marks):.0f}%" if marks else "-")
+        body.append([f] + cells)
+    return ["field"] + [f"{s} {m}" for s, m in groups], body
+
+
+def _fields_section(p: Callable[[str], None], folder: Path, extra: Path, limit: int | None,
+                    log: Callable[[str], None]) -> list[dict[str, Any]] | None:
+    p("\n## Fields: exact match per field")
+    mod = _optional("core.ocr.eval_fields")
+    if mod is None or not hasattr(mod, "fields_report"):
+        p("  skipped: core/ocr/eval_fields.py (fields_report) is not in this checkout")
+        return None
+    rows = _call(mod.fields_report, folder, extra=extra, limit=limit, log=log)
+    if not rows:
+        p(f"  no field sets found: read {folder}/docs and {extra} (missing or without the sets eval_fields knows)")
+        return rows
+    p(f"  read {folder} and {extra}: {_sets_read(rows, 'files')}; right/total files per field")
+    head, body = fields_table(rows)
+    _table(p, head, body, first=16)
+    return rows
+
+
+def tables_table(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One line per set and mode: tables, found, split, grid shape right, TEDS, TEDS-S, cell accuracy."""
+    head = ["set", "mode", "tables", "found", "split", "shape ok", "TEDS", "TEDS-S", "cells ok", "extra", "s/file"]
+    body = [[s["set"], s["mode"], str(s["tables"]), str(s["found"]), str(s["split"]), str(s["shape_right"]),
+             f"{s['teds']:.3f}", f"{s['teds_struct']:.3f}", f"{100 * s['cell_accuracy']:.1f}%", str(s["extra_tables"]),
+             f"{s['seconds_per_file']:.2f}"] for s in summary]
+    return head, body
+
+
+def _tables_section(p: Callable[[str], None], folder: Path, extra: Path, limit: int | None,
+                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from core.ocr import eval_tables
+
+    p("\n## Tables: detection, grid shape, TEDS and cell accuracy")
+    found: dict[str, Path] = {}
+    for base in (folder, extra):
+        for name, path in eval_tables.set_folders(base).items():
+            found.setdefault(name, path)
+    for s in eval_tables.SETS:
+        if s.name in found:
+            p(f"  {s.name}: {found[s.name]} ({s.repository} @ {s.commit[:7]})")
+        else:
+            p(f"  {s.name}: not found in {folder} or {extra} (fetch {s.repository} @ {s.commit[:7]}, {s.path})")
+    rows: list[dict[str, Any]] = []
+    for name, path in found.items():
+        rows += eval_tables.tables_report(path.parent, limit=limit, sets=[name], log=log)
+    if not rows:
+        p("  no table sets to measure")
+        return rows
+    p("  TEDS: tree-edit-distance similarity of structure and cell text (1 = identical; TEDS-S structure only); "
+      "cells ok: the truth's non-empty cells at the same row and column with the same text")
+    head, body = tables_table(eval_tables.summarise(rows))
+    _table(p, head, body, first=18)
+    return rows
+
+
 def run_eval(folder: Path, engines: list[str] | None = None, conditions: list[str] | None = None,
              limit: int | None = None, out: TextIO = sys.stdout, json_path: Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Measure everything and print the report tables; returns the measurements as a dict."""
+             progress: bool = True, extra: Path | None = None, sections: list[str] | None = None) -> dict[str, Any]:
+    """Measure every section asked for (default all of SECTIONS) and print its tables; returns what was measured.
+    `folder` is ../shared/eval (or one laid out like it), `extra` the folder of fetched public sets."""
+    sections = list(sections or SECTIONS)
+    for sec in sections:
+        if sec not in SECTIONS:
+            raise ValueError(f"unknown section {sec!r}; choose from {', '.join(SECTIONS)}")
+    extra = extra or default_extra()
+    p = lambda s: print(s, file=out, flush=True)  # noqa: E731
+    log = (lambda s: print("  " + s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    p(f"# OCR accuracy report: {folder} (fetched public sets: {extra}{'' if extra.is_dir() else ', not there'})")
+    result: dict[str, Any] = {}
+    speed: list[tuple[str, float | None, int]] = []
+    if "ocr" in sections:
+        result.update(_ocr_sections(folder, engines, conditions, limit, p, log))
+        for eng in engines or ["rapidocr", "tesseract"]:
+            secs = [m["seconds"] for m in result["measurements"] if m["engine"] == eng]
+            speed.append((f"OCR page, {eng}", _mean(secs), len(secs)))
+    if "reading" in sections:
+        rows = _reading_section(p, folder, extra, limit, log)
+        result["reading"] = rows
+        items = sum(int(r.get("items", 1)) for r in rows or [])
+        for key, what in (("s_vlscope", "reading item, VLScope"), ("s_plain", "reading item, plain engine"),
+                          ("seconds", "reading item")):
+            if rows and any(key in r for r in rows):
+                speed.append((what, _seconds(rows, key), items))
+    if "fields" in sections:
+        rows = _fields_section(p, folder, extra, limit, log)
+        result["fields"] = rows
+        if rows:
+            speed.append(("fields item", _seconds(rows), len(rows)))
+    if "tables" in sections:
+        rows = _tables_section(p, folder, extra, limit, log)
+        result["table_sets"] = rows
+        for s in {r["set"] for r in rows}:
+            sel = [r for r in rows if r["set"] == s]
+            files = len({(r["file"], r["mode"]) for r in sel})
+            speed.append((f"table file, {s}", sum(r["seconds"] for r in sel) / max(files, 1), files))
+    if "speed" in sections:
+        p("\n## Seconds per item")
+        if not speed:
+            p("  nothing was measured")
+        _table(p, ["what", "s/item", "items"], [[w, "n/a" if v is None else f"{v:.2f}", str(n)] for w, v, n in speed])
+    if json_path:
+        json_path.write_text(json.dumps(result, ensure_ascii=False, indent=1, default=str))
+    return result
+
+
+def _ocr_sections(folder: Path, engines: list[str] | None, conditions: list[str] | None, limit: int | None,
+                  p: Callable[[str], None], log: Callable[[str], None]) -> dict[str, Any]:
+    """The OCR runs over folder/ocr, the camelot cell accuracy and the invoice2data fields (the report as it was)."""
     engines = engines or ["rapidocr", "tesseract"]
     conditions = conditions or list(CONDITIONS)
     for c in conditions:
@@ -315,12 +556,11 @@ def run_eval(folder: Path, engines: list[str] | None = None, conditions: list[st
     samples = collect_samples(folder)
     if limit:
         samples = samples[:limit]
-    p = lambda s: print(s, file=out, flush=True)  # noqa: E731
-    p(f"# OCR accuracy report: {folder}")
     p(f"{len(samples)} files x {len(conditions)} conditions x {len(engines)} engines "
       f"({', '.join(engines)}); CER/WER in %, lower is better; partial = only some lines are annotated")
-    ms = measure(samples, engines, conditions, log=(lambda s: print("  " + s, file=sys.stderr, flush=True))
-                 if progress else (lambda s: None))
+    if not samples:
+        p(f"  no OCR files with ground truth: {folder / 'ocr'} is {'empty' if (folder / 'ocr').is_dir() else 'missing'}")
+    ms = measure(samples, engines, conditions, log=log)
     # per file
     p("\n## CER / WER per file, condition and engine")
     head = f"{'file':30} {'lang':8} {'engine':9} " + " ".join(f"{c:>13}" for c in conditions)
@@ -387,7 +627,7 @@ def run_eval(folder: Path, engines: list[str] | None = None, conditions: list[st
         t = table_cell_accuracy(folder, use_text_layer=layer)
         tables["text layer" if layer else "OCR"] = t
         if t is None:
-            p("  (tables/camelot not found)")
+            p(f"  not found: {folder / 'tables' / 'camelot'} (us-030.pdf, us-030.expected.json)")
             break
         p(f"  {'text layer' if layer else 'OCR (rasterised)':18} {t['correct']}/{t['cells']} cells = "
           f"{100 * t['accuracy']:.1f}%  grid found {t.get('found_shape')} expected {t.get('expected_shape')} "
@@ -395,12 +635,11 @@ def run_eval(folder: Path, engines: list[str] | None = None, conditions: list[st
     # invoices
     p("\n## Invoice field accuracy: invoice2data")
     inv = invoice_field_accuracy(folder)
+    if not inv:
+        p(f"  not found: {folder / 'docs' / 'invoice2data'}")
     for row in inv:
         marks = ", ".join(f"{k} {'ok' if v else 'WRONG'}" for k, v in row["checks"].items())
         p(f"  {row['file']:26} {row['mode']:10} {100 * row['accuracy']:5.1f}%  {marks}")
     if inv:
         p(f"  overall: {100 * sum(r['accuracy'] for r in inv) / len(inv):.1f}% of fields")
-    result = {"measurements": [asdict(m) for m in ms], "tables": tables, "invoices": inv}
-    if json_path:
-        json_path.write_text(json.dumps(result, ensure_ascii=False, indent=1, default=str))
-    return result
+    return {"measurements": [asdict(m) for m in ms], "tables": tables, "invoices": inv}

@@ -10,6 +10,7 @@ uses the defaults (`Settings()`); without `engines`, a registry of the CPU engin
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,13 +19,15 @@ from typing import Any, Literal
 import numpy as np
 
 from core.ocr.base import EngineOutput, OcrEngine
-from core.ocr.engines import RapidOcrEngine, TesseractEngine, script_from_osd
+from core.ocr.engines import RapidOcrEngine, TesseractEngine, script_from_osd, tesseract_languages
 from core.events import CancelToken, Progress
 from core.ocr.loading import (DEFAULT_MAX_PAGES, PageImage, _read_source, count_pages, heavy, is_pdf,
                                iter_pages, ocr_bytes, page_pixels)
-from core.ocr.preprocess import Preprocessed, PreprocessOptions, StepRecord, mean_std, preprocess
-from core.ocr.scripts import (LANGUAGES, RTL_SCRIPTS, detect_script, normalise_lang, order_lines, rapidocr_reads,
-                              script_language)
+from core.ocr.preprocess import (Layout, Preprocessed, PreprocessOptions, StepRecord, analyse_layout, mean_std,
+                                 pad_small, photometric_needs, preprocess, scaled_to_text)
+from core.ocr.scripts import (CJK_SCRIPTS, LANGUAGES, RTL_SCRIPTS, detect_script, drop_foreign_tokens, lang_parts, merge_mark_lines,
+                              normalise_lang, order_lines, rapidocr_reads, script_language, strip_direction_marks)
+from core.ocr.vertical import Ruby, looks_vertical, order_vertical, vertical_share
 from core.ocr.registry import OcrRegistry
 from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
 from core.settings import Settings
@@ -32,7 +35,8 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 RESULT_STAGE = "ocr-page"
-PIPELINE_VERSION = "2"  # 2: sparse pages (one line on a white page) are read, no longer stretched to black
+PIPELINE_VERSION = "3"  # 3: the plain reading is a candidate; layout modes; vertical blocks and ruby
+# 2: sparse pages (one line on a white page) are read, no longer stretched to black
 PREVIEW_BYTES_PER_PIXEL = 3 * 8 + 8
 
 
@@ -106,13 +110,66 @@ def choose_engine(options: OcrOptions, engines: OcrRegistry) -> OcrEngine:
     return engines.get("rapidocr")
 
 
+PLAIN_CONFIDENT = {"rapidocr": 0.90, "tesseract": 0.85}
+"""Character-weighted confidence above which the engine's plain reading of a clean image is kept as it is,
+without trying VLScope's preprocessing (a confident reading is not beaten by another one: measured on the
+evaluation sets, docs/ocr-reading.md)."""
+PREFER_MARGIN = 0.02
+"""How much better (score) one reading must be to replace the other: below that the two are equal and the
+one whose preprocessing the image was measured to need (dark, noisy, tilted...) is kept."""
+TILT_DEGREES = 1.5
+"""Line boxes tilted more than this (median) send a confident plain reading through deskewing too."""
+
+
+@dataclass
+class Reading:
+    """What reading one image gave: the engine output, the image it was read on (and how it maps back), the
+    ruby (furigana) taken out of vertical text, notes for the page's warnings, and which candidate won."""
+
+    out: EngineOutput
+    pre: Preprocessed
+    ruby: list[Ruby] = field(default_factory=list)
+    candidate: str = "plain"
+
+
+def _alnum(out: EngineOutput) -> int:
+    return sum(2 if detect_script(ch) in ("Han", "Japanese", "Hangul") else 1 for ln in out.lines for ch in ln.text
+               if ch.isalnum())
+
+
 def _score(out: EngineOutput) -> float:
+    """A quality score that needs no ground truth: confidence, less for readings of a few characters."""
     chars = sum(len(ln.text) for ln in out.lines)
     return out.mean_confidence * min(1.0, chars / 8.0)
 
 
-def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, engines: OcrRegistry) -> EngineOutput:
-    """Auto choice: by hint, else RapidOCR first and Tesseract when the script is one RapidOCR cannot read."""
+def _tesseract_psm(layout: Layout | None, vertical: bool) -> str:
+    if vertical:
+        return "5"
+    if layout is None:
+        return "3"
+    psm = layout.psm
+    return "3" if psm == "5" else psm  # a vertical-looking layout read as horizontal text: let tesseract decide
+
+
+def _tess_read(tess: OcrEngine, image: np.ndarray, lang: str | None, vertical: bool | None, layout: Layout | None,
+               pack: str | None = None) -> EngineOutput:
+    if isinstance(tess, TesseractEngine):
+        return tess.read(image, lang, vertical, pack=pack, psm=_tesseract_psm(layout, bool(vertical)))
+    return tess.read(image, lang, vertical)
+
+
+def _rapid_read(rapid: OcrEngine, image: np.ndarray, lang: str | None, vertical: bool | None,
+                classify: bool) -> EngineOutput:
+    if isinstance(rapid, RapidOcrEngine):
+        return rapid.read(image, lang, vertical, classify=classify)
+    return rapid.read(image, lang, vertical)
+
+
+def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, engines: OcrRegistry,
+               layout: Layout | None = None, classify: bool = True) -> EngineOutput:
+    """Auto choice: by hint, else RapidOCR first and Tesseract when the script is one RapidOCR cannot read.
+    Tesseract reads in the layout mode of the image (one line, one block, sparse text, a page)."""
     lang = options.lang
     if options.engine == "vlm":
         from core.ocr.vlm import VlmOcrEngine
@@ -121,20 +178,26 @@ def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, en
         if isinstance(eng, VlmOcrEngine):
             return eng.read(image, lang, vertical, mode=options.vlm_mode)
         return eng.read(image, lang, vertical)
+    if options.engine == "tesseract" or (options.engine == "auto" and _tesseract_only(lang)):
+        return _tess_read(engines.get("tesseract"), image, lang, vertical, layout)
     if options.engine != "auto":
-        return engines.get(options.engine).read(image, lang, vertical)
-    if _tesseract_only(lang):
-        return engines.get("tesseract").read(image, lang, vertical)
+        return _rapid_read(engines.get(options.engine), image, lang, vertical, classify)
     rapid = engines.get("rapidocr")
-    out = rapid.read(image, lang, vertical)
+    out = _rapid_read(rapid, image, lang, vertical, classify)
+    small = layout is not None and layout.mode in ("line", "column")
+    if small and not classify and (not out.lines or out.mean_confidence < 0.85):
+        # one poor line: it may be upside down, which RapidOCR's line classifier turns
+        again = _rapid_read(rapid, image, lang, vertical, True)
+        if _score(again) > _score(out) + PREFER_MARGIN:
+            out = again
     # confident and more than a stray mark (RapidOCR reads Cyrillic, for one, as a few dots)
-    read = sum(2 if detect_script(ch) in ("Han", "Japanese", "Hangul") else 1 for ln in out.lines for ch in ln.text
-               if ch.isalnum())
-    if lang or (out.lines and out.mean_confidence >= 0.85 and read >= 4):
+    if lang or (out.lines and out.mean_confidence >= 0.85 and _alnum(out) >= 4):
         if not out.language:
             out.language = script_language(out.script)
         return out
-    # low confidence without a hint: ask tesseract which script this is
+    # low confidence without a hint: which script is this? tesseract's script detection, else a reading
+    # in each script RapidOCR cannot read, one language pack at a time (mixed packs put Devanagari digits
+    # into Arabic text), compared among themselves and with a Latin reading
     try:
         tess = engines.get("tesseract")
     except OcrError:
@@ -142,27 +205,63 @@ def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, en
     if not isinstance(tess, TesseractEngine):
         out.warnings.append("text may be in a script RapidOCR cannot read; install tesseract-ocr for more scripts")
         return out
-    hint = script_from_osd(tess, image)
-    candidates: list[EngineOutput] = [out]
+    long_line = small and layout is not None and image.shape[1] >= 12 * max(layout.line_height, 1.0)
+    hint = script_from_osd(tess, image) if not small or long_line else None  # OSD needs more than a word
+    candidates: list[EngineOutput] = []
+    latin: EngineOutput | None = None
     try:
+        packs = set(tesseract_languages())
+        # a Latin reading: a confident one is Latin text (read as Arabic or Devanagari shapes, it still
+        # scores, so such a reading must beat it clearly)
+        if "eng" in packs and (hint is None or (out.script == "Latin" and out.mean_confidence >= 0.6)):
+            latin = _tess_read(tess, image, "en", False, layout)
         if hint and _tesseract_only(hint):
-            candidates.append(tess.read(image, hint, vertical))
+            candidates.append(_tess_read(tess, image, hint, vertical, layout))
         elif hint is None:
-            packs = [LANGUAGES[k][2] for k in ("ar", "hi") if LANGUAGES[k][2] in tess.languages() or
-                     k in tess.languages()]
-            if packs:
-                t = tess.read(image, None, False, pack="+".join(packs))
-                if t.script in ("Arabic", "Devanagari"):
+            if latin is None or latin.mean_confidence < 0.85:
+                for k, pack in (("ar", "ara"), ("hi", "san+hin" if "san" in packs else "hin"), ("ru", "rus")):
+                    if not set(pack.split("+")) <= packs:
+                        continue
+                    t = _tess_read(tess, image, None, False, layout, pack=pack)
+                    if t.mean_confidence < 0.5 and layout is not None and small:
+                        t2 = _tess_scaled(tess, image, layout, pack)  # large type: no line found, or misread
+                        t = t2 if t2 is not None and _score(t2) > _score(t) else t
+                    t.language = k
                     candidates.append(t)
+                    if t.script == LANGUAGES[k][0] and t.mean_confidence >= 0.8 and _alnum(t) >= 4:
+                        break  # a confident reading in the script of this pack: the script is found
     except OcrError as exc:
         out.warnings.append(str(exc))
-    best = max(candidates, key=_score)
-    if best is not out and best.script:
-        best.language = script_language(best.script)
-        best.lines = order_lines(best.lines, rtl=best.script in RTL_SCRIPTS, vertical=best.vertical)
-    elif not best.language:
-        best.language = script_language(best.script)
-    return best
+    own = [t for t in candidates if t.script and t.script == LANGUAGES.get(t.language or hint or "", ("",))[0]]
+    best_t = max(own, key=_score, default=None)
+    # a reading in a script RapidOCR cannot read wins when it is decent and clearly better than reading the
+    # same ink as Latin (RapidOCR's own reading of such ink is confident-looking noise)
+    if best_t is not None and (best_t.mean_confidence < 0.3 or _score(best_t) < (
+            _score(latin) if latin is not None else 0.0) + 0.1):
+        best_t = None
+    if best_t is None:
+        if not out.lines and latin is not None and latin.mean_confidence >= 0.6:
+            out = latin
+        if not out.language:
+            out.language = script_language(out.script)
+        return out
+    best_t.language = script_language(best_t.script)
+    best_t.lines = order_lines(best_t.lines, rtl=best_t.script in RTL_SCRIPTS, vertical=best_t.vertical)
+    return best_t
+
+
+def _tess_scaled(tess: TesseractEngine, image: np.ndarray, layout: Layout, pack: str) -> EngineOutput | None:
+    """Tesseract on a copy whose text is 40 px high (`scaled_to_text`), boxes mapped back onto `image`; None
+    when the text is not large."""
+    img2, m, did = scaled_to_text(image, layout)
+    if not did:
+        return None
+    out = tess.read(img2, None, False, pack=pack, psm=_tesseract_psm(analyse_layout(img2), False))
+    inv = np.linalg.inv(m)
+    for ln in out.lines:
+        pts = np.hstack([np.asarray(ln.box, dtype=np.float64), np.ones((len(ln.box), 1))]) @ inv.T
+        ln.box = [[round(float(x), 1), round(float(y), 1)] for x, y in pts[:, :2]]
+    return out
 
 
 def _cpu_engine(engines: OcrRegistry, name: str) -> OcrEngine | None:
@@ -200,18 +299,164 @@ def _orientation_fn(options: OcrOptions, state: dict[str, Any], engines: OcrRegi
     return by_rapid
 
 
-def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry,
-                keep_images: bool = False) -> tuple[EngineOutput, Preprocessed]:
-    state: dict[str, Any] = {}
-    pre = preprocess(image, options.preprocess, _orientation_fn(options, state, engines), keep_images=keep_images)
-    vertical: bool | None = {"on": True, "off": False}.get(options.vertical)
-    if vertical is None and state.get("vertical"):
-        vertical = True
-    out = _read_auto(pre.image, options, vertical, engines)
-    if not options.enhanced:
-        return out, pre
-    # enhanced mode: try other orientations and an upscaled copy; keep the most confident reading
-    best, best_pre = out, pre
+def _engine_name(options: OcrOptions) -> str:
+    if options.engine != "auto":
+        return options.engine
+    return "tesseract" if _tesseract_only(options.lang) else "rapidocr"
+
+
+def _confident(out: EngineOutput) -> bool:
+    threshold = PLAIN_CONFIDENT.get(out.engine)
+    return threshold is not None and bool(out.lines) and out.mean_confidence >= threshold and _alnum(out) >= 2
+
+
+def _tilt(out: EngineOutput) -> float:
+    """Median tilt in degrees of the long line boxes, from their longer edge (0 for axis-aligned boxes such as
+    tesseract's, and when no box is long)."""
+    angles = []
+    for ln in out.lines:
+        if len(ln.box) != 4 or ln.vertical:
+            continue
+        p0, p1, p2 = (np.asarray(ln.box[i], dtype=float) for i in range(3))
+        a, b = p1 - p0, p2 - p1
+        long, short = (a, b) if np.hypot(*a) >= np.hypot(*b) else (b, a)
+        if np.hypot(*long) < 3 * max(np.hypot(*short), 1.0):
+            continue
+        deg = math.degrees(math.atan2(long[1], long[0]))
+        deg = (deg + 90) % 180 - 90  # direction of a line, not of an arrow
+        angles.append(deg)
+    return float(np.median(angles)) if angles else 0.0
+
+
+def _forced_steps(opts: PreprocessOptions) -> list[str]:
+    return [k for k, v in opts.to_dict().items() if v == "on"]
+
+
+def _padded(image: np.ndarray, layout: Layout, base: Preprocessed | None = None) -> Preprocessed:
+    """The image with a border of paper (and enlarged when its text is small), as a Preprocessed on top of
+    `base` (the identity when None)."""
+    img, m, did = pad_small(image, layout)
+    if base is None:
+        info = PreprocessInfo(["pad"] if did else [], 0, 0.0, {"layout": layout.mode})
+        steps = [StepRecord("pad", bool(did), did or "nothing to do")]
+        return Preprocessed(img, m, info, steps)
+    info = PreprocessInfo(list(base.info.steps) + (["pad"] if did else []), base.info.orientation, base.info.skew,
+                          {**base.info.details, "layout": layout.mode})
+    return Preprocessed(img, m @ base.matrix, info, base.steps + [StepRecord("pad", bool(did), did or "nothing to do")])
+
+
+def _vertical_wanted(options: OcrOptions, layout: Layout) -> bool | None:
+    """The vertical flag to read with: forced on or off, else from the ink layout for a CJK hint (tesseract
+    needs its vertical models chosen before reading), else None (decided from the reading)."""
+    forced = {"on": True, "off": False}.get(options.vertical)
+    if forced is not None:
+        return forced
+    if layout.mode in ("vertical", "column") and any(p in ("zh", "zh-tw", "ja") for p in lang_parts(options.lang)):
+        return True
+    return None
+
+
+def _read_once(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, layout: Layout,
+               classify: bool) -> EngineOutput:
+    out = _read_auto(image, options, _vertical_wanted(options, layout), engines, layout, classify=classify)
+    if options.vertical == "on" and out.engine == "tesseract" and layout.mode not in ("vertical", "column"):
+        # vertical asked on a page whose ink runs in rows: read it horizontally too, keep the better reading
+        try:
+            horiz = _read_auto(image, replace(options, vertical="off"), False, engines, layout)
+        except OcrError:
+            return out
+        if _score(horiz) > _score(out) + PREFER_MARGIN:
+            horiz.warnings.append("vertical reading was asked, but this page's text runs horizontally: it was read "
+                                  "as horizontal text")
+            return horiz
+    return out
+
+
+def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, keep_images: bool = False) -> Reading:
+    """Read one image. The engine's plain reading (the image as it is, its layout mode chosen from the ink:
+    one line, one block, sparse text, a page; small crops enlarged and given a border) is always a candidate;
+    VLScope's preprocessing (orientation, deskew, light, contrast, noise) is tried when the plain reading is
+    not confident or the image measures as needing it, and wins only when it reads better."""
+    layout = analyse_layout(image)
+    if options.engine == "vlm":
+        # the model reads a page once (it is the slow engine): on the preprocessed page, as before
+        state: dict[str, Any] = {}
+        pre = preprocess(image, options.preprocess, _orientation_fn(options, state, engines), keep_images=keep_images)
+        vertical = {"on": True, "off": False}.get(options.vertical, True if state.get("vertical") else None)
+        return Reading(_read_auto(pre.image, options, vertical, engines), pre, candidate="vlscope")
+    plain_pre = _padded(image, layout)
+    if plain_pre.info.steps and _engine_name(options) == "tesseract":
+        # tesseract: the image as it is first; the border of paper (and enlargement) competes when that is poor
+        raw_pre = _padded(image, Layout("none", 0.0, layout.ink, layout.box))
+        plain = _read_once(image, options, engines, layout, classify=False)
+        if not _confident(plain):
+            padded = _read_once(plain_pre.image, options, engines, layout, classify=False)
+            if _score(padded) > _score(plain) + PREFER_MARGIN:
+                plain, raw_pre = padded, plain_pre
+        plain_pre = raw_pre
+    else:
+        plain = _read_once(plain_pre.image, options, engines, layout, classify=False)
+    plain.warnings = list(plain.warnings)
+    needs = photometric_needs(image, options.preprocess) + _forced_steps(options.preprocess)
+    tilt = _tilt(plain)
+    if abs(tilt) > TILT_DEGREES:
+        needs.append("deskew")
+    if plain.lines and vertical_share(plain.lines) > 0.5 and plain.script not in CJK_SCRIPTS:
+        needs.append("orientation")  # text that is not CJK running top to bottom: a turned page
+    if not options.enhanced and not needs and _confident(plain):
+        return _finish(Reading(plain, plain_pre), options)
+    if options.engine == "auto" and not options.lang and plain.engine == "tesseract" and plain.language:
+        options = replace(options, lang=plain.language)  # the script found: read it directly from now on
+    best = Reading(plain, plain_pre)
+    if plain.engine == "tesseract" and not _confident(plain):
+        # large type: tesseract finds no line in some large-type lines and misreads others; a copy with
+        # text of the size it reads best competes
+        img2, m2, did = scaled_to_text(image, layout)
+        if did:
+            lay2 = analyse_layout(img2)
+            o2 = _read_once(img2, options, engines, lay2, classify=True)
+            if _score(o2) > _score(plain) + PREFER_MARGIN:
+                info = PreprocessInfo(["scale"], 0, 0.0, {"layout": layout.mode})
+                best = Reading(o2, Preprocessed(img2, m2, info, [StepRecord("scale", True, did)]), candidate="scaled")
+    line = layout.mode in ("line", "column") and len(plain.lines) <= 1  # one band of ink that reads as one line
+    geometric = bool({"deskew", "orientation"} & set(needs))
+    if line and not _confident(best.out) and best.out.engine == "rapidocr" and options.engine in ("auto", "rapidocr"):
+        # a poor reading of one line: it may be upside down; RapidOCR's line classifier turns it
+        again = _read_once(plain_pre.image, replace(options, engine="rapidocr"), engines, layout, classify=True)
+        if _score(again) > _score(best.out) + PREFER_MARGIN:
+            best = Reading(again, plain_pre, candidate="classified")
+    if not options.enhanced and (line and not geometric and (_confident(best.out) or not needs)
+                                 or not needs and _confident(best.out)):
+        # a confident reading of one line is not bettered by preprocessing it; nor is a clean page's
+        return _finish(best, options)
+    # VLScope's reading: preprocessing, then the same engine choice on the image it gives
+    state = {}
+    turn = None if line and options.preprocess.orientation != "on" else _orientation_fn(options, state, engines)
+    pre = preprocess(image, options.preprocess, turn, keep_images=keep_images)
+    if pre.info.steps:
+        layout2 = analyse_layout(pre.image)
+        pre2 = _padded(pre.image, layout2, pre)
+        opts2 = options
+        if state.get("vertical") and options.vertical == "auto":
+            opts2 = replace(options, vertical="on")
+        ours = _read_once(pre2.image, opts2, engines, layout2, classify=True)
+        margin = -PREFER_MARGIN if needs else PREFER_MARGIN
+        if _score(ours) > _score(best.out) + margin:
+            best = Reading(ours, pre2, candidate="vlscope")
+    elif not line and not _confident(best.out) and best.out.engine == "rapidocr" and options.engine in ("auto", "rapidocr"):
+        # nothing to correct, yet a poor reading: upside-down lines are read again with the line classifier
+        again = _read_once(plain_pre.image, replace(options, engine="rapidocr"), engines, layout, classify=True)
+        if _score(again) > _score(best.out) + PREFER_MARGIN:
+            best = Reading(again, plain_pre, candidate="classified")
+    if options.enhanced:
+        best = _enhance(image, options, engines, best, keep_images)
+    return _finish(best, options)
+
+
+def _enhance(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, best: Reading,
+             keep_images: bool) -> Reading:
+    """Enhanced mode: try an upscaled and a contrast-enhanced copy and other orientations; keep the most
+    confident reading."""
     variants: list[PreprocessOptions] = []
     base = options.preprocess
     if base.upscale != "on":
@@ -219,26 +464,91 @@ def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry,
     if base.contrast != "on":
         variants.append(PreprocessOptions(**{**base.to_dict(), "contrast": "on", "denoise": "on"}))
     for variant in variants:
-        if _score(best) >= 0.97:
+        if _score(best.out) >= 0.97:
             break  # a reading this confident is not beaten by another variant: save the time
         p2 = preprocess(image, variant, _orientation_fn(options, {}, engines), keep_images=keep_images)
-        o2 = _read_auto(p2.image, options, vertical, engines)
-        if _score(o2) > _score(best) + 0.005:
-            best, best_pre = o2, p2
-    if options.vertical != "on" and not best.vertical and _score(best) < 0.97:
+        lay = analyse_layout(p2.image)
+        p2 = _padded(p2.image, lay, p2)
+        o2 = _read_once(p2.image, options, engines, lay, classify=True)
+        if _score(o2) > _score(best.out) + 0.005:
+            best = Reading(o2, p2, candidate="enhanced")
+    if options.vertical != "on" and not best.out.vertical and _score(best.out) < 0.97:
         from core.ocr.preprocess import rotate90
 
         for turn in (90, 180, 270):
-            rotated, m = rotate90(best_pre.image, turn)
-            o3 = _read_auto(rotated, options, vertical, engines)
-            if _score(o3) > _score(best) + 0.02:
-                info = PreprocessInfo(list(best_pre.info.steps) + ["orientation"],
-                                      (best_pre.info.orientation + turn) % 360, best_pre.info.skew,
-                                      dict(best_pre.info.details))
-                best, best_pre = o3, Preprocessed(rotated, m @ best_pre.matrix, info,
-                                                  best_pre.steps + [StepRecord("orientation", True,
-                                                                               f"enhanced: turned {turn} more")])
-    return best, best_pre
+            rotated, m = rotate90(best.pre.image, turn)
+            o3 = _read_once(rotated, options, engines, analyse_layout(rotated), classify=True)
+            if _score(o3) > _score(best.out) + 0.02:
+                bp = best.pre
+                info = PreprocessInfo(list(bp.info.steps) + ["orientation"], (bp.info.orientation + turn) % 360,
+                                      bp.info.skew, dict(bp.info.details))
+                best = Reading(o3, Preprocessed(rotated, m @ bp.matrix, info, bp.steps + [StepRecord(
+                    "orientation", True, f"enhanced: turned {turn} more")]), candidate="enhanced")
+    return best
+
+
+def _finish(reading: Reading, options: OcrOptions) -> Reading:
+    """VLScope's layout on the chosen reading: marks cut off above or below a line joined to it, tokens of a
+    script the text never mixes with dropped, vertical text in reading order with its ruby kept apart; and a
+    vertical reading asked for on a horizontal page read as the horizontal page it is."""
+    out = reading.out
+    rtl = out.script in RTL_SCRIPTS
+    lines = [ln for ln in out.lines if ln.text.strip()]
+    vertical = out.vertical or (options.vertical == "auto" and looks_vertical(lines))
+    if vertical and options.vertical == "on" and lines and vertical_share(lines) < 0.3:
+        out.warnings.append("vertical reading was asked, but this page's text runs horizontally: it was read as "
+                            "horizontal text")
+        vertical = False
+    if vertical and options.vertical != "off":
+        vr = order_vertical(lines)
+        out.lines, out.vertical = vr.lines, True
+        reading.ruby = vr.ruby
+        out.warnings.extend(vr.notes)
+        return reading
+    out.vertical = False
+    lines = merge_mark_lines([OcrLine(ln.text, ln.box, ln.confidence, False) for ln in lines])
+    cleaned = []
+    for ln in lines:
+        text = drop_foreign_tokens(strip_direction_marks(ln.text), out.script, options.lang).strip()
+        if text:
+            cleaned.append(OcrLine(text, ln.box, ln.confidence, ln.vertical))
+    if out.engine == "rapidocr":
+        cleaned = _tighten(cleaned, reading.pre.image)
+    if out.engine == "rapidocr" or len(cleaned) != len(out.lines):
+        cleaned = order_lines(cleaned, rtl=rtl)
+    out.lines = cleaned
+    return reading
+
+
+def _tighten(lines: list[OcrLine], image: np.ndarray) -> list[OcrLine]:
+    """Level line boxes shrunk to the ink inside them: RapidOCR's detector widens every box by a margin (its
+    unclip ratio), so neighbouring words' boxes touch and table columns or field boxes run together."""
+    import cv2
+
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    H, W = gray.shape[:2]
+    out = []
+    for ln in lines:
+        ay, by = ln.box[0][1], ln.box[1][1]
+        x0, y0, x1, y1 = (int(round(v)) for v in ln.bounds)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+        if len(ln.box) != 4 or abs(by - ay) > 2 or x1 - x0 < 4 or y1 - y0 < 4:
+            out.append(ln)
+            continue
+        crop = gray[y0:y1, x0:x1]
+        _, ink = cv2.threshold(crop, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+        if np.median(crop) < 110:  # light text on a dark ground
+            ink = 255 - ink
+        cols = np.flatnonzero(ink.any(axis=0))
+        rows = np.flatnonzero(ink.any(axis=1))
+        if len(cols) == 0 or len(rows) == 0 or ink.mean() > 0.6 * 255:
+            out.append(ln)
+            continue
+        nx0, nx1 = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
+        ny0, ny1 = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
+        box = [[float(nx0), float(ny0)], [float(nx1), float(ny0)], [float(nx1), float(ny1)], [float(nx0), float(ny1)]]
+        out.append(OcrLine(ln.text, box, ln.confidence, ln.vertical))
+    return out
 
 
 def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | None = None) -> OcrPage:
@@ -254,6 +564,7 @@ def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | 
         result = OcrPage(page.index, w, h, lines, engine="pdf-text-layer", source="text-layer",
                          language=options.lang or script_language(script), script=script)
         result.warnings.append("this page has a real text layer: its text is used instead of OCR")
+        result.warnings.extend(getattr(page, "warnings", None) or [])
         if options.tables:
             from core.ocr.tables import find_tables
 
@@ -263,10 +574,15 @@ def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | 
     if mean_std(page.image)[1] < 2.0:
         return OcrPage(page.index, w, h, [], engine=options.engine, seconds=round(time.perf_counter() - t0, 3),
                        warnings=["blank page: no ink found, nothing to read"])
-    out, pre = _read_image(page.image, options, engines)
+    reading = _read_image(page.image, options, engines)
+    out, pre = reading.out, reading.pre
     lines = [OcrLine(ln.text, pre.to_original(ln.box), ln.confidence, ln.vertical) for ln in out.lines]
+    info = replace(pre.info, details={**pre.info.details, "reading": reading.candidate})
+    if reading.ruby:
+        info.details["ruby"] = [{**r.to_dict(), "box": pre.to_original(r.box)} for r in reading.ruby]
     result = OcrPage(page.index, w, h, lines, engine=out.engine, source="ocr", language=out.language,
-                     script=out.script, vertical=out.vertical, preprocess=pre.info, warnings=list(out.warnings))
+                     script=out.script, vertical=out.vertical, preprocess=info,
+                     warnings=list(getattr(page, "warnings", None) or []) + list(dict.fromkeys(out.warnings)))
     if not lines:
         result.warnings.append("no text found on this page (blank, too blurred or a script no installed engine "
                                "reads; try --enhanced or another --lang)")
@@ -285,11 +601,15 @@ def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | 
 def _cell_reader(options: OcrOptions, engines: OcrRegistry):
     def read(crop: np.ndarray) -> str:
         opts = OcrOptions(engine=options.engine if options.engine != "vlm" else "auto", lang=options.lang)
+        layout = analyse_layout(crop)
+        img, _m, _did = pad_small(crop, layout)
         try:
-            out = choose_engine(opts, engines).read(crop, options.lang, False)
+            eng = choose_engine(opts, engines)
+            out = _tess_read(eng, img, options.lang, False, layout) if isinstance(eng, TesseractEngine) \
+                else eng.read(img, options.lang, False)
         except OcrError:
             return ""
-        return " ".join(ln.text for ln in out.lines)
+        return " ".join(strip_direction_marks(ln.text) for ln in out.lines)
 
     return read
 
@@ -367,10 +687,12 @@ def run_ocr(source: str | Path | bytes, options: OcrOptions | None = None, *, na
             progress(1.0, "all pages from the cache", "ocr")
     result.pages.sort(key=lambda p: p.index)
     if options.fields != "off":
+        from core.ocr.fields_model import fields_for_result
         from core.ocr.invoice import extract_fields, looks_like_invoice
 
         if options.fields == "on" or looks_like_invoice(result.text):
-            result.fields = extract_fields(result)
+            # with the model asked for, Qwen3-VL fills the schema and the rules fill what it left empty
+            result.fields = fields_for_result(result, engines) if options.engine == "vlm" else extract_fields(result)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
 

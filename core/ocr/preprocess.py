@@ -255,6 +255,212 @@ def binarize(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(255 - mask, cv2.COLOR_GRAY2RGB)
 
 
+
+# ---- layout of the ink: which reading mode suits the image (before any engine runs) -------------------------------
+
+LAYOUT_MAX_SIDE = 1200
+"""The ink layout is measured on a copy at most this many pixels a side (text bands survive the shrink)."""
+
+
+@dataclass
+class Layout:
+    """What the ink of an image looks like, measured without reading it.
+
+    mode: "empty" (no ink), "line" (one horizontal line or word), "column" (one vertical column),
+    "block" (several lines of one text block), "vertical" (columns of vertical CJK text), "sparse" (a
+    few lines scattered over a mostly empty page), "page" (several blocks or text columns).
+    line_height: median height of the text bands in the image's pixels (0 when there are none).
+    box: (left, top, right, bottom) of the ink in the image's pixels."""
+
+    mode: str
+    line_height: float
+    ink: float
+    box: tuple[int, int, int, int]
+    rows: int = 0
+    columns: int = 0
+    row_gap: float = 0.0
+    column_gap: float = 0.0
+
+    @property
+    def psm(self) -> str:
+        """Tesseract's page segmentation mode for this layout (7 line, 5 vertical block, 6 block, 11 sparse,
+        3 automatic page)."""
+        return {"line": "7", "column": "5", "vertical": "5", "block": "6", "sparse": "11"}.get(self.mode, "3")
+
+
+def _bands(profile: np.ndarray, min_fill: float) -> list[tuple[int, int, float]]:
+    """(start, end, ink) runs of a projection profile above `min_fill`."""
+    on = profile > min_fill
+    if not on.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
+    return [(int(s), int(e), float(profile[s:e].sum())) for s, e in zip(edges[::2], edges[1::2])]
+
+
+def _clean_bands(bands: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Bands without specks (under 2 % of the largest band's ink), thin bands (marks above or below a line:
+    dots, harakat, matras) merged into the nearest band when they lie close to it."""
+    if not bands:
+        return []
+    top = max(b[2] for b in bands)
+    bands = [b for b in bands if b[2] >= 0.02 * top]
+    if len(bands) < 2:
+        return bands
+    med = float(np.median([e - s for s, e, _ in bands]))
+    out = list(bands)
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for i, (s, e, ink) in enumerate(out):
+            if e - s >= 0.45 * med:
+                continue
+            gaps = []
+            if i > 0:
+                gaps.append((s - out[i - 1][1], i - 1))
+            if i + 1 < len(out):
+                gaps.append((out[i + 1][0] - e, i + 1))
+            gap, j = min(gaps)
+            if gap > 0.6 * med:
+                continue
+            a, b = sorted((i, j))
+            out[a] = (out[a][0], out[b][1], out[a][2] + out[b][2])
+            del out[b]
+            changed = True
+            break
+    return out
+
+
+def _gaps(bands: list[tuple[int, int, float]]) -> float:
+    g = [b[0] - a[1] for a, b in zip(bands, bands[1:])]
+    return float(np.median(g)) if g else 0.0
+
+
+def analyse_layout(img: np.ndarray) -> Layout:
+    """Measure the ink of an image (projection profiles of a text mask): the number of text bands, their
+    height and spacing, in both directions, and the mode of reading that suits it."""
+    gray = to_gray(img)
+    h, w = gray.shape[:2]
+    scale = min(1.0, LAYOUT_MAX_SIDE / max(h, w))
+    small = cv2.resize(gray, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else gray
+    mask = text_mask(small) if min(small.shape[:2]) >= 3 else np.zeros_like(small)
+    if mean_std(small)[1] < 2.0:
+        mask[:] = 0
+    ink = float(mask.mean() / 255)
+    x, y, bw, bh = cv2.boundingRect(mask)
+    if bw == 0 or bh == 0 or ink == 0:
+        return Layout("empty", 0.0, 0.0, (0, 0, w, h))
+    sub = mask[y:y + bh, x:x + bw] // 255
+    rows = _clean_bands(_bands(sub.sum(axis=1, dtype=np.float64), max(0.0, 0.004 * bw)))
+    cols = _clean_bands(_bands(sub.sum(axis=0, dtype=np.float64), max(0.0, 0.004 * bh)))
+    inv = 1.0 / scale
+    box = (int(x * inv), int(y * inv), int(min(w, (x + bw) * inv)), int(min(h, (y + bh) * inv)))
+    row_h = float(np.median([e - s for s, e, _ in rows])) if rows else float(bh)
+    col_w = float(np.median([e - s for s, e, _ in cols])) if cols else float(bw)
+    rgap, cgap = _gaps(rows), _gaps(cols)
+    n_r, n_c = len(rows), len(cols)
+
+    def make(mode: str, height: float) -> Layout:
+        return Layout(mode, round(height * inv, 1), round(ink, 5), box, n_r, n_c, round(rgap * inv, 1),
+                      round(cgap * inv, 1))
+
+    sh, sw = mask.shape[:2]
+    if n_r <= 1 and bh * 2 <= bw:  # one line: a crop of it, or one line on an otherwise empty page
+        return make("line" if sh <= 4 * bh else "sparse", bh)
+    if n_c <= 1 and bw * 2 <= bh:
+        return make("column" if sw <= 4 * bw else "sparse", bw)
+    # vertical text: columns much taller than wide, the gaps between columns wider than those between rows
+    # (the characters of neighbouring columns line up in rows only as far as a character's own gap)
+    if n_c >= 2 and col_w * 2.5 <= bh and (n_r <= 1 or cgap > 1.6 * max(rgap, 1.0)):
+        return make("vertical", col_w)
+    if n_r <= 1:
+        return make("line" if bw >= bh else "block", bh)
+    if ink < 0.02 and rgap > 2.5 * row_h and n_r <= 12:
+        return make("sparse", row_h)
+    # a gutter: a blank vertical strip inside the text, wider than two line heights, between text on both sides
+    if n_c >= 2:
+        widths = [(b[0] - a[1]) for a, b in zip(cols, cols[1:])]
+        if max(widths) >= 2 * row_h and n_r >= 4:
+            return make("page", row_h)
+    return make("block", row_h)
+
+
+def pad_small(img: np.ndarray, layout: Layout, min_height: float = 16.0, target: float = 32.0,
+              max_factor: float = 4.0, tight: float = 0.1, max_text: float = 48.0) -> tuple[np.ndarray, np.ndarray, str]:
+    """A line or word crop whose text is under `min_height` pixels is enlarged so its text is about `target`
+    pixels high, and a crop whose text touches its edges (a margin under `tight` of the text height, text up to
+    `max_text` pixels high) gets a border of paper: engines read such crops badly or not at all (tesseract gives
+    nothing for most tight word crops). Returns (image, 3x3 matrix original->returned, what was done, "" for
+    nothing)."""
+    if layout.mode not in ("line", "column", "block") or layout.line_height <= 0:
+        return img, np.eye(3), ""
+    h, w = img.shape[:2]
+    done = []
+    matrix = np.eye(3)
+    cur = img
+    text_h = layout.line_height
+    if layout.mode in ("line", "column") and text_h < min_height:
+        factor = float(min(max_factor, target / max(text_h, 1.0)))
+        if factor >= 1.25 and h * w * factor * factor <= 4_000_000:
+            cur = cv2.resize(cur, (int(round(w * factor)), int(round(h * factor))), interpolation=cv2.INTER_CUBIC)
+            matrix = np.diag([cur.shape[1] / w, cur.shape[0] / h, 1.0])
+            text_h *= factor
+            done.append(f"enlarged {factor:.1f}x ({w}x{h} -> {cur.shape[1]}x{cur.shape[0]}): text {layout.line_height:.0f}"
+                        " px high")
+    x0, y0, x1, y1 = layout.box
+    sx, sy = matrix[0, 0], matrix[1, 1]
+    margin = min(x0 * sx, y0 * sy, cur.shape[1] - x1 * sx, cur.shape[0] - y1 * sy)
+    if (done or text_h <= max_text) and margin < tight * text_h:
+        p = max(2, int(round(0.5 * text_h - max(0.0, margin))))
+        cur = cv2.copyMakeBorder(cur, p, p, p, p, cv2.BORDER_CONSTANT, value=_border_value(cur))
+        matrix = np.array([[1, 0, p], [0, 1, p], [0, 0, 1]], float) @ matrix
+        done.append(f"padded {p} px of paper around the text")
+    return cur, matrix, "; ".join(done)
+
+
+def scaled_to_text(img: np.ndarray, layout: Layout, target: float = 40.0) -> tuple[np.ndarray, np.ndarray, str]:
+    """A copy whose text is about `target` pixels high (large type shrunk: tesseract finds no line in some
+    large-type lines and reads others better at this size), with a border of paper; (image, matrix, what was
+    done); the image itself when its text is not large."""
+    if layout.line_height <= 1.4 * target:
+        return img, np.eye(3), ""
+    h, w = img.shape[:2]
+    f = max(0.2, target / layout.line_height)
+    small = cv2.resize(img, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    m = np.diag([small.shape[1] / w, small.shape[0] / h, 1.0])
+    p = int(round(0.5 * target))
+    small = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_CONSTANT, value=_border_value(small))
+    m = np.array([[1, 0, p], [0, 1, p], [0, 0, 1]], float) @ m
+    return small, m, f"shrunk {f:.2f}x so the text is {target:.0f} px high, padded {p} px"
+
+
+def photometric_needs(img: np.ndarray, options: PreprocessOptions | None = None) -> list[str]:
+    """The preprocessing steps `preprocess` would apply to this image by measurement alone (denoise, gamma,
+    contrast), without running them: cheap statistics on a small copy."""
+    opts = options or PreprocessOptions()
+    gray = to_gray(img)
+    h, w = gray.shape[:2]
+    scale = min(1.0, 1000 / max(h, w))
+    small = cv2.resize(gray, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else gray
+    need = []
+    # noise is measured on images of some size only: on a small crop the edges of the type itself read as noise
+    if opts.denoise == "on" or (opts.denoise == "auto" and h * w >= 100_000 and noise_sigma(
+            gray[max(0, h // 2 - 500):h // 2 + 500, max(0, w // 2 - 500):w // 2 + 500]) > 10):
+        need.append("denoise")
+    m, s = mean_std(small)
+    if opts.gamma == "on" or (opts.gamma == "auto" and m < 90):
+        need.append("gamma")
+    p1, p99 = gray_percentiles(small, 1, 99)
+    if opts.contrast == "on" or (opts.contrast == "auto" and (s < 35 or p99 - p1 < 120)):
+        need.append("contrast")
+    if opts.binarize == "on":
+        need.append("binarize")
+    if opts.upscale == "on":
+        need.append("upscale")
+    return need
+
+
 OrientationFn = Callable[[np.ndarray], tuple[int, float]]
 """detect(image) -> (degrees clockwise to turn the image upright, confidence 0-1)."""
 

@@ -227,3 +227,106 @@ def order_lines(lines: list[OcrLine], vertical: bool = False, rtl: bool = False,
     if not columns:
         return _row_order(lines, rtl)
     return [ln for block in _blocks(list(lines), rtl) for ln in _row_order(block, rtl)]
+
+
+# ---- what an engine read that is not script: direction marks, marks read as lines of their own, stray tokens -----
+
+DIRECTION_MARKS = dict.fromkeys(map(ord, "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+"""Bidirectional control characters (LRM, RLM, ALM, embeddings, isolates): engines write them around digits in
+right-to-left text; they are invisible, never on the page, and break searching and comparing."""
+
+# scripts that a reading in the first script never legitimately contains, unless a hint asks for both
+_FOREIGN = {"Arabic": {"Devanagari"}, "Devanagari": {"Arabic"}, "Latin": {"Arabic", "Devanagari"}}
+
+
+def strip_direction_marks(text: str) -> str:
+    """The text without bidirectional control characters."""
+    return text.translate(DIRECTION_MARKS)
+
+
+def _token_scripts(token: str) -> set[str]:
+    """Scripts of a token's letters and digits (digits by the block they come from: Devanagari digits are
+    Devanagari, Arabic-Indic digits Arabic, ASCII digits none)."""
+    out: set[str] = set()
+    for ch in token:
+        s = char_script(ch)
+        if s is None and ch.isdigit() and not ch.isascii():
+            name = unicodedata.name(ch, "")
+            s = next((x.title() for x in ("DEVANAGARI", "ARABIC", "EXTENDED ARABIC") if name.startswith(x)), None)
+            s = "Arabic" if s == "Extended Arabic" else s
+        elif s is None and unicodedata.category(ch) == "Mn":
+            name = unicodedata.name(ch, "")
+            s = "Devanagari" if name.startswith("DEVANAGARI") else "Arabic" if name.startswith("ARABIC") else None
+        if s:
+            out.add(s)
+    return out
+
+
+def drop_foreign_tokens(text: str, script: str, hint: str | None = None) -> str:
+    """Tokens of a script the text's own script never mixes with (Devanagari digits or letters inside Arabic
+    text, Arabic inside Devanagari, either inside Latin) removed, when no hint asks for that script too: they are
+    noise the engine read into marks, dots or stains."""
+    foreign = _FOREIGN.get(script)
+    if not foreign or not text:
+        return text
+    wanted = {LANGUAGES[p][0] for p in lang_parts(hint)}
+    foreign = foreign - wanted
+    if not foreign:
+        return text
+    kept = [t for t in text.split(" ") if not (_token_scripts(t) & foreign) or (_token_scripts(t) - foreign)]
+    return " ".join(t for t in kept if t)
+
+
+def _letters(text: str) -> int:
+    return sum(1 for ch in text if ch.isalpha() and unicodedata.category(ch) != "Mn")
+
+
+def merge_mark_lines(lines: list[OcrLine]) -> list[OcrLine]:
+    """Horizontal lines without the fragments an engine cut off above or below them: a "line" much lower than
+    its neighbours (under half the median height) that overlaps a taller line vertically (or touches it) and
+    lies within it horizontally is its dots, harakat or matras; its box joins that line's and its text, when it
+    is more than marks, is kept in reading order beside the line's own."""
+    if len(lines) < 2:
+        return list(lines)
+    heights = [ln.bounds[3] - ln.bounds[1] for ln in lines if not ln.vertical]
+    if not heights:
+        return list(lines)
+    med = _median(heights)
+    tall = [ln for ln in lines if ln.vertical or ln.bounds[3] - ln.bounds[1] >= 0.5 * med]
+    small = [ln for ln in lines if ln not in tall]
+    if not tall or not small:
+        return list(lines)
+    merged: dict[int, list[OcrLine]] = {}
+    for s in small:
+        sx0, sy0, sx1, sy1 = s.bounds
+        best, best_d = None, None
+        for i, t in enumerate(tall):
+            tx0, ty0, tx1, ty1 = t.bounds
+            th = ty1 - ty0
+            horiz = min(sx1, tx1) - max(sx0, tx0)
+            if t.vertical or horiz < 0.5 * (sx1 - sx0):
+                continue
+            d = max(0.0, ty0 - sy1, sy0 - ty1)  # vertical distance (0 when they overlap)
+            if d <= 0.35 * th and (best_d is None or d < best_d):
+                best, best_d = i, d
+        if best is not None:
+            merged.setdefault(best, []).append(s)
+    joined: dict[int, OcrLine] = {}
+    for i, t in enumerate(tall):
+        parts = merged.get(i)
+        if not parts:
+            continue
+        xs = [p[0] for ln in [t, *parts] for p in ln.box]
+        ys = [p[1] for ln in [t, *parts] for p in ln.box]
+        box = [[min(xs), min(ys)], [max(xs), min(ys)], [max(xs), max(ys)], [min(xs), max(ys)]]
+        text = t.text
+        extra = [p for p in parts if _letters(p.text) >= 3 and len(p.text) >= 0.3 * len(t.text)]
+        if extra:  # a real piece of the line (the engine split it), not marks: join in reading order
+            rtl = detect_script(t.text) in RTL_SCRIPTS
+            pieces = sorted([t, *extra], key=lambda ln: -ln.bounds[2] if rtl else ln.bounds[0])
+            text = " ".join(p.text for p in pieces)
+        n = sum(len(p.text) for p in [t, *extra])
+        conf = sum(p.confidence * len(p.text) for p in [t, *extra]) / max(1, n)
+        joined[id(t)] = OcrLine(text, box, round(conf, 4), t.vertical)
+    gone = {id(p) for parts in merged.values() for p in parts}
+    return [joined.get(id(ln), ln) for ln in lines if id(ln) not in gone]

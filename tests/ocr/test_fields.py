@@ -223,3 +223,36 @@ def test_looks_like_invoice_in_several_languages(text):
     totals = {"Invoice": "Total 10.00", "Facture": "Total TTC 10,00", "Rechnung": "Gesamtbetrag 10,00",
               "Factura": "Total a pagar 10,00", "发票": "价税合计 ¥113.00", "請求書": "合計金額 ¥11,000"}
     assert looks_like_invoice(f"{text}\n{totals[text]}")
+
+
+def test_reading_with_the_model_fills_the_fields_with_the_model_and_the_rules():
+    """`vlscope ocr --engine vlm` (and the pages) give the model's schema answer, the rules filling the rest."""
+    from core.ocr.registry import OcrRegistry
+    from core.settings import Settings
+    from core.vlm.base import Engine, EngineInfo, Ledger, TextStream
+    from core.vlm.types import GenerationResult
+
+    answers = {"ocr": "\n".join(RECEIPT),
+               "ocr-fields": '{"vendor": "Cafe Noir SARL", "invoice_number": "T-5531", "total": null}'}
+
+    class ByKind(Engine):
+        def __init__(self) -> None:
+            self.ledger = Ledger()
+            self.kinds: list[str] = []
+
+        def info(self):
+            return EngineInfo("scripted", "scripted", True)
+
+        def stream(self, messages, params=None, kind="chat"):
+            self.kinds.append(kind)
+            text = answers[kind]
+            return TextStream(iter([text]), lambda: None, lambda: GenerationResult(text, 1, 1, "stop"))
+
+    eng = ByKind()
+    registry = OcrRegistry(Settings(), model_engine=lambda: eng)
+    res = run_ocr(png_bytes(render_lines(RECEIPT, size=26, gap=0.7)),
+                  OcrOptions(engine="vlm", tables=False, fields="on"), engines=registry)
+    assert "ocr-fields" in eng.kinds
+    f = res.fields
+    assert f.vendor == "Cafe Noir SARL" and f.evidence["vendor"].source == "model"
+    assert f.total == 11.0 and f.evidence["total"].source == "rules"
