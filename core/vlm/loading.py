@@ -165,6 +165,9 @@ def load_model(settings: Settings) -> Loaded:
     from core.vlm.vision_attention import install
 
     install(model)  # a video's frame groups in one attention call per layer (same arithmetic)
+    from core.vlm.chunked_mlp import install as install_chunked_mlp
+
+    install_chunked_mlp(model)  # a long prompt's MLP a stretch of tokens at a time (same arithmetic, bounded memory)
     label = settings.quantization
     qcfg = getattr(model.config, "quantization_config", None)
     if qcfg is not None and settings.quantization == "none":

@@ -159,7 +159,12 @@ def map_cache(kv: Any, fn: Callable[[Any], Any]) -> Any:
         memo[id(obj)] = out
         return out
 
-    return walk(kv, 0)
+    try:
+        return walk(kv, 0)
+    finally:
+        # `walk` refers to itself (a reference cycle): left alone, the memo and every tensor in it would stay alive
+        # until Python's cycle collector ran (a 6.9 GB video prefix held twice at the first answer's peak)
+        memo.clear()
 
 
 def cache_nbytes(kv: Any, as_held: bool = False) -> int:

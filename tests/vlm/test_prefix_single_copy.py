@@ -57,3 +57,28 @@ def test_a_kept_prefix_is_the_static_cache_and_survives_other_prompts(tiny_model
         assert engine.prefixes.hits == 3 and engine.prefixes.misses == 2
     finally:
         engine.close()
+
+
+def test_measuring_or_moving_a_cache_keeps_no_hidden_reference_to_its_tensors() -> None:
+    """`cache_nbytes` (run on every new prefix) once left the cache's tensors in a reference cycle, alive until the
+    cycle collector ran: on the GPU the video prefix's KV was then held twice at the first answer's peak."""
+    import gc
+    import weakref
+
+    import torch
+    from transformers import DynamicCache
+
+    from core.vlm.prefix import cache_nbytes, map_cache
+
+    gc.disable()
+    try:
+        kv = DynamicCache()
+        kv.update(torch.zeros(1, 2, 8, 4), torch.zeros(1, 2, 8, 4), 0)
+        key = weakref.ref(kv.layers[0].keys)
+        assert cache_nbytes(kv) == 2 * 2 * 8 * 4 * 4
+        moved = map_cache(kv, lambda t: t.clone())
+        kv.layers[0].keys = kv.layers[0].values = None  # what `_load_prefix` does when it re-points a layer
+        assert key() is None
+        assert moved.layers[0].keys.shape == (1, 2, 8, 4)
+    finally:
+        gc.enable()
