@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Literal, TypeVar
 import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from core.app.video import is_video
@@ -522,6 +522,28 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
                 return {"kind": "document", "input_hash": upload.sha256, **answer.to_dict()}
 
         return await run_work(request, f"the question about {name}", work)
+
+    @app.post("/video/clip", summary="A stretch of an uploaded video as a video file or a contact sheet, or highlights "
+              "joining several stretches", responses=_responses(400, *signed, 413))
+    async def clip(
+        request: Request,
+        file: UploadFile = File(..., description="a video file (MP4, MOV, MKV, WebM, AVI...)"),
+        start: str | None = Query(None, max_length=20, description="start of the stretch, e.g. 3:15 or 195.5"),
+        end: str | None = Query(None, max_length=20, description="end of the stretch, e.g. 3:40"),
+        highlights: str | None = Query(None, max_length=2000, description="stretches to join, e.g. 0:10-0:20,1:00-1:05"),
+        output: Literal["clip", "sheet"] = Query("clip", description="the video file, or a contact sheet (JPEG)"),
+        method: Literal["auto", "copy", "re-encode"] = Query("auto"),
+        tiles: int = Query(12, ge=1, le=100, description="frames on a contact sheet"),
+    ) -> FileResponse:
+        from core.app.clips import api_clip
+
+        def work(cancel: threading.Event) -> Any:
+            with saved_upload(file, limit) as upload, user_errors(upload):
+                return api_clip(runtime, upload.path, upload.sha256, upload.name, start=start, end=end,
+                                highlights=highlights, output=output, method=method, tiles=tiles, cancel=cancel)
+
+        made = await run_work(request, f"the clip of {_upload_name(file)}", work)
+        return FileResponse(made.path, media_type=made.media_type, filename=made.name, headers=made.headers())
 
     @app.get("/results/{sha256}", summary="The cached results of one input (by the sha256 of its bytes)",
              responses=_responses(*signed, 404))

@@ -16,6 +16,7 @@ from core.jobs.registry import JobRegistry, registry
 from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from core.app.clips import ClipService
     from core.app.documents import DocumentService
     from core.app.video import VideoService
     from core.cache import CacheBackend
@@ -90,6 +91,13 @@ class Runtime:
         from core.app.video import VideoService
 
         return VideoService(self)
+
+    @cached_property
+    def clips(self) -> "ClipService":
+        """Clips: stretches of videos as video files, contact sheets and highlights."""
+        from core.app.clips import ClipService
+
+        return ClipService(self)
 
     @cached_property
     def documents(self) -> "DocumentService":

@@ -30,6 +30,7 @@ from core.media.budget import (
 )
 from core.media.probe import VideoInfo, probe_video
 from core.media.sampling import SamplingPlan
+from core.vlm.features import CHUNK_GROUPS as FEATURE_CHUNK_GROUPS
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from core.analysis.qa import AnswerResult, VideoQA
@@ -45,6 +46,7 @@ WEIGHTS = {"hash": 0.0, "probe": 0.02, "scenes": 0.25, "motion": 0.25, "text": 0
 SUMMARY_WEIGHTS = {"captions": 0.8, "chapters": 0.2}
 DEFAULT_FPS = 2.0
 DEFAULT_MAX_FRAMES = 768
+INGEST_PART_FRAMES = 2 * FEATURE_CHUNK_GROUPS  # frames a visual-memory ingest encodes at a time (a stored part)
 
 
 def is_video(path: str | Path, head: bytes | None = None) -> bool:
@@ -283,10 +285,14 @@ class VideoService:
             memory = device_memory(device, held)
         gpu = memory.where == "GPU" if memory is not None else True  # a remote server: a GPU's precision
         usable = int(memory.free_bytes * settings.plan_memory_fraction) if memory else None
+        # the fast decoder (on a GPU) decodes in the kept prefix itself; transformers' path decodes in a copy of it
+        fast = memory is not None and memory.where == "GPU" and settings.fast_decode != "off"
+        local = settings.engine != "remote"
         return size, size_from, memory, dict(
             precision=model_precision(settings, gpu), max_new_tokens=max_new_tokens or settings.max_new_tokens,
             where=memory.where if memory else "GPU", prefill_chunk_tokens=settings.prefill_chunk_tokens,
-            kv_copies=2 if settings.prefix_cache_gb > 0 else 1, usable=usable)
+            kv_copies=2 if settings.prefix_cache_gb > 0 and not fast else 1, usable=usable,
+            encode_frames=INGEST_PART_FRAMES if local else 0)
 
     # ------------------------------------------------------------------ analysis
     def is_cached(self, input_hash: str, stages: tuple[str, ...], options: AnalysisOptions | None = None) -> bool:

@@ -18,7 +18,8 @@ from core.cli.errors import CliError
 
 # Modules adding `vlscope video ...` subcommands through `register_video(video_subparsers)`;
 # a module that does not exist yet is skipped.
-VIDEO_SUBCOMMAND_MODULES = ["core.cli.video_captions", "core.cli.video_chapters", "core.cli.video_ingest"]
+VIDEO_SUBCOMMAND_MODULES = ["core.cli.video_captions", "core.cli.video_chapters", "core.cli.video_ingest",
+                            "core.cli.video_clip"]
 
 _VIDEO_SUB: argparse._SubParsersAction | None = None  # type: ignore[type-arg]
 

@@ -33,6 +33,7 @@ PRECISIONS = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "8bit": 1.0, "4
 _CUDA_CONTEXT = 0.6e9  # CUDA context + allocator slack, not in torch's own peak figures
 RESERVE_BYTES = int(_CUDA_CONTEXT)
 DEFAULT_PREFILL_CHUNK = 8192  # the `prefill_chunk_tokens` setting's default
+MLP_CHUNK_TOKENS = 8192  # as core.vlm.chunked_mlp.CHUNK_TOKENS: the MLP over long prompts, this many tokens at a time
 CONTEXT_TOKENS = 262144
 PATCH_VALUES = 3 * TEMPORAL * 16 * 16  # values of one 16x16 patch over a pair of frames (the processor's rows)
 # the plans fit_plan tries: frame counts, and per-frame pixel caps in visual tokens (of 32x32 pixels)
@@ -148,7 +149,7 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
                 gpu_memory_bytes: int | None = None, processor: Any = None, question: str = "",
                 max_new_tokens: int = 512, look_for_gpu: bool = True,
                 schedule: FrameSchedule | None = None, prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK,
-                kv_copies: int = 2, where: str = "GPU") -> BudgetEstimate:
+                kv_copies: int = 2, where: str = "GPU", encode_frames: int = 0) -> BudgetEstimate:
     """The BudgetEstimate of `plan` on the probed video for a Qwen3-VL `model_size` (2b/4b/8b) at `precision`.
 
     Never decodes the video. `processor`: the model's processor for exact text-token counts.
@@ -157,7 +158,9 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     pixels and a reserve, plus the largest of three phases: the vision tower over a chunk of frames,
     the prefill of one chunk of `prefill_chunk_tokens` tokens (0: the whole prompt at once) over the
     prompt's KV cache, and decoding with `kv_copies` KV caches (2 while a kept video prefix is copied
-    for the request, 1 with `prefix_cache_gb` = 0).
+    for the request on transformers' path; 1 on the fast decoder, which decodes in the kept prefix itself, or with
+    `prefix_cache_gb` = 0). `encode_frames`: frames whose pixels are on the device at once (a visual-memory ingest
+    encodes a part at a time; 0: all of them).
     """
     size = model_size.lower().removesuffix("-instruct")
     if size not in MODEL_PARAMS:
@@ -186,14 +189,31 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     m = MODEL_PARAMS[size]
     act_bytes = 4 if precision == "fp32" else 2
     pixels = visual * 4 * PATCH_VALUES * 4  # 4 patches of 16x16 per visual token, float32 from the processor
+    if 0 < encode_frames < sched.frames:
+        pixels = pixels * encode_frames // sched.frames
     if where == "RAM":
         pixels += sched.frames * sched.width * sched.height * 3  # the decoded frames, in the same memory
     features = visual * m["hidden"] * act_bytes * 4  # merged output + 3 deepstack levels
-    chunk = min(prompt, prefill_chunk_tokens) if prefill_chunk_tokens > 0 else prompt
-    chunk_visual = min(visual, max(per_pair, chunk // max(1, per_pair) * per_pair))  # whole pairs of frames
-    # per-token factors calibrated on one H200 run (4B bf16, 3,560 prompt tokens: 10.3 GB peak); an estimate
+    hidden = m["hidden"]
+
+    def text_act_of(chunk: int) -> int:
+        # the MLP's three (tokens x intermediate) activations run MLP_CHUNK_TOKENS at a time (core.vlm.chunked_mlp);
+        # the attention's q/k/v and the hidden states grow with the chunk (H200, 4B, 49,971 tokens in one pass:
+        # 2.7 GiB; 3,560 tokens: the 10.3 GB peak the factors were first calibrated on) + a chunk's mask
+        return (chunk * hidden * act_bytes * 12 + min(chunk, MLP_CHUNK_TOKENS) * hidden * act_bytes * 12
+                + (chunk * prompt if chunk < prompt else 0))
+
+    # one pass over the whole prompt, as the engine runs it while the memory has room for it; else in chunks
+    chunk = prompt
+    one_pass = weights + _CUDA_CONTEXT + pixels + features + prompt * per_token + text_act_of(prompt)
+    if 0 < prefill_chunk_tokens < prompt and gpu_memory_bytes and one_pass > gpu_memory_bytes:
+        chunk = prefill_chunk_tokens
+    if 0 < encode_frames < sched.frames:  # the vision tower runs over one ingest part at a time
+        chunk_visual = min(visual, max(per_pair, encode_frames // 2 * per_pair))
+    else:
+        chunk_visual = min(visual, max(per_pair, chunk // max(1, per_pair) * per_pair))  # whole pairs of frames
     vision_act = chunk_visual * 4 * m["vision_hidden"] * act_bytes * 16
-    text_act = chunk * m["hidden"] * act_bytes * 24 + (chunk * prompt if chunk < prompt else 0)  # + a chunk's mask
+    text_act = text_act_of(chunk)
     activations = int(max(vision_act, text_act))
     phases = (features + vision_act, features + prompt * per_token + text_act, kv_copies * kv)
     peak = int(weights + _CUDA_CONTEXT + pixels + max(phases))
@@ -352,7 +372,7 @@ def lower_plan(plan: SamplingPlan, estimate: BudgetEstimate) -> SamplingPlan:
 def fit_plan(info: VideoInfo, memory_bytes: int | None, model_size: str = "4b", precision: str = "bf16",
              fps: float = 2.0, max_frames: int = 768, window: tuple[float, float] | None = None, *,
              where: str = "GPU", memory_words: str | None = None, fraction: float = 0.9, max_new_tokens: int = 512,
-             prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK, kv_copies: int = 2,
+             prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK, kv_copies: int = 2, encode_frames: int = 0,
              ) -> tuple[SamplingPlan, BudgetEstimate, list[str]]:
     """The plan with the most visual tokens (then frames) whose estimated peak fits `memory_bytes` x `fraction`.
 
@@ -370,7 +390,8 @@ def fit_plan(info: VideoInfo, memory_bytes: int | None, model_size: str = "4b", 
     usable = int(memory_bytes * fraction) if memory_bytes else None
     kw: dict[str, Any] = dict(model_size=model_size, precision=precision, gpu_memory_bytes=usable,
                               max_new_tokens=max_new_tokens, look_for_gpu=False, where=where,
-                              prefill_chunk_tokens=prefill_chunk_tokens, kv_copies=kv_copies)
+                              prefill_chunk_tokens=prefill_chunk_tokens, kv_copies=kv_copies,
+                              encode_frames=encode_frames)
     base_est = plan_budget(info, base, **kw)
     if usable is None or memory_bytes is None:
         return base, base_est, [f"The standard plan, {base_est.describe()}; memory was not checked."]

@@ -118,15 +118,19 @@ def test_ram_sizing_on_the_cpu(ten_minutes_720p: Path, monkeypatch: pytest.Monke
 
 def test_prefill_chunks_bound_the_activations(ten_minutes_720p: Path) -> None:
     info = probe_video(ten_minutes_720p)
-    chunked = [_estimate(info, ladder_plan(SamplingPlan(), n)) for n in (768, 384)]
-    whole = [_estimate(info, ladder_plan(SamplingPlan(), n), prefill_chunk_tokens=0) for n in (768, 384)]
+    # chunks when the memory has no room for the whole prompt at once (as FeatureMemory.chunk_for), one pass else
+    tight = 12 * GIB
+    chunked = [_estimate(info, ladder_plan(SamplingPlan(), n), tight) for n in (768, 384)]
+    whole = [_estimate(info, ladder_plan(SamplingPlan(), n), tight, prefill_chunk_tokens=0) for n in (768, 384)]
     assert chunked[0].prefill_chunk_tokens == 8192 and whole[0].prefill_chunk_tokens == whole[0].prompt_tokens
+    roomy = _estimate(info, SamplingPlan(), 100 * GIB)
+    assert roomy.prefill_chunk_tokens == roomy.prompt_tokens
     # bounded by one chunk: twice the frames add only the chunk's wider attention mask; the whole prompt at
     # once doubles with the frames
     assert chunked[0].activation_bytes < 1.25 * chunked[1].activation_bytes
     assert whole[0].activation_bytes > 1.8 * whole[1].activation_bytes > 3 * chunked[0].activation_bytes
     # one KV cache instead of two (prefix_cache_gb = 0) lowers the peak by about one KV cache
-    one = _estimate(info, SamplingPlan(), kv_copies=1)
+    one = _estimate(info, SamplingPlan(), tight, kv_copies=1)
     assert chunked[0].peak_gpu_bytes - one.peak_gpu_bytes >= 0.5 * chunked[0].kv_cache_bytes
 
 
