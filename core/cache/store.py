@@ -165,10 +165,16 @@ class SafeDisk(diskcache.Disk):
             self.problems.append(f"entry holds {type(value).__name__}, not bytes; refused")
             raise CorruptEntry("refusing a non-bytes cache entry")
         try:
-            blob = super().fetch(mode, filename, value, False)
+            blob = super().fetch(mode, filename, value, read)
         except OSError as exc:
             self.problems.append(f"value file unreadable: {exc}")
             raise CorruptEntry(str(exc)) from exc
+        if read:  # a value file's handle (a small value's bytes): the caller reads and checks it (`check`)
+            return blob
+        return self.check(blob)
+
+    def check(self, blob: Any) -> Any:
+        """`blob` when it is a sound envelope (a JSON one holding JSON); CorruptEntry (and a problem) else."""
         try:
             kind, payload = _open_envelope(bytes(blob))
             if kind == _KIND_JSON:
@@ -278,10 +284,24 @@ class ResultCache(CacheBackend):
     def _get(self, key: CacheKey) -> tuple[bytes, bytes] | None:
         text = str(key)
         before = len(self._cache.disk.problems)
+        blob, counted = None, False
         try:
-            blob = self._cache.get(text, default=None, retry=True)
+            # diskcache fetches inside a write transaction (its hit counters): only the value file is opened there;
+            # it is read and its checksum checked outside, so several readers (a video's feature parts) run at once
+            handle = self._cache.get(text, default=None, read=True, retry=True)
+            blob, counted = None, handle is not None  # diskcache counted a hit
+            if isinstance(handle, (bytes, bytearray)):  # a small value, held in the row itself
+                blob = self._cache.disk.check(handle)
+            elif handle is not None:
+                with handle:
+                    blob = self._cache.disk.check(handle.read())
         except (CorruptEntry, OSError, ValueError, TypeError) as exc:  # belt and braces: never crash on a read
-            self._cache.disk.problems.append(str(exc))
+            if not isinstance(exc, CorruptEntry) or len(self._cache.disk.problems) == before:
+                self._cache.disk.problems.append(str(exc))
+            if blob is None and counted:  # found unreadable after diskcache counted it a hit: a miss after all
+                with self._cache.transact(retry=True):
+                    self._sql('UPDATE Settings SET value = value - 1 WHERE key = "hits"')
+                    self._sql('UPDATE Settings SET value = value + 1 WHERE key = "misses"')
             blob = None
         if len(self._cache.disk.problems) > before:
             with self._lock:
@@ -294,7 +314,7 @@ class ResultCache(CacheBackend):
             return None
         if blob is None:
             return None
-        return _open_envelope(blob, verified=True)  # the value file's reader (`fetch`) checked it
+        return _open_envelope(blob, verified=True)  # `check` verified it
 
     def _put(self, key: CacheKey, kind: bytes, payload: bytes, made_by: str | None) -> None:
         text = str(key)

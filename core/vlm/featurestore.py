@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "vlm-features"
 PART_STAGE = "vlm-features-part"
-READERS = 4
-"""Threads reading a video's stored parts at once."""
+READERS = max(2, min(8, os.cpu_count() or 2))
+"""Threads reading a video's stored parts at once (each reads a value file and checks its checksum)."""
 _OWNER = re.compile(r"^[0-9a-f]{64}$")
 
 
