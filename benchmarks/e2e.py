@@ -158,6 +158,11 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     if ingest is not None:  # the first answer's pipelined ingest (decode, preprocess, vision tower, store)
         out["ingest"] = {"seconds": ingest.seconds, "parts": ingest.parts, "encoded": ingest.encoded,
                          "phases_s": ingest.phases_s}
+    prefixes = getattr(runtime.engine, "prefixes", None)
+    disk = getattr(prefixes, "disk", None)
+    if disk is not None:  # a restart reads the video's prefix back from the disk tier instead of prefilling
+        out["prefix_from_disk"] = prefixes.disk_hits
+        out["prefix_disk_load_s"] = disk.last_load_s
     out["prefill_ms"] = last.prefill_ms
     out["preprocess_ms"] = last.preprocess_ms
     out["prompt_tokens"] = last.prompt_tokens

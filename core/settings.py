@@ -89,6 +89,12 @@ class Settings(BaseModel):
         "(copied back when asked about again), in GiB; 0 turns spilling off. Unset: half of the RAM available "
         "after loading minus 4 GiB.",
     )
+    prefix_disk_gb: float | None = Field(
+        None, ge=0, description="Disk tier of kept video prefixes (in `cache_dir`/prefixes), in GiB: a video's "
+        "prefix KV cache is also written there, so after a restart (or in another process) a question on it skips "
+        "the prefill; least recently used first out; 0 turns it off. Unset: a fifth of the free disk there, at "
+        "most 64 GiB.",
+    )
     cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
     cache_size_limit_gb: float = Field(
         20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first. Uploads and "

@@ -16,6 +16,7 @@ from core.vlm.base import EngineError, ModelUnavailable, OutOfMemory
 from core.vlm.prefix import PrefixStore, plan_prefix_tiers
 
 log = logging.getLogger(__name__)
+GIB = 1024**3
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
@@ -207,8 +208,31 @@ def sized_store(settings: Settings, device: str, model: Any) -> PrefixStore:
     ram = int(psutil.virtual_memory().available)
     if not device.startswith("cuda"):
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
-        return PrefixStore.for_device(device, plan_prefix_tiers(None, None, weights, ram, settings))
-    dev = torch.device(device)
-    free, total = cuda_memory(dev.index or 0)
-    return PrefixStore.for_device(device, plan_prefix_tiers(free, total, torch.cuda.memory_allocated(dev), ram,
-                                                            settings))
+        store = PrefixStore.for_device(device, plan_prefix_tiers(None, None, weights, ram, settings))
+    else:
+        dev = torch.device(device)
+        free, total = cuda_memory(dev.index or 0)
+        store = PrefixStore.for_device(device, plan_prefix_tiers(free, total, torch.cuda.memory_allocated(dev), ram,
+                                                                 settings))
+    store.disk, store.disk_device = disk_tier(settings), device
+    return store
+
+
+def disk_tier(settings: Settings) -> Any:
+    """The disk tier of kept prefixes in `cache_dir`/prefixes (setting `prefix_disk_gb`; unset: a fifth of the free
+    disk there, at most 64 GiB), or None when it is off or the folder cannot be made."""
+    import shutil
+
+    from core.vlm.prefix_disk import PrefixDisk
+
+    if settings.prefix_cache_gb <= 0 or settings.prefix_disk_gb == 0:
+        return None
+    folder = Path(settings.cache_dir).expanduser() / "prefixes"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        log.warning("kept prefixes will not be written to disk (%s): %s", folder, exc)
+        return None
+    limit = settings.prefix_disk_gb * GIB if settings.prefix_disk_gb is not None else min(64 * GIB, free // 5)
+    return PrefixDisk(folder, int(limit))

@@ -179,6 +179,9 @@ class LocalEngine(Engine):
         self.runner.fast = decoder
 
     def close(self) -> None:
+        disk = getattr(self.prefixes, "disk", None)
+        if disk is not None:
+            disk.wait()  # a prefix being written to the disk tier is finished (the next process reads it)
         with self._scheduler.lock:
             if self._runner is not None:
                 self._runner.fast = None

@@ -281,6 +281,11 @@ class PrefixStore:
         self._items: OrderedDict[str, _Kept] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        self.disk: Any = None
+        """The disk tier (`core.vlm.prefix_disk.PrefixDisk`): big prefixes are also written there, and a prefix no
+        memory tier holds is read back from it (a restart, another process) onto `disk_device`."""
+        self.disk_device: Any = None
+        self.disk_hits = 0
 
     @classmethod
     def for_device(cls, device: str, plan: TierPlan) -> "PrefixStore":
@@ -296,12 +301,22 @@ class PrefixStore:
             kept = self._items.get(key)
             if kept is not None and kept.on_host:
                 kept = self._restore(key, kept)
-            if kept is None:
+            if kept is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return kept.prefix
+            if self.disk is None:
                 self.misses += 1
                 return None
-            self._items.move_to_end(key)
+        found = self.disk.load(key, self.disk_device)  # outside the lock: seconds for a long video's prefix
+        with self._lock:
+            if found is None:
+                self.misses += 1
+                return None
             self.hits += 1
-            return kept.prefix
+            self.disk_hits += 1
+        self.put(found, save=False)
+        return found
 
     def _restore(self, key: str, kept: _Kept) -> _Kept | None:
         """A spilled entry copied back to the device (kept there unless larger than its tier); None if it fails."""
@@ -321,7 +336,11 @@ class PrefixStore:
             self._items[key] = back
         return back
 
-    def put(self, item: Prefix) -> None:
+    def put(self, item: Prefix, save: bool = True) -> None:
+        """Keep `item` (on the device tier, spilling what no longer fits); `save`: also write it to the disk tier
+        (in the background) when there is one and it is big enough."""
+        if save and self.disk is not None:
+            self.disk.save_later(item)
         with self._lock:
             self._items.pop(item.key, None)
             if item.nbytes > self.limit_bytes and item.nbytes > self.host_limit_bytes:
@@ -373,6 +392,9 @@ class PrefixStore:
             if self._to_host is not None:
                 tiers.append(TierReport(self._names[1], sum(k.on_host for k in self._items.values()),
                                         self._bytes(True), self.host_limit_bytes))
+            if self.disk is not None:
+                d = self.disk.report()
+                tiers.append(TierReport("disk", d.entries, d.bytes, d.limit_bytes))
             return PrefixReport(tiers, self.reason, self.hits, self.misses, self.note)
 
     @property

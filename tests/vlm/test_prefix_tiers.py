@@ -251,7 +251,7 @@ def test_spilled_prefix_gives_the_same_follow_up_answer(tiny_model_dir: Path, tm
 
 
 def test_engine_sizes_its_one_ram_tier_and_refuses_a_prefix_too_large(tiny_model_dir: Path, tmp_path: Path) -> None:
-    small = LocalEngine(Settings(model=str(tiny_model_dir), cache_dir=tmp_path, prefix_gpu_gb=1e-6))
+    small = LocalEngine(Settings(model=str(tiny_model_dir), cache_dir=tmp_path, prefix_gpu_gb=1e-6, prefix_disk_gb=0))
     assert small.info().prefixes is None  # sized when the model loads
     small.load()
     try:
@@ -285,6 +285,7 @@ def test_gpu_page_shows_the_kept_prefixes(tiny_model_dir: Path, tmp_path: Path, 
     monkeypatch.setenv("VLSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("VLSCOPE_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("VLSCOPE_PREFIX_GPU_GB", "0.5")
+    monkeypatch.setenv("VLSCOPE_PREFIX_DISK_GB", "2")
     monkeypatch.chdir(root)
     st.cache_resource.clear()
     try:
@@ -304,8 +305,10 @@ def test_gpu_page_shows_the_kept_prefixes(tiny_model_dir: Path, tmp_path: Path, 
         table = next(d.value for d in at.dataframe if list(d.value.columns) == ["Tier", "Entries", "Kept", "Limit"])
         kept_kib = engine.prefixes.nbytes / 1024
         assert 1 < kept_kib < 1024  # the tiny model's prefix
-        assert table.to_dict("records") == [{"Tier": "RAM", "Entries": 1, "Kept": f"{kept_kib:.1f} KiB",
-                                             "Limit": "512.0 MiB"}]
+        assert table.to_dict("records")[0] == {"Tier": "RAM", "Entries": 1, "Kept": f"{kept_kib:.1f} KiB",
+                                               "Limit": "512.0 MiB"}
+        # the disk tier (what a restart finds): the tiny model's prefix is below its 64 MiB floor, so not written
+        assert table.to_dict("records")[1] == {"Tier": "disk", "Entries": 0, "Kept": "0.0 KiB", "Limit": "2.00 GiB"}
         caption = next(c.value for c in at.caption if "follow-up" in c.value)
         assert caption.startswith("1 follow-up(s) reused a kept prefix, 1 computed one.")
         assert "One tier in RAM (CPU engine)" in caption and "setting prefix\\_gpu\\_gb" in caption

@@ -1,0 +1,337 @@
+"""Kept prefixes on disk: the tier a restart finds.
+
+The GPU and host-RAM tiers (`core.vlm.prefix.PrefixStore`) end with the process. A video's prefix (its KV cache
+after the visual input: 6.9 GB for the 10-minute video at the default plan on the 4B) is also written here, so a
+restarted process, or another one on the same machine (dashboard, CLI, API), reads it back instead of prefilling
+the language model again. Only what a prefill costs enough to be worth it is kept (`min_bytes`).
+
+One file per prefix in `folder`, `<key>.kv` (the key is the prefix's sha256: model, precision, prompt text and the
+visual input's cache key): ``VLSKV1\\n``, the header's length (8 bytes, little endian), a JSON header naming each
+tensor (dtype, shape, offset, sha256), then the tensors' raw bytes. Never pickle. A file is written by a
+background thread under a temporary name and renamed when complete; files over `limit_bytes` go least recently
+used first; a file that is damaged (short, a checksum that does not match, a header that is not one) is a reported
+miss and is removed, and the prefix is computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"VLSKV1\n"
+READERS = max(2, min(8, os.cpu_count() or 2))
+"""Threads reading (and checking) a prefix file's tensors at once."""
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_DTYPES = ("bfloat16", "float16", "float32", "int64", "int32")
+
+
+@dataclass
+class DiskReport:
+    """The disk tier for the GPU page and /info."""
+
+    folder: str
+    entries: int
+    bytes: int
+    limit_bytes: int
+
+
+def _names_of(prefix: Any) -> list[str] | None:
+    """The names of everything a prefix needs (`_tensor`), or None when its cache is not a plain per-layer K/V cache
+    (a model with recurrent layers keeps state this file does not hold)."""
+    kv = prefix.kv
+    layers = getattr(kv, "layers", None)
+    if not layers or type(kv).__name__ != "DynamicCache":
+        return None
+    names: list[str] = []
+    for i, layer in enumerate(layers):
+        if getattr(layer, "keys", None) is None or getattr(layer, "values", None) is None or \
+                set(vars(layer)) - {"keys", "values", "is_initialized", "dtype", "device"}:
+            return None
+        names += [f"k{i}", f"v{i}"]
+    names.append("input_ids")
+    if prefix.mm_token_type_ids is not None:
+        names.append("mm_token_type_ids")
+    if prefix.rope_deltas is not None:
+        names.append("rope_deltas")
+    return names + [f"grid:{name}" for name in prefix.grids]
+
+
+def _tensor(prefix: Any, name: str) -> Any:
+    """The tensor called `name` of `prefix`, looked up when asked: a kept cache's layers move (into the decoder's
+    static cache) and a reference held here must not keep the old ones alive."""
+    if name[0] in "kv" and name[1:].isdigit():
+        layer = prefix.kv.layers[int(name[1:])]
+        return layer.keys if name[0] == "k" else layer.values
+    if name.startswith("grid:"):
+        return prefix.grids[name[5:]]
+    return getattr(prefix, name)
+
+
+class PrefixDisk:
+    """Prefix KV caches in files under `folder`, at most `limit_bytes` of them (least recently used out)."""
+
+    def __init__(self, folder: str | os.PathLike[str], limit_bytes: int, min_bytes: int = 64 << 20) -> None:
+        self.folder = Path(folder)
+        self.limit_bytes = max(0, int(limit_bytes))
+        self.min_bytes = int(min_bytes)
+        self.problems: list[str] = []
+        self._writing: dict[str, threading.Thread] = {}
+        self._guard = threading.Lock()
+        self.last_load_s: float | None = None
+
+    # -- files ---------------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise ValueError(f"not a prefix key: {key!r}")
+        return self.folder / f"{key}.kv"
+
+    def _files(self) -> list[Path]:
+        try:
+            return [p for p in self.folder.iterdir() if p.suffix == ".kv" and _KEY.match(p.stem)]
+        except OSError:
+            return []
+
+    def contains(self, key: str) -> bool:
+        return _KEY.match(key) is not None and self._path(key).is_file()
+
+    def report(self) -> DiskReport:
+        files = self._files()
+        return DiskReport(str(self.folder), len(files), sum(_size(p) for p in files), self.limit_bytes)
+
+    # -- writing -------------------------------------------------------------------------------
+    def save_later(self, prefix: Any) -> bool:
+        """Write `prefix` in a background thread when it is big enough and not on disk yet; returns whether it will."""
+        if self.limit_bytes <= 0 or prefix.nbytes < self.min_bytes or prefix.nbytes > self.limit_bytes:
+            return False
+        if not _KEY.match(prefix.key) or self.contains(prefix.key):
+            return False
+        names = _names_of(prefix)
+        if names is None:
+            return False
+        with self._guard:
+            if prefix.key in self._writing:
+                return False
+            thread = threading.Thread(target=self._write, args=(prefix, names),
+                                      name="vlscope-prefix-save", daemon=True)
+            self._writing[prefix.key] = thread
+        thread.start()
+        return True
+
+    def wait(self) -> None:
+        """Until every pending write is on disk."""
+        with self._guard:
+            threads = list(self._writing.values())
+        for t in threads:
+            t.join()
+
+    def _write(self, prefix: Any, names: list[str]) -> None:
+        import torch
+
+        key = prefix.key
+        tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            entries, offset, device = [], 0, None
+            for name in names:
+                t = _tensor(prefix, name)
+                n = t.numel() * t.element_size()
+                entries.append({"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                                "offset": offset, "nbytes": n, "sha256": "0" * 64})
+                offset += n
+                device = device if device is not None else t.device
+                del t
+            self._make_room(offset)
+            header: dict[str, Any] = {"key": key, "cache_kwarg": prefix.cache_kwarg, "tensors": entries}
+            head_len = len(json.dumps(header).encode("utf-8"))  # the checksums' placeholders are as long as they
+            side = torch.cuda.Stream(device) if device is not None and device.type == "cuda" else None
+            with open(tmp, "wb") as f:
+                f.write(b"\0" * (len(MAGIC) + 8 + head_len))
+                for x in entries:
+                    data = _host_bytes(_tensor(prefix, x["name"]), side)
+                    x["sha256"] = hashlib.sha256(data).hexdigest()
+                    f.write(data)
+                    del data
+                text = json.dumps(header).encode("utf-8")
+                if len(text) != head_len:
+                    raise ValueError("the header changed length")
+                f.seek(0)
+                f.write(MAGIC + struct.pack("<Q", head_len) + text)  # written last: the file is whole once named
+            os.replace(tmp, self._path(key))
+        except Exception as exc:  # noqa: BLE001 - the disk tier is a saving, never the answer
+            log.warning("the prefix %s was not written to disk: %s", key[:12], exc)
+            self.problems.append(f"prefix not written: {exc}")
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        finally:
+            with self._guard:
+                self._writing.pop(key, None)
+
+    def _make_room(self, need: int) -> None:
+        files = sorted(self._files(), key=_used)
+        total = sum(_size(p) for p in files)
+        for p in files:
+            if total + need <= self.limit_bytes:
+                break
+            total -= _size(p)
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    # -- reading -------------------------------------------------------------------------------
+    def load(self, key: str, device: Any) -> Any | None:
+        """The prefix stored under `key` with its tensors on `device`, or None (not there, or damaged: reported and
+        removed)."""
+        from core.vlm.prefix import Prefix, cache_nbytes
+
+        if not _KEY.match(key):
+            return None
+        path = self._path(key)
+        t0 = time.perf_counter()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._damaged(path, f"unreadable: {exc}")
+            return None
+        try:
+            os.utime(path)  # least recently used goes first
+            header, base = _read_header(fd)
+            tensors = self._read_tensors(fd, header, base, device)
+        except Exception as exc:  # noqa: BLE001 - any damage is a reported miss
+            if type(exc).__name__ == "OutOfMemoryError":
+                log.warning("no room on the device for the stored prefix %s; computing it again", key[:12])
+                return None
+            self._damaged(path, str(exc))
+            return None
+        finally:
+            os.close(fd)
+        from transformers import DynamicCache
+
+        kv = DynamicCache()
+        layer = 0
+        while f"k{layer}" in tensors:
+            kv.update(tensors.pop(f"k{layer}"), tensors.pop(f"v{layer}"), layer)
+            layer += 1
+        grids = {name.split(":", 1)[1]: t for name, t in tensors.items() if name.startswith("grid:")}
+        prefix = Prefix(key=key, input_ids=tensors["input_ids"], mm_token_type_ids=tensors.get("mm_token_type_ids"),
+                        grids=grids, kv=kv, rope_deltas=tensors.get("rope_deltas"), nbytes=cache_nbytes(kv),
+                        cache_kwarg=str(header.get("cache_kwarg") or "past_key_values"))
+        self.last_load_s = time.perf_counter() - t0
+        return prefix
+
+    def _read_tensors(self, fd: int, header: dict[str, Any], base: int, device: Any) -> dict[str, Any]:
+        import torch
+
+        entries = header["tensors"]
+        on_cuda = str(device).startswith("cuda")
+
+        def one(x: dict[str, Any]) -> tuple[str, Any]:
+            if x["dtype"] not in _DTYPES:
+                raise ValueError(f"unknown dtype {x['dtype']!r}")
+            dtype = getattr(torch, x["dtype"])
+            n = int(x["nbytes"])
+            host = torch.empty(n, dtype=torch.uint8, pin_memory=on_cuda)
+            view = memoryview(host.numpy())
+            got = os.preadv(fd, [view], base + int(x["offset"]))
+            if got != n:
+                raise ValueError(f"{x['name']}: {got} of {n} bytes (the file is short)")
+            if hashlib.sha256(view).hexdigest() != x["sha256"]:
+                raise ValueError(f"{x['name']}: checksum mismatch (the file was changed or cut)")
+            t = host.view(dtype).view(x["shape"])
+            if on_cuda:  # allocated on the model's stream, copied on one of this thread's: the copies overlap
+                dst = torch.empty(x["shape"], dtype=dtype, device=device)
+                stream = torch.cuda.Stream(device)
+                stream.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(stream):
+                    dst.copy_(t, non_blocking=True)
+                stream.synchronize()
+                t = dst
+            elif str(device) not in ("cpu", "None"):
+                t = t.to(device)
+            return x["name"], t
+
+        with ThreadPoolExecutor(max_workers=min(READERS, len(entries))) as pool:
+            return dict(pool.map(one, entries))
+
+    def _damaged(self, path: Path, why: str) -> None:
+        text = f"stored prefix {path.name} is damaged ({why}); it was removed and is computed again"
+        log.warning("%s", text)
+        self.problems.append(text)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+    def clear(self) -> int:
+        n = 0
+        for p in self._files():
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+        return n
+
+
+def _read_header(fd: int) -> tuple[dict[str, Any], int]:
+    start = os.pread(fd, len(MAGIC) + 8, 0)
+    if len(start) < len(MAGIC) + 8 or start[:len(MAGIC)] != MAGIC:
+        raise ValueError("not a VLScope prefix file")
+    (n,) = struct.unpack("<Q", start[len(MAGIC):])
+    if n > 16 << 20:
+        raise ValueError("header too large")
+    text = os.pread(fd, n, len(MAGIC) + 8)
+    header = json.loads(text.decode("utf-8"))
+    if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
+        raise ValueError("not a prefix header")
+    for x in header["tensors"]:
+        if not (isinstance(x, dict) and isinstance(x.get("name"), str) and isinstance(x.get("shape"), list)
+                and all(isinstance(d, int) and d >= 0 for d in x["shape"]) and isinstance(x.get("offset"), int)
+                and isinstance(x.get("nbytes"), int) and isinstance(x.get("sha256"), str)):
+            raise ValueError("a tensor entry of the header is not one")
+    return header, len(MAGIC) + 8 + n
+
+
+def _host_bytes(t: Any, stream: Any) -> memoryview:
+    """The bytes of tensor `t` on the host (copied from the GPU on `stream`, off the model's stream)."""
+    import torch
+
+    if t.is_cuda:
+        with torch.cuda.stream(stream):
+            stream.wait_stream(torch.cuda.default_stream(t.device))
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t.contiguous(), non_blocking=True)
+        stream.synchronize()
+    else:
+        host = t.contiguous()
+    return memoryview(host.view(torch.uint8).numpy()).cast("B")
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _used(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
