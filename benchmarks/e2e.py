@@ -244,7 +244,11 @@ def usual_recipe(model: Path, video: Path) -> dict[str, Any]:
 
 def child(args: argparse.Namespace) -> int:
     """One measured run in a clean process; prints one JSON line."""
+    import logging
+
     import torch
+
+    logging.basicConfig(level=logging.WARNING, format="WARNING %(name)s: %(message)s")
 
     if args.budget_gb:
         total = torch.cuda.get_device_properties(0).total_memory
@@ -271,10 +275,13 @@ def run_child(kind: str, args: argparse.Namespace, video: Path, cache: Path, bud
         cmd += ["--no-follow-up"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    warnings = [ln[-300:] for ln in proc.stderr.splitlines() if "WARNING" in ln or "warning" in ln[:40]][-8:]
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             data = json.loads(line[7:])
             data["process_s"] = time.perf_counter() - t0
+            if warnings:
+                data["warnings"] = warnings
             return data
     return {"ok": False, "error": (proc.stderr or proc.stdout)[-800:]}
 
@@ -295,6 +302,7 @@ def main() -> int:
     p.add_argument("--video10", default="", help="a ready 10-minute video (else made)")
     p.add_argument("--skip-60", action="store_true")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--skip-budget", action="store_true", help="no 24 GB runs (and no 60-minute video)")
     p.add_argument("--timeout", type=int, default=400)
     p.add_argument("--json", default="")
     p.add_argument("--child", default="")
@@ -306,6 +314,7 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         return child(args)
+    args.skip_60 = args.skip_60 or args.skip_budget
 
     import torch
 
@@ -350,9 +359,10 @@ def main() -> int:
     if not args.skip_baseline:
         results["usual_recipe"] = run_child("usual", args, v10, cache)
         print("usual recipe:", json.dumps(results["usual_recipe"]), flush=True)
-    results["vlscope_24gb_10min"] = run_child("vlscope", args, v10, videos / "cache-24gb-10", budget_gb=24,
-                                              follow_up=False)
-    print("vlscope, 24 GB budget, 10 min:", json.dumps(results["vlscope_24gb_10min"]), flush=True)
+    if not args.skip_budget:
+        results["vlscope_24gb_10min"] = run_child("vlscope", args, v10, videos / "cache-24gb-10", budget_gb=24,
+                                                  follow_up=False)
+        print("vlscope, 24 GB budget, 10 min:", json.dumps(results["vlscope_24gb_10min"]), flush=True)
     if not args.skip_60:
         results["vlscope_24gb_60min"] = run_child("vlscope", args, v60, videos / "cache-24gb-60", budget_gb=24,
                                                   follow_up=False)

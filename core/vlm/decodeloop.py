@@ -155,7 +155,7 @@ class DecodeLoops:
                 pos.copy_(saved_pos)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA
             self._greedy_step(tok, pos, rope)
         return graph
 
@@ -172,7 +172,7 @@ class DecodeLoops:
                     counter.copy_(value)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA
             logits = self._step(tok, pos, rope)
         self._graph = graph
         self._graph_logits = logits

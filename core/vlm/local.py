@@ -109,6 +109,8 @@ class LocalEngine(Engine):
         loaded = load_model(self.settings)
         self._device, self._dtype, self._attn, self._quant = loaded.device, loaded.dtype, loaded.attn, loaded.quantization
         self.prefixes = sized_store(self.settings, loaded.device, loaded.model)  # from the memory the weights left
+        if self.prefixes.disk is not None:
+            self.prefixes.disk.gpu_gate = self._scheduler.lock  # its copies never run beside the model (graph capture)
         runner = Runner(self.settings, loaded, self.prefixes)
         runner.features = self._memory(runner, loaded.quantization)
         if runner.fast_enabled:

@@ -15,6 +15,7 @@ miss and is removed, and the prefix is computed again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAGIC = b"VLSKV1\n"
-READERS = max(2, min(8, os.cpu_count() or 2))
+READERS = max(2, min(16, os.cpu_count() or 2))
 """Threads reading (and checking) a prefix file's tensors at once."""
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("bfloat16", "float16", "float32", "int64", "int32")
@@ -90,6 +91,9 @@ class PrefixDisk:
         self._writing: dict[str, threading.Thread] = {}
         self._guard = threading.Lock()
         self.last_load_s: float | None = None
+        self.gpu_gate: Any = None
+        """Held around each copy between the GPU and the host (the engine's model lock): never while the model runs,
+        so a copy cannot meet a CUDA graph being captured."""
 
     # -- files ---------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -159,7 +163,8 @@ class PrefixDisk:
             with open(tmp, "wb") as f:
                 f.write(b"\0" * (len(MAGIC) + 8 + head_len))
                 for x in entries:
-                    data = _host_bytes(_tensor(prefix, x["name"]), side)
+                    with self.gpu_gate or contextlib.nullcontext():
+                        data = _host_bytes(_tensor(prefix, x["name"]), side)
                     x["sha256"] = hashlib.sha256(data).hexdigest()
                     f.write(data)
                     del data
@@ -240,6 +245,7 @@ class PrefixDisk:
 
         entries = header["tensors"]
         on_cuda = str(device).startswith("cuda")
+        gate = self.gpu_gate or contextlib.nullcontext()
 
         def one(x: dict[str, Any]) -> tuple[str, Any]:
             if x["dtype"] not in _DTYPES:
@@ -255,12 +261,13 @@ class PrefixDisk:
                 raise ValueError(f"{x['name']}: checksum mismatch (the file was changed or cut)")
             t = host.view(dtype).view(x["shape"])
             if on_cuda:  # allocated on the model's stream, copied on one of this thread's: the copies overlap
-                dst = torch.empty(x["shape"], dtype=dtype, device=device)
-                stream = torch.cuda.Stream(device)
-                stream.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(stream):
-                    dst.copy_(t, non_blocking=True)
-                stream.synchronize()
+                with gate:
+                    dst = torch.empty(x["shape"], dtype=dtype, device=device)
+                    stream = torch.cuda.Stream(device)
+                    stream.wait_stream(torch.cuda.current_stream(device))
+                    with torch.cuda.stream(stream):
+                        dst.copy_(t, non_blocking=True)
+                    stream.synchronize()
                 t = dst
             elif str(device) not in ("cpu", "None"):
                 t = t.to(device)

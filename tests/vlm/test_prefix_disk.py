@@ -105,3 +105,27 @@ def test_the_disk_tier_is_off_with_no_prefix_reuse_or_a_zero_size(tiny_model_dir
     assert disk_tier(Settings(model=str(tiny_model_dir), cache_dir=tmp_path, prefix_cache_gb=0)) is None
     tier = disk_tier(Settings(model=str(tiny_model_dir), cache_dir=tmp_path, prefix_disk_gb=2))
     assert tier is not None and tier.limit_bytes == 2 * 1024**3 and tier.folder == tmp_path / "prefixes"
+
+
+def test_a_write_copies_nothing_while_the_model_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The writer copies the cache off the device only between requests (the engine's model lock): on a GPU a copy
+    beside a CUDA graph being captured broke the capture and the write (found on the H200)."""
+    import time
+
+    engine = _engine(tiny_model_dir, tmp_path)
+    try:
+        disk = engine.prefixes.disk
+        assert disk.gpu_gate is engine._scheduler.lock
+        _ask(engine, 5, "What is it?")
+        disk.wait()
+        (path,) = (tmp_path / "prefixes").glob("*.kv")
+        prefix = disk.load(path.stem, "cpu")
+        path.unlink()
+        with engine._scheduler.lock:  # the model is busy
+            assert disk.save_later(prefix)
+            time.sleep(0.5)
+            assert not path.exists()
+        disk.wait()
+        assert path.is_file()
+    finally:
+        engine.close()
