@@ -11,7 +11,9 @@ from core.settings import SettingsError
 from ui.auth import account_sidebar, signed_in
 from ui.state import get_settings, settings_or_stop
 
-st.set_page_config(page_title="VLScope", page_icon=":material/movie:", layout="wide")
+# the favicon is an emoji, drawn by the browser itself: a `:material/...` favicon is fetched from a font CDN, which
+# fails on a GPU box without internet (the navigation's icons below come from the font Streamlit serves itself)
+st.set_page_config(page_title="VLScope", page_icon="🎬", layout="wide")
 
 HERE = Path(__file__).parent
 

@@ -4,8 +4,11 @@
 
 Prints the CER table of core.ocr.eval_reading (per set and script: VLScope without a hint, with the set's
 hint, the plain engine; seconds per item), then speed figures: a line crop, a word crop and a printed A4 page,
-VLScope (auto) against the engine alone on the same image, best of 3 runs each after a warm-up, and their ratio.
-The machine's load is printed too: on a shared 2-core machine other work slows both columns alike.
+VLScope (auto) against the engine alone on the same image, best of 3 runs each after a warm-up, with the CPU
+seconds of that run (less sensitive to other work than wall time), their ratio and VLScope's seconds per stage
+(layout, plain reading, preprocessing, ..., finish); then where the engines spend an A4 page (RapidOCR's
+detection and recognition, tesseract alone). The machine's load is printed too: on a shared 2-core machine
+other work slows both columns alike.
 """
 
 from __future__ import annotations
@@ -73,25 +76,52 @@ def a4_page(dpi: int = 200) -> np.ndarray:
     return np.array(img)
 
 
-def _best(fn, runs: int = 3) -> float:
+def _cpu() -> float:
+    """CPU seconds used so far by this process and its finished children (tesseract runs as a child)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _best(fn, runs: int = 3) -> tuple[float, float, object]:
+    """(best wall seconds, CPU seconds of that run, its result) of `runs` runs after a warm-up."""
     fn()  # warm-up (models loaded, caches filled)
-    times = []
+    best = (float("inf"), 0.0, None)
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        c, t = _cpu(), time.perf_counter()
+        r = fn()
+        wall, cpu = time.perf_counter() - t, _cpu() - c
+        if wall < best[0]:
+            best = (wall, cpu, r)
+    return best
 
 
-def speed() -> list[tuple[str, float, float]]:
+def speed() -> list[tuple[str, float, float, float, float, dict]]:
+    """(item, VLScope s, its CPU s, plain engine s, its CPU s, VLScope's seconds per stage) per item."""
     from core.ocr.pipeline import OcrOptions, ocr_image
 
     out = []
     for name, img in (("line crop", line_crop()), ("word crop", word_crop()), ("A4 page 200 dpi", a4_page())):
-        ours = _best(lambda: ocr_image(img, OcrOptions(tables=False, fields="off")))
-        plain = _best(lambda: plain_reading(img, "Latin"))
-        out.append((name, ours, plain))
+        ours, ours_cpu, page = _best(lambda: ocr_image(img, OcrOptions(tables=False, fields="off")))
+        plain, plain_cpu, _ = _best(lambda: plain_reading(img, "Latin"))
+        out.append((name, ours, ours_cpu, plain, plain_cpu, dict(page.preprocess.details.get("stage_seconds", {}))))
     return out
+
+
+def engine_stages(img: np.ndarray) -> dict[str, float]:
+    """Where the engines spend an A4 page: RapidOCR's detection and recognition (its own timings, no line
+    classifier), and tesseract alone on the page (`-l eng --psm 3`, one thread), best of 3."""
+    import cv2
+
+    from core.ocr.engines import TesseractEngine
+    from core.ocr.rapid import run_rapidocr
+
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    runs = [run_rapidocr(bgr, cls=False) for _ in range(4)][1:]
+    det = min(float(r.elapse_list[0] or 0.0) for r in runs)
+    rec = min(float(r.elapse_list[2] or 0.0) for r in runs)
+    tess, _, _ = _best(lambda: TesseractEngine().read(img, "en", psm="3"))
+    return {"rapidocr_detection": det, "rapidocr_recognition": rec, "rapidocr_lines": len(runs[0].txts or ()),
+            "tesseract_psm3": tess}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## CER per set and script (eval folder {args.eval}, public sets {args.extra}); "
               f"{time.perf_counter() - t:.0f} s")
         print(format_report(rows) if rows else "no evaluation files found")
-    print(f"## speed, best of 3 after a warm-up; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'item':18} {'vlscope_s':>10} {'plain_s':>8} {'ratio':>6}")
-    for name, ours, plain in speed():
-        print(f"{name:18} {ours:10.3f} {plain:8.3f} {ours / max(plain, 1e-6):6.2f}")
+    print(f"## speed, best of 3 after a warm-up (CPU seconds of that run beside); load average "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"{'item':18} {'vlscope_s':>10} {'cpu_s':>6} {'plain_s':>8} {'cpu_s':>6} {'ratio':>6}  vlscope stages (s)")
+    for name, ours, ours_cpu, plain, plain_cpu, stages in speed():
+        st = " ".join(f"{k} {v:.3f}" for k, v in stages.items())
+        print(f"{name:18} {ours:10.3f} {ours_cpu:6.2f} {plain:8.3f} {plain_cpu:6.2f} {ours / max(plain, 1e-6):6.2f}  {st}")
+    eng = engine_stages(a4_page())
+    print(f"## the engines on the A4 page (best of 3); load average {os.getloadavg()[0]:.2f}")
+    print(f"RapidOCR detection {eng['rapidocr_detection']:.3f} s, recognition {eng['rapidocr_recognition']:.3f} s "
+          f"({eng['rapidocr_lines']} lines); tesseract -l eng --psm 3 alone {eng['tesseract_psm3']:.3f} s")
     return 0
 
 

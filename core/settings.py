@@ -18,6 +18,18 @@ from core.errors import UserError
 
 ENV_PREFIX = "VLSCOPE_"
 DEFAULT_CONFIG_FILE = "vlscope.toml"
+CACHE_DIR_SHOWN = "$XDG_DATA_HOME/vlscope/cache"
+"""How the default cache folder is written in the docs (the settings table)."""
+
+
+def default_cache_dir(environ: dict[str, str] | None = None) -> Path:
+    """The result cache's default folder, the same for the dashboard, the CLI and the API wherever they start:
+    the user's data folder, ``$XDG_DATA_HOME/vlscope/cache`` (``~/.local/share/vlscope/cache`` when
+    XDG_DATA_HOME is unset or not absolute, as the XDG base directory rules say)."""
+    environ = dict(os.environ) if environ is None else environ
+    base = environ.get("XDG_DATA_HOME", "").strip()
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / "vlscope" / "cache"
 
 
 class SettingsError(UserError, ValueError):
@@ -95,7 +107,14 @@ class Settings(BaseModel):
         "the prefill; least recently used first out; 0 turns it off. Unset: a fifth of the free disk there, at "
         "most 64 GiB.",
     )
-    cache_dir: Path = Field(Path("cache"), description="Folder of the disk result cache (created owner-only).")
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Folder of the disk result cache (created owner-only), uploads and players' copies; one folder "
+        "for the dashboard, the CLI and the API wherever they are started (default: the user's data folder, "
+        "`~/.local/share/vlscope/cache` when XDG_DATA_HOME is unset). A relative path is taken from the folder "
+        "the settings are read in.",
+        json_schema_extra={"shown_default": CACHE_DIR_SHOWN},
+    )
     cache_size_limit_gb: float = Field(
         20.0, gt=0, description="Size limit of the result cache in GiB; least recently stored entries go first. Uploads and "
         "players' small copies have a budget of the same size of their own (least recently used first; never a file "
@@ -189,6 +208,12 @@ class Settings(BaseModel):
             return value
         raise ValueError("must be auto, cpu, cuda or cuda:N")
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache_dir(cls, value: Path) -> Path:
+        # one absolute folder: a process that changes its working folder (the dashboard) still finds it
+        return Path(os.path.abspath(Path(value).expanduser()))
+
     @property
     def model_is_local_folder(self) -> bool:
         """True when `model` names an existing folder rather than a hub id."""
@@ -234,7 +259,12 @@ def load_settings(environ: dict[str, str] | None = None, config_file: Path | Non
             raise SettingsError(f"Settings file {path} is not valid TOML: {exc}") from exc
         # Accept either top-level keys or a [vlscope] table.
         file_values = dict(data.get("vlscope", data))
+        folder = file_values.get("cache_dir")
+        if isinstance(folder, str) and folder and not Path(folder).expanduser().is_absolute():
+            # a folder written in the file is read from where the file is, whoever reads it from where
+            file_values["cache_dir"] = str(path.resolve().parent / folder)
     merged = {**file_values, **_env_values(environ)}
+    merged.setdefault("cache_dir", default_cache_dir(environ))  # the user's data folder of *this* environment
     try:
         return Settings(**merged)
     except ValidationError as exc:
@@ -253,6 +283,7 @@ def settings_table_markdown() -> str:
     rows = ["| Setting (env var) | Default | Meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "unset" if default is None else str(default)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        shown = str(extra["shown_default"]) if "shown_default" in extra else "unset" if default is None else str(default)
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
     return "\n".join(rows)

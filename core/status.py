@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from core.errors import without_class_names
 from core.settings import Settings
 
 
@@ -47,6 +50,8 @@ class Environment:
     gpus: list[GpuSummary]
     model: ModelStatus
     ocr_engines: list[OcrEngineStatus]
+    cache: str = ""
+    """where results are kept (`cache_location`)"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,13 +91,39 @@ def model_status(settings: Settings) -> ModelStatus:
         path = resolve_model(settings.model, offline=True)
         return ModelStatus(settings.model, True, str(path), f"found at {path}")
     except ModelUnavailable as exc:
-        message = str(exc)
+        reason = without_class_names(exc.reason)
         if "offline mode is on" in exc.reason and not settings.offline:
-            message = message.replace(
+            reason = reason.replace(
                 "it is not in the local Hugging Face cache and offline mode is on",
                 "it is not in the local Hugging Face cache (a download is tried on first use)",
             )
-        return ModelStatus(settings.model, False, None, message)
+        return ModelStatus(settings.model, False, None, f"Model {settings.model!r} is not available: {reason}. "
+                           + download_fix(settings.model))
+
+
+def download_fix(model: str) -> str:
+    """How to get the model's weights, with the one download command VLScope names everywhere."""
+    if not _looks_like_hub_id(model):
+        return ("Point VLSCOPE_MODEL (setting `model`) at a folder that holds config.json, the *.safetensors "
+                "weights and the processor files, or at a hub id such as Qwen/Qwen3-VL-4B-Instruct.")
+    return (f"Download it once on a machine with internet access: `hf download {model}`, then copy the Hugging "
+            "Face cache (~/.cache/huggingface) here, or point VLSCOPE_MODEL (setting `model`) at a local folder "
+            "that holds config.json, the *.safetensors weights and the processor files.")
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", model)) and not Path(model).expanduser().is_absolute()
+
+
+def cache_location(settings: Settings) -> str:
+    """Where results are kept, in one line: the one folder (or Redis server) of the dashboard, CLI and API."""
+    if settings.cache_backend == "redis":
+        from core.cache.redis_store import redact_url
+
+        return (f"the Redis server at {redact_url(settings.redis_url)} (setting `cache_backend`), shared by the "
+                "dashboard, the vlscope commands and the API")
+    return (f"{settings.cache_dir}, the one folder of the dashboard, the vlscope commands and the API "
+            "(setting `cache_dir`, VLSCOPE_CACHE_DIR)")
 
 
 def tesseract_languages() -> list[str] | None:
@@ -146,4 +177,5 @@ def environment(settings: Settings) -> Environment:
         gpus=gpus,
         model=model_status(settings),
         ocr_engines=ocr_engine_status(),
+        cache=cache_location(settings),
     )

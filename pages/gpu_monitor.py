@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.charts import gpu_history_figure, host_history_figure, ledger_figure, ledger_table
 from core.gpu import GpuReading, History, Sampler, Snapshot, read_snapshot
-from ui.safe import plain
+from ui.safe import shown
 from ui.state import get_engine, sidebar_generation_params
 
 SAMPLE_EVERY_S = 1.0
@@ -78,7 +78,7 @@ def render_gpus(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
 def render_host(snap: Snapshot, samples: list[Snapshot], minutes: int) -> None:
     st.warning("**No NVIDIA GPU available, so this page shows the CPU and RAM instead.** "
                "The model runs on the CPU here: it works, but slowly.", icon=":material/memory:")
-    st.caption(f"Why: {plain(snap.reason)}")
+    st.caption(f"Why: {shown(snap.reason)}")
     h = snap.host
     c = st.columns(4)
     c[0].metric("CPU load", f"{h.cpu_percent:.0f} %",
@@ -109,10 +109,10 @@ def render_prefixes() -> None:
         return
     st.dataframe([{"Tier": t.tier, "Entries": t.entries, "Kept": _size(t.bytes), "Limit": _size(t.limit_bytes)}
                   for t in report.tiers], hide_index=True, key="prefix_tiers")
-    st.caption(plain(f"{report.hits} follow-up(s) reused a kept prefix, {report.misses} computed one. "
+    st.caption(shown(f"{report.hits} follow-up(s) reused a kept prefix, {report.misses} computed one. "
                      f"{report.reason}"))
     if report.note:
-        st.caption(plain(report.note))
+        st.caption(shown(report.note))
 
 
 def render_ledger() -> None:

@@ -1,5 +1,6 @@
 """Video Q&A: play a video, plan what the model will see, analyse it in the background, explore the
-timeline (a click seeks the player), and ask questions when the model is available.
+timeline (a click seeks the player), and talk about the video with the model: a conversation per video, kept with
+the video's results, whose answer times seek the player.
 Every workflow is the runtime's video service (core/app/video.py); this page only wires widgets to it."""
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from core.jobs import JobState
 from core.media import VideoError
 from core.media.budget import TOKEN_LADDER
 from core.media.probe import VideoInfo
-from ui.files import pick_file
+from ui.document_qa import stream_answer
+from ui.files import pick_file, shown_text
 from ui.jobs import job_panel
 from ui.model import model_ready
-from ui.safe import plain, stream_markdown
-from ui.state import get_runtime, settings_or_stop, sidebar_generation_params
+from ui.safe import plain, safe_markdown
+from ui.state import get_runtime, seek_of, seek_to, settings_or_stop, sidebar_generation_params, track_job
+
+try:  # export buttons for events and answer times (another part of the dashboard; this page works without them)
+    from ui.clips import clip_buttons
+except ImportError:  # pragma: no cover - the clips part missing
+    clip_buttons = None  # type: ignore[assignment]
 
 STAGE_NAMES = {"scenes": "Scene cuts", "motion": "Motion", "text": "On-screen text (reads frames: slower)"}
 GIB = 1024**3
@@ -50,21 +57,29 @@ def probe(path: str, sha: str) -> dict:
 try:
     info = VideoInfo.from_dict(probe(stored.path, stored.sha256))
 except VideoError as exc:
-    st.error(f"{plain(stored.name)} cannot be used: {plain(exc)}")
+    st.error(f"{plain(stored.name)} cannot be used: {shown_text(exc, stored)}")
     st.stop()
 
 sha = stored.sha256
 st.caption(f"**{plain(stored.name)}** · {clock(info.duration)} · {info.width}×{info.height} · "
            f"{info.fps:.2f} fps · {plain(info.codec)} · {stored.size_bytes / 1024**2:.1f} MiB")
 for w in info.warnings:
-    st.caption(f"Note: {plain(w)}")
+    st.caption(f"Note: {shown_text(w, stored)}")
 
 # ---------------------------------------------------------------- plan and stages (read before the player)
+duration = float(round(info.duration, 1))
 if st.session_state.get("video_plan_for") != sha:
     st.session_state["video_plan_for"] = sha
-    st.session_state["video_window"] = (0.0, float(round(info.duration, 1)))
-    for name in ("video_selected", "video_seek", "video_answers", "video_event_pick", "video_last_answer"):
+    st.session_state["video_window"] = (0.0, duration)
+    for name in ("video_selected", "video_event_pick", "video_pending"):
         st.session_state.pop(name, None)
+window_kept = st.session_state.get("video_window")
+if not (isinstance(window_kept, (tuple, list)) and len(window_kept) == 2
+        and 0.0 <= float(window_kept[0]) < float(window_kept[1]) <= duration):
+    # the slider's value is always a (start, end) pair of this video: a single value (its state dropped while
+    # another page was shown) would make it one handle
+    st.session_state["video_window"] = (0.0, duration)
+talk = video.conversation(sha)
 
 
 def _events() -> list[Event]:
@@ -76,7 +91,7 @@ def _choose(index: int | None) -> None:
     if index is None or not 0 <= index < len(events):
         return
     st.session_state["video_selected"] = index
-    st.session_state["video_seek"] = events[index].start
+    seek_to(sha, events[index].start)
 
 
 def _on_chart_select() -> None:
@@ -94,7 +109,7 @@ def _on_pick() -> None:
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Player")
-    seek = float(st.session_state.get("video_seek", 0.0))
+    seek = seek_of(sha)
     why = needs_proxy(info)
     if why is None:
         st.video(stored.path, start_time=int(seek))
@@ -108,23 +123,23 @@ with left:
             job = jobs.get(pkey)
             if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
                 if job is not None and job.state is JobState.FAILED:
-                    st.error(f"The small copy for the player could not be made: {plain(job.error)}")
+                    st.error(f"The small copy for the player could not be made: {shown_text(job.error, stored)}")
                 if st.button("Make a small copy to play", key="video_make_proxy"):
-                    jobs.submit(pkey, "Making a small copy for the player",
+                    jobs.submit(pkey, f"Making a small copy of {stored.name} for the player",
                                 lambda ctx: make_proxy(stored.path, proxy, progress=ctx.progress, cancel=ctx.cancel,
                                                        limit_bytes=file_limit_bytes(settings)),
                                 restart=True)
+                    track_job(pkey, "video", stored)
                     st.rerun()
             st.info(f"The player needs a small copy of this video because {plain(why)}. "
                     "Analysis does not need it.")
-            job_panel(pkey)
+            job_panel(pkey, stored=stored)
     if seek:
         st.caption(f"Player set to {clock(int(seek))} (it jumps to whole seconds).")
 
 with right:
     st.subheader("What the model will see")
-    duration = float(round(info.duration, 1))
-    window_now = st.session_state.get("video_window", (0.0, duration)) if duration > 0.2 else (0.0, duration)
+    window_now = st.session_state["video_window"] if duration > 0.2 else (0.0, duration)
     window_now = (float(window_now[0]), float(window_now[1]))
     # the plan chosen for this machine, the best that fits (the widgets start at it): chosen once per video, window
     # and answer length, so memory taken by a request running meanwhile does not move it
@@ -156,19 +171,20 @@ with right:
 
     c1, c2 = st.columns(2)
     fps = c1.number_input("Frames per second", min_value=0.05, max_value=8.0, step=0.25, key="video_fps",
-                          on_change=_customised, help="Qwen3-VL's default is 2. Lower it for long videos.")
+                          on_change=_customised, help="Qwen3-VL's default is 2. Lower it for long videos.",
+                          persist_state="session")
     max_frames = c2.number_input("Max frames", min_value=2, max_value=2048, step=32, key="video_max_frames",
-                                 on_change=_customised,
+                                 on_change=_customised, persist_state="session",
                                  help="Upper bound on frames sent to the model (Qwen3-VL's default is 768; the plan "
                                       "chosen for this machine may be lower).")
     pixel_steps = sorted({0, *(t * 1024 for t in TOKEN_LADDER), int(st.session_state["video_frame_pixels"])})
     frame_pixels = st.selectbox(
-        "Pixels per frame", pixel_steps, key="video_frame_pixels", on_change=_customised,
+        "Pixels per frame", pixel_steps, key="video_frame_pixels", on_change=_customised, persist_state="session",
         format_func=lambda px: ("Standard (Qwen3-VL's budget over all frames)" if not px
                                 else f"Up to {px // 1024:,} visual tokens ({px:,} pixels)"),
         help="Each visual token covers 32×32 pixels of a pair of frames; Qwen3-VL never goes below 128 per frame.")
     if duration > 0.2:
-        window = st.slider("Time window (s)", 0.0, duration, key="video_window", step=0.1,
+        window = st.slider("Time window (s)", 0.0, duration, key="video_window", step=0.1, persist_state="session",
                            help="Only this stretch is sampled for the model; the analysis below covers the whole video.")
     else:
         window = (0.0, duration)
@@ -223,12 +239,18 @@ with right:
 
 # ---------------------------------------------------------------- analysis job
 st.subheader("Analysis")
-picked = [s for s in STAGES if st.checkbox(STAGE_NAMES[s], value=True, key=f"video_stage_{s}")]
+picked = [s for s in STAGES if st.checkbox(STAGE_NAMES[s], value=True, key=f"video_stage_{s}",
+                                           persist_state="session")]
 stages = tuple(picked)
 jkey = analysis_key(sha, stages, plan) if plan is not None else None
 analysis = None
 job = jobs.get(jkey) if jkey else None
 running = job is not None and job.state is JobState.RUNNING
+# the analysis this session started on this video, with the choices of then: shown while it runs, even when the
+# choices above have changed since (it reattaches after a page change whatever they are now)
+started = st.session_state.get("video_job_of", {}).get(sha)
+other = jobs.get(started) if started and started != jkey else None
+other_running = other is not None and other.state is JobState.RUNNING
 
 if stages and plan is not None and not running:
     try:
@@ -242,19 +264,24 @@ cols = st.columns([1, 3])
 label = "Analyze again" if analysis is not None else "Analyze"
 if cols[0].button(label, type="primary", key="video_analyze", disabled=running or not stages or plan is None,
                   icon=":material/play_arrow:"):
-    video.start_analysis(stored.path, sha, stages, plan, f"Analysing {stored.name}")
+    started_job = video.start_analysis(stored.path, sha, stages, plan, f"Analysing {stored.name}")
+    track_job(started_job.key, "video", stored)
+    st.session_state["video_job_of"] = {**st.session_state.get("video_job_of", {}), sha: started_job.key}
     st.rerun()
 if not stages:
     cols[1].caption("Choose at least one kind of event to look for.")
 elif analysis is None and not running:
     cols[1].caption("Runs in the background; what is finished is saved, so a cancelled or interrupted run resumes.")
-state = job_panel(jkey) if jkey else None
+if other_running:
+    st.caption("The analysis you started with other choices is still running:")
+    job_panel(started, stored=stored)
+state = job_panel(jkey, stored=stored) if jkey else None
 if state is JobState.FAILED and job is not None and job.exception is not None and not isinstance(job.exception,
                                                                                               VideoError):
     st.caption("If the file plays elsewhere, re-export it as mp4 (H.264) and try again.")
 
 # ---------------------------------------------------------------- timeline
-answers: list[Event] = st.session_state.get("video_answers", [])
+answers: list[Event] = talk.events()  # the times the conversation's answers named
 if analysis is not None:
     events = list(analysis.events) + answers
     st.session_state["video_events"] = events
@@ -263,7 +290,7 @@ if analysis is not None:
         counts[lane_title(e.kind)] = counts.get(lane_title(e.kind), 0) + 1
     st.markdown("**Timeline** · " + " · ".join(f"{k}: {v}" for k, v in counts.items()) if events else "**Timeline**")
     for w in analysis.warnings:
-        st.caption(f"Note: {plain(w)}")
+        st.caption(f"Note: {shown_text(w, stored)}")
     if not events:
         st.info("No events found: no scene cuts, motion or on-screen text were detected with these settings.")
     else:
@@ -294,47 +321,108 @@ if analysis is not None:
                 frames = around(stored.path, sha, ev.start)
             except VideoError as exc:
                 frames = []
-                st.caption(f"No frames: {plain(exc)}")
+                st.caption(f"No frames: {shown_text(exc, stored)}")
             if frames:
                 fc = st.columns(len(frames))
                 for c, (t, jpg) in zip(fc, frames):
                     c.image(jpg, caption=clock(t))
-elif not running:
+            if clip_buttons is not None:
+                with st.expander("Export this stretch"):
+                    clip_buttons(stored.path, [ev], key="video_clip_selected", name=stored.name, input_hash=sha)
+elif not running and not other_running:
     st.info("Press **Analyze** to find scene cuts, motion and on-screen text. The timeline appears here.")
 
-# ---------------------------------------------------------------- questions
-st.subheader("Ask about the video")
-if model_ready(settings, "Questions"):
-    question = st.text_input("Question", key="video_question",
-                             placeholder="e.g. What happens at 1:30? When does the speaker show the chart?")
-    refine = st.toggle("Refine the times it names (a second, closer look)", value=True, key="video_refine")
-    if st.button("Ask", key="video_ask", disabled=not question.strip() or plan is None, icon=":material/send:"):
-        try:
-            qa = video.questions(stored.path, plan, sha, info)
-            with st.chat_message("assistant"):
-                stream_markdown(video.stream_ask(qa, question.strip(), params, refine=refine))
-            result = qa.last_result
-        except MemoryError:
-            st.error("Out of memory: lower the frames per second or max frames above, or use a smaller model.")
-            result = None
-        except Exception as exc:  # noqa: BLE001 - any model failure is shown; the app keeps running
-            st.error(f"The question could not be answered: {plain(exc)}")
-            result = None
-        if result is not None:
-            st.session_state["video_last_answer"] = result
-            st.session_state["video_answers"] = answers + result.events
-            video.save_answer(sha, plan, question, result)
-    last = st.session_state.get("video_last_answer")
-    if last is not None:
-        st.caption(f"Answer to: {plain(last.question)}")
-        st.text(last.text)
-        for n, e in enumerate(last.events):
+# ---------------------------------------------------------------- questions: one conversation per video
+def _seek_answer(t: float) -> None:
+    seek_to(sha, t)
+    st.session_state["video_selected"] = None
+
+
+def _submit() -> None:
+    """The Ask button: the question becomes this run's pending turn and the box empties for the next one."""
+    question = str(st.session_state.get("video_question") or "").strip()
+    if question:
+        st.session_state["video_pending"] = (sha, question, bool(st.session_state.get("video_refine", True)))
+    st.session_state["video_question"] = ""
+
+
+def _new_conversation() -> None:
+    video.new_conversation(sha)
+    st.session_state.pop("video_pending", None)
+
+
+def _answer_times(talk_id: str, n: int, events: list[Event]) -> None:
+    """The times an answer names, as buttons that move the player there."""
+    if not events:
+        return
+    with st.container(horizontal=True):
+        for k, e in enumerate(events):
             flag = (e.detail or {}).get("flag")
             doubt = f" (doubtful: {plain(flag)})" if flag else ""
-            if st.button(f"▶ {clock(e.start)}{doubt}", key=f"video_ans_{n}"):
-                st.session_state["video_seek"] = e.start
-                st.rerun()
-        for w in last.warnings:
-            st.caption(plain(w))
-        st.caption(f"{last.frames_seen} frames seen · {last.seconds:.1f} s"
-                   + (" · reused the video's cached prefix" if last.reused_prefix else ""))
+            st.button(f"▶ {clock(e.start)}{doubt}", key=f"video_t_{talk_id}_{n}_{k}", on_click=_seek_answer,
+                      args=(e.start,), help="Move the player to this moment")
+
+
+def _turn_footer(talk_id: str, n: int, events: list[Event], warnings: list[str], meta: str | None) -> None:
+    """Under an answer: its times; for the latest answer also its notes, what it cost and the clip export."""
+    _answer_times(talk_id, n, events)
+    for w in warnings:
+        st.caption(shown_text(w, stored))
+    if meta:
+        st.caption(meta)
+        if events and clip_buttons is not None:
+            with st.expander("Export the moments it names"):
+                clip_buttons(stored.path, events, key=f"video_clip_{talk_id}_{n}", name=stored.name, input_hash=sha)
+
+
+def _meta(detail: dict, seconds: float) -> str:
+    return (f"{detail.get('frames_seen', 0)} frames seen · {seconds:.1f} s"
+            + (" · reused the video's cached prefix" if detail.get("reused_prefix") else ""))
+
+
+st.subheader("Ask about the video")
+if model_ready(settings, "Questions"):
+    pending = st.session_state.pop("video_pending", None)
+    if pending is not None and pending[0] != sha:
+        pending = None
+    asked_n = len(talk.turns) + (pending is not None)
+    if asked_n:
+        st.caption(f"Conversation about {plain(stored.name)}: {asked_n} question(s). Earlier questions and "
+                   "answers are given to the model with each new one; a click on a time moves the player there.")
+    for n, turn in enumerate(talk.turns):
+        latest = pending is None and n == len(talk.turns) - 1
+        with st.chat_message("assistant"):
+            st.caption(f"Answer to: {plain(turn.question)}")
+            st.markdown(safe_markdown(turn.answer) if turn.answer.strip() else "_(the model returned no text)_")
+            _turn_footer(talk.id, n, turn.answer_events(), turn.warnings if latest else [],
+                         _meta(turn.detail, turn.seconds) if latest else None)
+    slot = st.container()  # the answer being written goes here, under the earlier ones and above the box
+    question = st.text_input("Question", key="video_question", persist_state="session",
+                             placeholder="e.g. What happens at 1:30? When does the speaker show the chart?")
+    refine = st.toggle("Refine the times it names (a second, closer look)", value=True, key="video_refine",
+                       persist_state="session")
+    with st.container(horizontal=True):
+        st.button("Ask", key="video_ask", disabled=not question.strip() or plan is None or pending is not None,
+                  icon=":material/send:", on_click=_submit, type="primary")
+        st.button("New conversation", key="video_new_conversation", disabled=not talk.turns,
+                  on_click=_new_conversation, icon=":material/add_comment:",
+                  help="Start afresh: the model no longer sees the questions asked so far (they stay stored)")
+    if pending is not None and plan is not None:
+        _, asked, refine_it = pending
+        with slot, st.chat_message("assistant"):
+            st.caption(f"Answer to: {plain(asked)}")
+            box = st.empty()
+            result = None
+            try:
+                qa = video.questions(stored.path, plan, sha, info)
+                stream_answer(video.stream_turn(qa, sha, asked, params, refine=refine_it), box,
+                              waiting="Looking at the video…")
+                result = qa.last_result
+            except MemoryError:
+                st.error("Out of memory: lower the frames per second or max frames above, or use a smaller model.")
+            except Exception as exc:  # noqa: BLE001 - any model failure is shown; the app keeps running
+                st.error(f"The question could not be answered: {shown_text(exc, stored)}")
+            if result is not None:
+                _turn_footer(talk.id, len(talk.turns), result.events, result.warnings,
+                             _meta({"frames_seen": result.frames_seen, "reused_prefix": result.reused_prefix},
+                                   result.seconds))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings, SettingsError, load_settings, settings_table_markdown
+from core.settings import Settings, SettingsError, default_cache_dir, load_settings, settings_table_markdown
 
 
 def test_defaults() -> None:
@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert s.model == "Qwen/Qwen3-VL-4B-Instruct"
     assert (s.device, s.dtype, s.quantization, s.attn_implementation) == ("auto", "auto", "none", "auto")
     assert s.max_new_tokens == 512
-    assert s.cache_dir == Path("cache")
+    assert s.cache_dir == default_cache_dir({})  # the user's data folder, absolute
 
 
 def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:

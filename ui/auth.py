@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.auth import AuthError, User, load_users, password_ok, set_current_user
 from core.settings import Settings
-from ui.safe import plain
+from ui.safe import plain, shown
 
 SESSION_KEY = "auth_user"
 OIDC_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
@@ -81,7 +81,7 @@ def _users(path: Path) -> dict[str, User]:
     try:
         return load_users(path)
     except AuthError as exc:
-        st.error(plain(exc))
+        st.error(shown(exc))
         st.stop()
         raise
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.status import environment
+from core.errors import for_web
+from core.status import cache_location, environment
+from ui.safe import plain, shown
 from ui.state import get_cache, get_engine, settings_or_stop, sidebar_generation_params
 
 
@@ -37,18 +39,19 @@ def render(pages: list[st.Page]) -> None:
         if info.loaded:
             st.write(f"Loaded on {info.device} ({info.dtype}, {info.attn_implementation}, quantisation {info.quantization}).")
             if info.decoding:
-                st.text(f"Decoding: {info.decoding}")  # plain text: fallback reasons quote error messages
+                # plain text: fallback reasons quote error messages (in web words, without class names)
+                st.text(f"Decoding: {for_web(info.decoding)}")
         elif info.error:
-            st.error(info.error)
+            st.error(shown(info.error))
         elif st.button("Load the model now", key="load_model"):
             with st.spinner("Loading the model..."):
                 try:
                     engine.load()
                     st.rerun()
                 except Exception as exc:  # noqa: BLE001 - shown to the user, app keeps running
-                    st.error(str(exc))
+                    st.error(f"The model could not be loaded: {shown(exc)}")
     else:
-        st.warning(env.model.message)
+        st.warning(shown(env.model.message))
         st.caption("Without the model, scene cuts, motion, on-screen text and OCR still work; questions, captions and "
                    "summaries need it.")
 
@@ -65,7 +68,14 @@ def render(pages: list[st.Page]) -> None:
     c[1].metric("Files analysed", stats.inputs)
     c[2].metric("Size", f"{stats.volume_bytes / 1024**2:.1f} MiB", help=f"limit {_gib(stats.size_limit_bytes)}")
     c[3].metric("Hits / misses", f"{stats.hits} / {stats.misses}")
-    st.caption(f"Stored in {stats.directory}")
+    where = cache_location(settings)
+    if settings.cache_backend == "redis":
+        st.markdown(f"Results are kept on {plain(where)}.")
+    else:
+        st.markdown("Results are kept in")
+        st.code(str(settings.cache_dir), language=None)
+        st.caption("The one folder of the dashboard, the vlscope commands and the API, wherever they are started "
+                   "(setting `cache_dir`, VLSCOPE\\_CACHE\\_DIR): an analysis made in a terminal is in the Library too.")
     if stats.corrupt:
         st.warning(f"{stats.corrupt} unreadable cache entries were skipped and removed.")
 

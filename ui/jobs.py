@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -10,27 +10,38 @@ from core.jobs import JobState, format_eta, registry
 from ui.safe import plain
 
 
-def job_panel(key: str, on_done: Callable[[], None] | None = None, every_s: float = 1.0) -> JobState | None:
+def job_panel(key: str, on_done: Callable[[], None] | None = None, every_s: float = 1.0,
+              stored: Any = None) -> JobState | None:
     """Draw the job `key` (if any) and refresh it every `every_s` while it runs; rerun the page once it ends.
 
-    Returns the job's state when drawn (None when there is no such job).
+    `stored`: the file the job works on (a core.files StoredFile); its messages then name it by the user's file
+    name, never by the server's copy of it. Returns the job's state when drawn (None when there is no such job).
     """
     job = registry().get(key)
     if job is None:
         return None
     snap = job.snapshot()
     if snap.active:
-        _live(key, every_s)
+        _live(key, every_s, stored)
         return JobState.RUNNING
     if snap.state is JobState.FAILED:
-        st.error(f"{plain(snap.title)} failed: {plain(snap.error)}")
+        st.error(f"{plain(snap.title)} failed: {_words(snap.error, stored)}")
     elif snap.state is JobState.CANCELLED:
         st.warning(f"{plain(snap.title)} was cancelled. What was finished is saved: run it again to resume from "
                    "there.")
     return snap.state
 
 
-def _live(key: str, every_s: float) -> None:
+def _words(text: Any, stored: Any) -> str:
+    """`text` safe for Markdown, the file named as the user knows it."""
+    if stored is None:
+        return plain(text)
+    from ui.files import shown_text
+
+    return shown_text(text, stored)
+
+
+def _live(key: str, every_s: float, stored: Any = None) -> None:
     @st.fragment(run_every=every_s)
     def panel() -> None:
         job = registry().get(key)
@@ -42,7 +53,7 @@ def _live(key: str, every_s: float) -> None:
             st.rerun(scope="app")
         with st.container(border=True):
             st.progress(snap.fraction,
-                        text=f"{plain(snap.title)}: {snap.fraction * 100:.0f} % · {plain(snap.message)}")
+                        text=f"{plain(snap.title)}: {snap.fraction * 100:.0f} % · {_words(snap.message, stored)}")
             cols = st.columns([3, 1])
             cols[0].caption(f"{format_eta(snap.eta_s)} · running for {snap.elapsed_s:.0f} s · runs in the background: "
                             "you can change pages or close the tab and come back.")

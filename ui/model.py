@@ -5,24 +5,34 @@ from __future__ import annotations
 import streamlit as st
 
 from core.settings import Settings
+from ui.safe import shown
 from ui.state import get_engine
 
 
-def model_ready(settings: Settings, what: str) -> bool:
-    """True when the model can be used (found, not failed); otherwise explain what `what` needs and how to get it."""
+def model_ready(settings: Settings, what: str, compact: bool = False) -> bool:
+    """True when the model can be used (found, not failed); otherwise explain what `what` needs and how to get it.
+
+    The explanation is one box: the cause and the fix (the one download command, from core.status). `compact`:
+    one line with the details folded away, for a section that sits beside other results.
+    """
     from core.status import model_status
 
     info = get_engine().info()
-    if info.error:
-        st.warning(f"**{what} need the model, which failed to load.** {info.error}", icon=":material/smart_toy:")
-        return False
     if info.loaded:
         return True
-    status = model_status(settings)
-    if status.available:
-        return True
-    st.warning(f"**{what} need the model, which is not available.** {status.message}", icon=":material/smart_toy:")
-    st.caption("Get it: download the weights once (`huggingface-cli download Qwen/Qwen3-VL-4B-Instruct`) or point "
-               "`VLSCOPE_MODEL` at a local folder holding them, then restart the dashboard. Everything on this page "
-               "that does not need the model keeps working.")
+    if info.error:
+        head, body = f"{what} need the model, which failed to load.", shown(info.error)
+    else:
+        status = model_status(settings)
+        if status.available:
+            return True
+        head, body = f"{what} need the model, which is not available.", shown(status.message)
+    rest = ("Everything on this page that does not need the model keeps working. After getting the model, restart "
+            "the dashboard.")
+    if compact:
+        with st.expander(head, icon=":material/smart_toy:"):
+            st.markdown(body)
+            st.caption(rest)
+    else:
+        st.warning(f"**{head}** {body} {rest}", icon=":material/smart_toy:")
     return False

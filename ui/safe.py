@@ -3,6 +3,7 @@ Streamlit calls that render Markdown: st.markdown, st.caption, st.info/st.error,
 progress texts, button labels.
 
 `plain(text)`: the text exactly as written, every Markdown character escaped (for names and messages).
+`shown(message)`: a core message (error, warning) in the dashboard's words (core.errors.for_web), escaped.
 `safe_markdown(text)`: a model answer keeps its formatting (bold, lists, tables, code) but can never load
 anything: images `![..](..)` and raw HTML `<...>` (which also covers `<http://..>` autolinks) are shown as
 the characters they are (an invisible zero-width space keeps them from starting). Links stay links: they
@@ -39,6 +40,14 @@ def plain(text: object) -> str:
     one_line = " ".join(str(text).split())
     escaped = _MD_INLINE.sub(r"\\\1", one_line)
     return _MD_LINE_START.sub(r"\1\\\2", _LINKISH.sub(lambda m: m.group() + ZWSP, escaped))
+
+
+def shown(message: object) -> str:
+    """A message from core (an error, a warning) as a page shows it: in the dashboard's words (no command-line
+    options, no exception class names: core.errors.for_web), then escaped like `plain`."""
+    from core.errors import for_web
+
+    return plain(for_web(message))
 
 
 def _neutralise(line: str) -> str:

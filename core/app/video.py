@@ -27,6 +27,7 @@ from core.media.budget import (
     model_bytes,
     plan_budget,
     size_from_config,
+    size_from_model,
 )
 from core.media.probe import VideoInfo, probe_video
 from core.media.sampling import SamplingPlan
@@ -36,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from core.analysis.qa import AnswerResult, VideoQA
     from core.analysis.summary import CaptionOptions
     from core.app.context import AppContext
+    from core.app.conversations import Conversation, ConversationStore
+    from core.vlm.types import Message
     from core.vlm.types import GenerationParams
 
 STORYBOARD_STAGE = "video.storyboard"
@@ -270,6 +273,8 @@ class VideoService:
         settings = self.runtime.settings
         size, named = model_size(settings.model)
         size_from = "name" if named else "assumed"
+        if not named and (known := size_from_model(settings.model)):  # the configured model's own config.json
+            size, size_from = known, "config"
         memory: DeviceMemory | None = None
         if settings.engine != "remote":
             engine = self.runtime.engine if self.runtime.engine_made else None
@@ -399,9 +404,15 @@ class VideoService:
 
     def ask(self, path: str | Path, question: str, params: "GenerationParams | None" = None,
             plan: SamplingPlan | None = None, input_hash: str | None = None, info: VideoInfo | None = None,
-            refine: bool = True) -> "AnswerResult":
-        """Answer one question (with times) and keep the answer in the cache."""
+            refine: bool = True, conversation: bool = False) -> "AnswerResult":
+        """Answer one question (with times) and keep the answer in the cache; with `conversation` (and the video's
+        `input_hash`), as the next turn of the video's current conversation (`stream_turn`)."""
         qa = self.questions(path, plan, input_hash, info)
+        if conversation and input_hash:
+            for _ in self.stream_turn(qa, input_hash, question, params, refine=refine):
+                pass
+            assert qa.last_result is not None
+            return qa.last_result
         for _ in self.stream_ask(qa, question, params, refine=refine):
             pass
         result = qa.last_result
@@ -411,8 +422,10 @@ class VideoService:
         return result
 
     def stream_ask(self, qa: "VideoQA", question: str, params: "GenerationParams | None" = None,
-                   refine: bool = True) -> Iterator[str]:
+                   refine: bool = True, history: "list[Message] | None" = None) -> Iterator[str]:
         """The answer's text as it comes; afterwards `qa.last_result` holds the whole answer.
+
+        `history`: earlier turns (user, assistant, ...) given to the model before the question (see `stream_turn`).
 
         Out of memory before the first word: the kept prefixes leave the GPU and the question is tried again;
         still out of memory, the plan is lowered once (`lower_plan`) and the answer says so. The engine stays usable.
@@ -423,7 +436,7 @@ class VideoService:
         for attempt in range(3):
             started = False
             try:
-                for chunk in qa.stream_answer(question, params, refine=refine):
+                for chunk in qa.stream_answer(question, params, history=history, refine=refine):
                     started = True
                     yield chunk
                 break
@@ -471,16 +484,70 @@ class VideoService:
             make_key(input_hash, ANSWERS_STAGE, {"q": question.strip(), "plan": plan.to_dict()}),
             {"question": question.strip(), "text": result.text, "events": [e.to_dict() for e in result.events]})
 
+    # ------------------------------------------------------------------ conversations
+    @property
+    def conversations(self) -> "ConversationStore":
+        """The videos' conversations, kept in the result cache by content hash."""
+        from core.app.conversations import ConversationStore
+
+        return ConversationStore(self.runtime.cache, "video")
+
+    def conversation(self, input_hash: str) -> "Conversation":
+        """The video's current conversation (empty when nothing was asked yet)."""
+        return self.conversations.current(input_hash)
+
+    def new_conversation(self, input_hash: str) -> "Conversation":
+        """Start a new conversation about the video (the earlier one stays stored)."""
+        return self.conversations.start_new(input_hash)
+
+    def token_counter(self) -> Callable[[str], int]:
+        """Counts tokens with the loaded model's tokenizer; an estimate while no model is loaded here."""
+        from core.app.conversations import estimate_tokens, tokenizer_counter
+
+        engine = self.runtime.engine if self.runtime.engine_made else None
+        if engine is not None and getattr(engine, "loaded", False):
+            tokenizer = getattr(getattr(engine, "processor", None), "tokenizer", None)
+            if tokenizer is not None:
+                return tokenizer_counter(tokenizer)
+        return estimate_tokens
+
+    def stream_turn(self, qa: "VideoQA", input_hash: str, question: str, params: "GenerationParams | None" = None,
+                    refine: bool = True, budget_tokens: int | None = None) -> Iterator[str]:
+        """One turn of the video's current conversation: the earlier turns (the newest that fit `budget_tokens`,
+        default `HISTORY_TOKENS`) go to the model with the question, the answer streams, then the turn is stored
+        (and the answer kept for the Library). Afterwards `qa.last_result` holds the answer; when older turns were
+        left out, its first warning says so. A stream abandoned half way stores nothing."""
+        from core.app.conversations import HISTORY_TOKENS, Turn
+
+        talk = self.conversation(input_hash)
+        history = talk.history(budget_tokens or HISTORY_TOKENS, self.token_counter())
+        yield from self.stream_ask(qa, question, params, refine=refine, history=history.messages or None)
+        result = qa.last_result
+        if result is None:
+            return
+        note = history.note()
+        if note:
+            result.warnings.insert(0, note)
+        self.conversations.add_turn(talk, Turn(
+            question=question.strip(), answer=result.text, events=[e.to_dict() for e in result.events],
+            seconds=result.seconds, warnings=list(result.warnings),
+            detail={"frames_seen": result.frames_seen, "reused_prefix": result.reused_prefix,
+                    "stored_features": result.stored_features, "refined": result.refined,
+                    "history_turns": history.kept, "history_dropped": history.dropped,
+                    "plan": qa.source.plan.to_dict() if hasattr(qa.source, "plan") else None}))
+        self.save_answer(input_hash, qa.source.plan, question, result)
+
     # ------------------------------------------------------------------ captions, chapters, summary
     def captions(self, path: str | Path, options: "CaptionOptions", input_hash: str | None = None,
                  info: VideoInfo | None = None, progress: Progress | None = None,
-                 cancel: CancelToken | None = None) -> Any:
-        """Dense captions chunk by chunk with the runtime's engine; each chunk is cached at once (resumable)."""
+                 cancel: CancelToken | None = None, engine: Any = None) -> Any:
+        """Dense captions chunk by chunk with the runtime's engine (or `engine`, one wrapping it); each chunk is
+        cached at once (resumable)."""
         from core.analysis.sources import MediaFrameSource
         from core.analysis.summary import caption_video
 
         source = MediaFrameSource(path, SamplingPlan(fps=options.fps), input_hash=input_hash, info=info)
-        return caption_video(self.runtime.engine, source, cache=self.runtime.cache, options=options,
+        return caption_video(engine or self.runtime.engine, source, cache=self.runtime.cache, options=options,
                              progress=progress, cancel=cancel, input_hash=source.input_hash)
 
     def summarise(self, duration: float, events: list[Event], input_hash: str | None, max_new_tokens: int,
@@ -500,11 +567,38 @@ class VideoService:
                      ) -> Callable[[JobContext], SummaryResult]:
         """The background job: captions chunk by chunk (each saved at once), then chapters and a summary."""
         def work(ctx: JobContext) -> SummaryResult:
+            from core.analysis.summary import chunk_windows
+
             cap_share, ch_share = SUMMARY_WEIGHTS["captions"], SUMMARY_WEIGHTS["chapters"]
             ctx.progress(0.0, "starting", "captions")
-            caps = self.captions(path, options, input_hash, info, cancel=ctx.cancel,
-                                 progress=lambda f, m="", _s="": ctx.progress(cap_share * f, m, "captions"))
-            usable = list(caps.events) + [e for e in (text_events or []) if e.kind == "text"]
+            # progress moves inside each chunk too (by the tokens written), not only when a chunk ends: a one-chunk
+            # video would otherwise sit at 0 % until it is done
+            chunks = max(1, len(chunk_windows(info.duration, options.chunk_s, options.overlap_s)))
+            at: dict[str, Any] = {"base": 0.0, "share": 0.0, "what": "captioning"}
+
+            def chunk_progress(fraction: float, message: str = "", _stage: str = "") -> None:
+                at.update(base=fraction, share=0.0, tokens=0, again="", what=message or at["what"])
+                ctx.progress(cap_share * fraction, message, "captions")
+
+            def token_progress(share: float, tokens: int) -> None:
+                if tokens < at.get("tokens", 0):
+                    at["again"] = " (second try)"  # the chunk's answer is asked again (it repeated itself)
+                at["tokens"] = tokens
+                at["share"] = max(at["share"], share)  # a retried answer does not move the bar back
+                ctx.progress(cap_share * (at["base"] + at["share"] / chunks),
+                             f"{at['what']}{at.get('again', '')}: {tokens} of at most {options.max_new_tokens} "
+                             "tokens written", "captions")
+
+            caps = self.captions(path, options, input_hash, info, cancel=ctx.cancel, progress=chunk_progress,
+                                 engine=TokenProgressEngine(self.runtime.engine, token_progress))
+            usable = list(caps.events) + [e for e in (text_events or []) if e.kind == "text" and e.label.strip()]
+            if not usable:
+                # said here, where it is known that captioning ran (the summariser alone would ask to caption first)
+                from core.analysis.chapters import VideoSummary
+
+                summ = VideoSummary(duration=info.duration, model=caps.model, problems=[no_captions_message(caps)])
+                ctx.progress(1.0, "no usable captions", "chapters")
+                return SummaryResult(caps, summ, list(caps.events))
             summ = self.summarise(info.duration, usable, input_hash, max_new_tokens, cancel=ctx.cancel,
                                   progress=lambda f, m="", _s="": ctx.progress(cap_share + ch_share * f, m,
                                                                                "chapters"))
@@ -521,9 +615,43 @@ class VideoService:
                                                           text_events))
 
 
+class TokenProgressEngine:
+    """An engine that answers each `generate` by streaming from `engine`, reporting (share of the token cap written,
+    tokens written) to `report` as the tokens come, every `every` tokens; everything else is `engine`'s."""
+
+    def __init__(self, engine: Any, report: Callable[[float, int], None], every: int = 8) -> None:
+        self._engine = engine
+        self._report = report
+        self._every = max(1, every)
+
+    def generate(self, messages: Any, params: Any = None, kind: str = "chat") -> Any:
+        cap = max(1, int(getattr(params, "max_new_tokens", 0) or 512))
+        with self._engine.stream(messages, params, kind=kind) as stream:
+            tokens = 0
+            for _ in stream:
+                tokens += 1
+                if tokens % self._every == 0:
+                    self._report(min(0.95, tokens / cap), tokens)
+            result = stream.result
+        assert result is not None
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def no_captions_message(captions: Any) -> str:
+    """What a user reads when captioning ran but gave nothing to make chapters from."""
+    n = len(getattr(captions, "chunks", []) or [])
+    return (f"No chapters or summary: the model captioned the video ({n} chunk{'s' if n != 1 else ''}), but its "
+            "captions held no timestamped events to make them from. A test model with random weights always gives "
+            "this; with real weights, allow more tokens per chunk or use shorter chunks and run it again.")
+
+
 # words a user reads for each stage (progress, Library): never the internal stage names
-STAGE_LABELS = {"probe": "reading the file", "scenes": "scene cuts", "motion": "motion", "text": "on-screen text",
-                "storyboard": "pictures along the video", "captions": "captions", "chapters": "chapters"}
+STAGE_LABELS = {"hash": "reading the file", "probe": "reading the file", "scenes": "scene cuts", "motion": "motion",
+                "text": "on-screen text", "storyboard": "pictures along the video", "captions": "captions",
+                "chapters": "chapters"}
 
 
 def stage_label(stage: str) -> str:

@@ -28,6 +28,21 @@ TABLE_COLUMNS = [
 ]
 
 
+STATUS_WORDS = {
+    "stop": "Finished",
+    "length": "Cut at the answer length limit",
+    "cancelled": "Cancelled",
+    "error": "Failed",
+    "running": "Running",
+}
+"""What a request's status (RequestRecord.status, the engine's finish reason) reads as on the GPU page."""
+
+
+def status_words(status: str) -> str:
+    """The status of a request in plain words ("length" -> "Cut at the answer length limit")."""
+    return STATUS_WORDS.get(status, status.replace("_", " ").capitalize() if status else "")
+
+
 def decode_ms(r: RequestRecord) -> float:
     """Time spent generating after the first token (what is left of the total after the other phases)."""
     return max(0.0, r.total_ms - r.preprocess_ms - r.queue_ms - r.prefill_ms)
@@ -41,7 +56,7 @@ def request_labels(records: Sequence[RequestRecord]) -> list[str]:
     """One x-axis label per request, in order: "#n HH:MM:SS kind", plus "(error)" or "(cancelled)" when it
     did not finish normally (unique even for equal times)."""
     return [
-        f"#{i} {_clock(r.started_at)} {r.kind}" + (f" ({r.status})" if r.status in ("error", "cancelled") else "")
+        f"#{i} {_clock(r.started_at)} {r.kind}" + (f" ({status_words(r.status).lower()})" if r.status in ("error", "cancelled") else "")
         for i, r in enumerate(records, start=1)
     ]
 
@@ -55,7 +70,7 @@ def ledger_table(records: Sequence[RequestRecord], newest_first: bool = True) ->
         {
             "Time": datetime.fromtimestamp(r.started_at),
             "Kind": r.kind,
-            "Status": r.status,
+            "Status": status_words(r.status),
             "Visual tokens": r.visual_tokens,
             "Prompt tokens": r.prompt_tokens,
             "Output tokens": r.completion_tokens,
@@ -81,7 +96,7 @@ def ledger_figure(records: Sequence[RequestRecord], height: int = 560) -> go.Fig
                         subplot_titles=["Time per request (ms)", "Decode speed (tokens/s)", "Visual tokens"])
     x = request_labels(records)
     hover = [
-        f"status {r.status}"
+        f"status: {status_words(r.status).lower()}"
         + (f" · peak GPU memory {r.peak_gpu_memory_bytes / MIB:.0f} MiB" if r.peak_gpu_memory_bytes else "")
         + (f" · error: {r.error[:120]}" if r.error else "")
         for r in records

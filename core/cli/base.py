@@ -20,7 +20,7 @@ def human_bytes(n: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from core.status import environment
+    from core.status import cache_location, environment
 
     settings = load_settings()
     env = environment(settings)
@@ -28,7 +28,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         cache = runtime.cache
         stats = cache.stats()
     if args.json:
-        print(json.dumps({"environment": env.to_dict(), "cache": stats.to_dict(), "settings": json.loads(settings.model_dump_json())}, indent=2))
+        print(json.dumps({"environment": env.to_dict(), "cache": stats.to_dict(), "cache_dir": str(settings.cache_dir),
+                          "settings": json.loads(settings.model_dump_json())}, indent=2))
         return 0
     print(f"Python {env.python}; " + ", ".join(f"{k} {v}" for k, v in env.packages.items()))
     gpus = ", ".join(f"{g.name} ({human_bytes(g.memory_total_bytes)})" for g in env.gpus) or "none (CPU only)"
@@ -40,8 +41,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         state = "available" if eng.available else "not available"
         langs = f" ({', '.join(eng.languages)})" if eng.languages else ""
         print(f"OCR {eng.name}: {state}{langs}; {eng.message}")
+    print(f"Cache: {cache_location(settings)}")
     print(
-        f"Cache {stats.directory}: {stats.entries} entries for {stats.inputs} inputs, "
+        f"  {stats.entries} entries for {stats.inputs} inputs, "
         f"{human_bytes(stats.volume_bytes)} of {human_bytes(stats.size_limit_bytes)}; hits {stats.hits}, misses {stats.misses}"
     )
     return 0
@@ -110,12 +112,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_listen(settings, args.address, "dashboard")
     home = Path(__file__).resolve().parents[2] / "Home.py"
+    os.environ.update(dashboard_environment(settings))
     argv = [sys.executable, "-m", "streamlit", "run", str(home), "--server.headless", "true",
             "--server.port", str(args.port), "--server.address", args.address,
             "--server.maxUploadSize", str(settings.max_upload_mb)]
     os.chdir(home.parent)
     os.execv(sys.executable, argv)
     return 0  # not reached
+
+
+def dashboard_environment(settings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables `vlscope dashboard` gives the dashboard it starts: the settings file found here and the cache
+    folder, as absolute paths. The dashboard runs from the repository's folder, so it reads and writes the same
+    results as the commands run here, whatever folder they were run from."""
+    from core.settings import config_file_path
+
+    out = {"VLSCOPE_CACHE_DIR": str(settings.cache_dir)}
+    config = config_file_path(environ)
+    if config is not None:
+        out["VLSCOPE_CONFIG"] = str(config.resolve())
+    return out
 
 
 def register_dashboard(sub: argparse._SubParsersAction) -> None:

@@ -125,7 +125,7 @@ class Job:
             with self._lock:
                 self.exception = exc
                 self._state = JobState.CANCELLED if cancelled else JobState.FAILED
-                self.error = None if cancelled else (str(exc) or type(exc).__name__)
+                self.error = None if cancelled else (str(exc) or "it failed unexpectedly (no message); see the server's log")
                 self._message = "cancelled: the parts finished so far are saved" if cancelled else f"failed: {self.error}"
             if not cancelled:
                 log.warning("job %s failed: %s", self.key, exc, exc_info=not _user_error(exc))

@@ -1,4 +1,5 @@
-"""The library: every file analysed, what was done to it, and search over the text found in it."""
+"""The library: every file analysed, what was done to it, and search over the text found in it (a full-text
+index beside the result cache: core.library.index)."""
 
 from core.library.catalog import (
     LibraryItem,
@@ -15,8 +16,11 @@ from core.library.catalog import (
     stage_label,
     thumbnail_of,
 )
+from core.library.index import IndexHit, LibraryIndex, SearchResult, open_index
 
 __all__ = [
+    "IndexHit",
+    "LibraryIndex",
     "LibraryItem",
     "LibraryResults",
     "SearchHit",
@@ -26,8 +30,10 @@ __all__ = [
     "list_items",
     "load_results",
     "make_thumbnail",
+    "open_index",
     "record_file",
     "search_items",
+    "SearchResult",
     "stage_label",
     "thumbnail_of",
 ]

@@ -18,27 +18,45 @@ from pathlib import Path
 from typing import Any
 
 from core.events import Event, sort_events
-from core.cache import CacheKey, ResultCache, make_key
+from core.cache import CacheEntry, CacheKey, ResultCache, make_key
 
 log = logging.getLogger(__name__)
 FILE_STAGE = "library.file"
 THUMB_STAGE = "library.thumb"
 STAGE_LABELS = {
-    "video.probe": "probe",
-    "video.scenes": "scene cuts",
-    "video.motion": "motion",
-    "video.text": "on-screen text",
-    "video.text.partial": "on-screen text (partial)",
-    "video.answers": "questions",
+    "video.probe": "Video details",
+    "video.scenes": "Scene cuts",
+    "video.motion": "Motion",
+    "video.text": "On-screen text",
+    "video.text.partial": "On-screen text (part of the video)",
+    "video.answers": "Answers",
+    "video.conversation": "Conversation",
+    "document.conversation": "Conversation",
+    "video.storyboard": "Storyboard",
+    "video.default-plan": "Sampling plan",
+    "vlm-features": "Visual memory (for questions)",
+    "vlm-features-part": "Visual memory (for questions)",
     "ocr-page": "OCR",
-    "captions": "captions",
-    "chapters": "chapters",
+    "captions": "Captions",
+    "chapters": "Chapters and summary",
+    "transcript": "Transcript",
 }
+"""The user-facing name of each cache stage (the Library never shows the internal names)."""
 
 
 def stage_label(stage: str) -> str:
-    """The user-facing name of a cache stage."""
-    return STAGE_LABELS.get(stage, stage)
+    """The user-facing name of a cache stage; an unknown stage in words ("video.colour-map": "Video colour map")."""
+    if stage in STAGE_LABELS:
+        return STAGE_LABELS[stage]
+    words = " ".join(stage.replace(".", " ").replace("-", " ").replace("_", " ").split())
+    return words[:1].upper() + words[1:]
+
+
+def stage_labels(stages: Any) -> list[str]:
+    """The names of the stages done, in a fixed order, each once, the library's own records left out."""
+    order = {label: n for n, label in enumerate(dict.fromkeys(STAGE_LABELS.values()))}
+    labels = {stage_label(s) for s in stages if s and not s.startswith("library.")}
+    return sorted(labels, key=lambda label: (order.get(label, len(order)), label))
 
 
 @dataclass
@@ -143,16 +161,19 @@ def make_thumbnail(path: str | Path, kind: str, width: int = 240, settings: Any 
 def record_file(cache: ResultCache, input_hash: str, name: str, kind: str, path: str, size_bytes: int,
                 origin: str = "upload", thumbnail: bytes | None = None, settings: Any = None) -> LibraryItem:
     """Add (or refresh) a file in the library; the first date it was added is kept (`settings` give the
-    thumbnail's pixel limit; its default when None)."""
+    thumbnail's pixel limit; its default when None). A file no thumbnail could be made of (damaged, not what
+    its name says, above the pixel limit) is recorded as not readable: the Library lists it only once
+    something was computed from it, so a failed upload is not an item."""
     old = cache.get_json(_file_key(input_hash)) or {}
-    record = {"name": name, "kind": kind, "path": str(path), "size_bytes": int(size_bytes), "origin": origin,
-              "added_at": old.get("added_at", time.time())}
-    if old != record:
-        cache.put_json(_file_key(input_hash), record)
-    if thumbnail is None and not cache.contains(_thumb_key(input_hash)):
+    had_thumb = cache.contains(_thumb_key(input_hash))
+    if thumbnail is None and not had_thumb:
         thumbnail = make_thumbnail(path, kind, settings=settings)
     if thumbnail:
         cache.put_bytes(_thumb_key(input_hash), thumbnail)
+    record = {"name": name, "kind": kind, "path": str(path), "size_bytes": int(size_bytes), "origin": origin,
+              "added_at": old.get("added_at", time.time()), "readable": bool(thumbnail) or had_thumb}
+    if old != record:
+        cache.put_json(_file_key(input_hash), record)
     item = get_item(cache, input_hash)
     if item is None:  # the write did not stick (e.g. a Redis server that stopped answering)
         from core.errors import UserError
@@ -168,14 +189,31 @@ def thumbnail_of(cache: ResultCache, input_hash: str) -> bytes | None:
 
 
 def _item(cache: ResultCache, input_hash: str, record: dict[str, Any], entries: list[Any]) -> LibraryItem:
-    stages = sorted({e.stage for e in entries if not e.stage.startswith("library.")})
+    stages = {e.stage for e in entries}
     return LibraryItem(
         input_hash=input_hash, name=record.get("name", input_hash[:12]), kind=record.get("kind", "other"),
         added_at=float(record.get("added_at", 0.0)), size_bytes=int(record.get("size_bytes", 0)),
         path=record.get("path", ""), origin=record.get("origin", "upload"),
-        stages=[stage_label(s) for s in stages], cache_bytes=sum(_entry_size(cache, e) for e in entries),
+        stages=stage_labels(stages), cache_bytes=sum(_entry_size(cache, e) for e in entries),
         entries=len(entries),
     )
+
+
+def input_entries(cache: Any, input_hash: str) -> list[CacheEntry]:
+    """The cache entries of one file, newest first. On a disk cache through its tag index (the entries are
+    tagged with their input's hash): `ResultCache.entries(input_hash)` reads every row of the cache, 0.7 s
+    with 60,000 entries, which opening one item of a large library would pay once per kind of result."""
+    if not isinstance(cache, ResultCache):
+        return cache.entries(input_hash)
+    rows = cache._sql(  # noqa: SLF001 - a read of the cache's own table through its connection
+        "SELECT key, store_time, CASE WHEN filename IS NULL THEN length(value) ELSE size END FROM Cache "
+        "WHERE tag = ? AND typeof(key) = 'text' AND raw = 1", (input_hash,)).fetchall()
+    out = []
+    for key_text, stored, size in rows:
+        key = CacheKey.parse(key_text)
+        if key is not None and key.input_hash == input_hash and isinstance(stored, (int, float)):
+            out.append(CacheEntry(key_text, input_hash, key.stage, int(size or 0), float(stored)))
+    return sorted(out, key=lambda e: e.stored_at, reverse=True)
 
 
 def _entry_size(cache: ResultCache, entry: Any) -> int:
@@ -190,25 +228,35 @@ def get_item(cache: ResultCache, input_hash: str) -> LibraryItem | None:
     record = cache.get_json(_file_key(input_hash))
     if record is None:
         return None
-    return _item(cache, input_hash, record, cache.entries(input_hash))
+    return _item(cache, input_hash, record, input_entries(cache, input_hash))
+
+
+def _listed(record: dict[str, Any], entries: list[Any]) -> bool:
+    """A file is an item once something was computed from it, or when it could be read when it was added."""
+    if any(not e.stage.startswith("library.") for e in entries):
+        return True
+    readable = record.get("readable")
+    return bool(readable) if readable is not None else any(e.stage == THUMB_STAGE for e in entries)
 
 
 def list_items(cache: ResultCache) -> list[LibraryItem]:
-    """Every file in the library, most recently added first."""
+    """Every file in the library, most recently added first (failed uploads left out: see `record_file`).
+    Reads every entry of the cache: the Library page lists through the index (`core.library.index`)."""
     by_input: dict[str, list[Any]] = {}
     for entry in cache.entries():
         by_input.setdefault(entry.input_hash, []).append(entry)
     items = []
     for input_hash, entries in by_input.items():
         record = cache.get_json(_file_key(input_hash))
-        if record is not None:
+        if record is not None and _listed(record, entries):
             items.append(_item(cache, input_hash, record, entries))
     return sorted(items, key=lambda i: i.added_at, reverse=True)
 
 
-def _values(cache: ResultCache, input_hash: str, prefix: str) -> list[tuple[str, Any]]:
+def _values(cache: ResultCache, input_hash: str, prefix: str,
+            entries: list[CacheEntry] | None = None) -> list[tuple[str, Any]]:
     out = []
-    for entry in cache.entries(input_hash):
+    for entry in entries if entries is not None else input_entries(cache, input_hash):
         if entry.stage == prefix or entry.stage.startswith(prefix + "."):
             key = CacheKey.parse(entry.key)
             value = cache.get_json(key) if key is not None else None
@@ -224,7 +272,8 @@ def load_results(cache: ResultCache, input_hash: str) -> LibraryResults:
     res = LibraryResults()
     events: list[Event] = []
     seen_stage: set[str] = set()
-    for stage, value in _values(cache, input_hash, "video"):
+    entries = input_entries(cache, input_hash)
+    for stage, value in _values(cache, input_hash, "video", entries):
         name = stage.removeprefix("video.")
         if name == "probe":
             res.probe = value
@@ -236,13 +285,13 @@ def load_results(cache: ResultCache, input_hash: str) -> LibraryResults:
                 pass
         elif name == "answers":
             events += [Event.from_dict(e) for e in value.get("events", [])]
-    for _, value in _values(cache, input_hash, "captions"):
+    for _, value in _values(cache, input_hash, "captions", entries):
         events += [Event.from_dict(e) for e in value.get("events", [])]
-    for _, value in _values(cache, input_hash, "chapters"):
+    for _, value in _values(cache, input_hash, "chapters", entries):
         res.chapters = value.get("chapters", [])
         res.summary = value.get("summary", "")
     pages: dict[int, dict[str, Any]] = {}
-    for _, value in _values(cache, input_hash, "ocr-page"):
+    for _, value in _values(cache, input_hash, "ocr-page", entries):
         pages.setdefault(int(value.get("index", 0)), value)
     res.ocr_pages = [pages[i] for i in sorted(pages)]
     res.events = sort_events(events)
@@ -267,7 +316,10 @@ class SearchHit:
 
 
 def search_items(cache: ResultCache, query: str, in_text: bool = True) -> list[SearchHit]:
-    """Items whose file name, or (with `in_text`) OCR text, on-screen text or captions, contain `query` (any case)."""
+    """Items whose file name, or (with `in_text`) OCR text, on-screen text or captions, contain `query` (any case).
+
+    Reads every stored result of every file on each call (the baseline of benchmarks/library_search.py);
+    the Library page searches the full-text index instead (`core.library.index.LibraryIndex.search`)."""
     q = query.strip().lower()
     items = list_items(cache)
     if not q:
@@ -311,7 +363,7 @@ def export_item(cache: ResultCache, input_hash: str) -> bytes:
         zf.writestr("events.json", json.dumps([e.to_dict() for e in res.events], indent=2, ensure_ascii=False))
         if res.ocr_pages:
             zf.writestr("ocr.txt", res.ocr_text)
-        for n, entry in enumerate(cache.entries(input_hash)):
+        for n, entry in enumerate(input_entries(cache, input_hash)):
             key = CacheKey.parse(entry.key)
             if key is None:
                 continue

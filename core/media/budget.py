@@ -118,9 +118,11 @@ def weights_bytes(model_size: str, precision: str) -> int:
 
 
 def kv_bytes_per_token(model_size: str, precision: str) -> int:
-    """KV-cache bytes one token costs: 2 (K, V) x layers x 8 kv heads x 128 x value size (4 for fp32, else 2)."""
+    """KV-cache bytes one token costs: 2 (K, V) x layers x kv heads (8) x head size (128) x value size (4 for fp32,
+    else 2)."""
     value = 4 if precision == "fp32" else 2
-    return 2 * MODEL_PARAMS[model_size]["layers"] * 8 * 128 * value
+    m = MODEL_PARAMS[model_size]
+    return 2 * m["layers"] * m.get("kv_heads", 8) * m.get("head_dim", 128) * value
 
 
 def detect_gpu() -> tuple[int | None, str | None]:
@@ -222,6 +224,8 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     name: str | None = None
     if gpu_memory_bytes is None and look_for_gpu:
         gpu_memory_bytes, name = detect_gpu()
+        if gpu_memory_bytes is None:  # no GPU: the model runs on the CPU, so the plan must fit the RAM available
+            gpu_memory_bytes, where = _available_ram()[0], "RAM"
     fits: bool | None = None
     fit_message = ""
     if gpu_memory_bytes:
@@ -313,13 +317,77 @@ def device_memory(device: str = "auto", held_bytes: int | None = None) -> Device
 
 
 def size_from_config(config: Any) -> str | None:
-    """'2b' | '4b' | '8b' for a loaded Qwen3-VL's config (its text hidden size and layers), None when unknown."""
-    text = getattr(config, "text_config", None) or config
-    shape = (getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None))
+    """The planner's model size for a Qwen3-VL config (a loaded model's `config`, or the dict of a config.json):
+    '2b' | '4b' | '8b' for the released shapes (text hidden size and layers), else the shape's own entry, named
+    by its parameter count ('1.3b', '5.21m'), added to MODEL_PARAMS from the config; None when it is not a
+    Qwen3-VL config."""
+    text = _get(config, "text_config") or config
+    shape = (_get(text, "hidden_size"), _get(text, "num_hidden_layers"))
     for size, m in MODEL_PARAMS.items():
         if shape == (m["hidden"], m["layers"]):
             return size
-    return None
+    entry = _shape_params(config)
+    if entry is None:
+        return None
+    n = entry["params"]
+    key = f"{n / 1e9:.3g}b" if n >= 1e9 else f"{n / 1e6:.3g}m"
+    if key in MODEL_PARAMS and MODEL_PARAMS[key] != entry:  # another architecture of about that many parameters
+        key = f"{key}-{_get(config, 'model_type') or 'qwen3_vl'}"
+    MODEL_PARAMS.setdefault(key, entry)
+    return key
+
+
+def size_from_model(model: str) -> str | None:
+    """The planner's model size for the `model` setting (a folder or a hub id) from its config.json, read from the
+    folder or the local Hugging Face cache (never downloaded, weights never read); None when it cannot be read."""
+    import json
+    from pathlib import Path
+
+    path = Path(model).expanduser() / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, "config.json")
+        except Exception:  # noqa: BLE001 - not a hub id, or no cache: unknown
+            return None
+        if not isinstance(found, str):
+            return None
+        path = Path(found)
+    try:
+        return size_from_config(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+def _shape_params(config: Any) -> dict[str, Any] | None:
+    """A MODEL_PARAMS entry computed from a Qwen3-VL config's shapes (exact for the released models: 2.128e9,
+    4.438e9 and 8.767e9 parameters, vision towers 0.407e9, 0.415e9, 0.576e9); None when a shape is missing."""
+    t, v = _get(config, "text_config"), _get(config, "vision_config")
+    try:
+        hidden, layers, inter = int(_get(t, "hidden_size")), int(_get(t, "num_hidden_layers")), int(_get(t, "intermediate_size"))
+        vocab, heads = int(_get(t, "vocab_size", 151936)), int(_get(t, "num_attention_heads"))
+        kv, head_dim = int(_get(t, "num_key_value_heads", heads)), int(_get(t, "head_dim", None) or hidden // heads)
+        vh, depth, vi, vo = (int(_get(v, "hidden_size")), int(_get(v, "depth")), int(_get(v, "intermediate_size")),
+                             int(_get(v, "out_hidden_size")))
+    except (TypeError, ValueError):
+        return None
+    tie = bool(_get(config, "tie_word_embeddings", _get(t, "tie_word_embeddings", False)))
+    attn = hidden * heads * head_dim + 2 * hidden * kv * head_dim + heads * head_dim * hidden + 2 * head_dim
+    text = vocab * hidden * (1 if tie else 2) + layers * (attn + 3 * hidden * inter + 2 * hidden) + hidden
+    ps, tp, merge = int(_get(v, "patch_size", 16)), int(_get(v, "temporal_patch_size", 2)), int(_get(v, "spatial_merge_size", 2))
+    merged = vh * merge * merge
+    merger = merged * merged + merged + merged * vo + vo + 2 * vh
+    block = 4 * vh * vh + 8 * vh + 2 * vh * vi + vi + vh
+    deep = len(_get(v, "deepstack_visual_indexes", None) or [])
+    vision = 3 * tp * ps * ps * vh + vh + int(_get(v, "num_position_embeddings", 2304)) * vh + depth * block \
+        + merger * (1 + deep)
+    return dict(params=float(text + vision), vision=float(vision), hidden=hidden, vision_hidden=vh, layers=layers,
+                vocab_hidden=vocab * hidden, kv_heads=kv, head_dim=head_dim)
 
 
 def model_bytes(model: Any) -> int:

@@ -11,6 +11,7 @@ from core.ocr.pipeline import OcrOptions, ocr_image, preview_preprocessing, run_
 from core.ocr.preprocess import PreprocessOptions, StepRecord, preprocess
 from core.ocr.registry import EngineStatus, OcrRegistry
 from core.ocr.types import (
+    Annotation,
     InvoiceFields,
     LineItem,
     OcrError,
@@ -23,7 +24,7 @@ from core.ocr.types import (
 )
 
 __all__ = [
-    "EngineOutput", "EngineStatus", "InvoiceFields", "LineItem", "OcrEngine", "OcrError", "OcrLine", "OcrOptions",
+    "Annotation", "EngineOutput", "EngineStatus", "InvoiceFields", "LineItem", "OcrEngine", "OcrError", "OcrLine", "OcrOptions",
     "OcrPage", "OcrRegistry", "OcrResult", "PageImage", "PreprocessInfo", "PreprocessOptions", "RapidOcrEngine",
     "StepRecord", "Table", "TableCell", "TesseractEngine", "count_pages", "iter_pages", "load_image", "ocr_image",
     "parse_pages", "preprocess", "preview_preprocessing", "run_ocr",

@@ -17,7 +17,9 @@ from core.ocr.types import OcrLine, Table
 
 @dataclass
 class EngineOutput:
-    """What an engine read on one image: lines (reading order), language hint used, script found, tables."""
+    """What an engine read on one image: lines (reading order), language hint used, script found, tables;
+    for tesseract the language pack (`-l`) it read with, and which of its readings of the image this is
+    (`variant`: "" the image as it is, else what was done so it reads)."""
 
     lines: list[OcrLine]
     engine: str
@@ -26,6 +28,8 @@ class EngineOutput:
     vertical: bool = False
     warnings: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    pack: str = ""
+    variant: str = ""
 
     @property
     def mean_confidence(self) -> float:

@@ -332,7 +332,7 @@ class TesseractEngine(OcrEngine):
         script = detect_script("".join(ln.text for ln in lines))
         if vert:
             lines = order_lines(lines, vertical=True)
-        return EngineOutput(lines, self.name, lang or code, script, vert)
+        return EngineOutput(lines, self.name, lang or code, script, vert, pack=code)
 
 
 def _join_words(words: list[str]) -> str:

@@ -41,6 +41,10 @@ def to_markdown(result: OcrResult) -> str:
         out += [f"## Page {p.index + 1}{src}", ""]
         out += [_md_escape(ln.text) + "  " for ln in p.lines] or ["*no text found*"]
         out.append("")
+        ruby = [a for a in p.annotations if a.kind == "ruby"]
+        if ruby:
+            out += ["Ruby (readings set beside the text): " + ", ".join(
+                f"{_md_escape(a.base or '?')} ({_md_escape(a.text)})" for a in ruby), ""]
         for i, t in enumerate(p.tables, 1):
             out += [f"### Table {i} ({t.kind})", "", table_to_markdown(t)]
     if result.fields is not None:

@@ -23,19 +23,21 @@ from core.ocr.engines import RapidOcrEngine, TesseractEngine, script_from_osd, t
 from core.events import CancelToken, Progress
 from core.ocr.loading import (DEFAULT_MAX_PAGES, PageImage, _read_source, count_pages, heavy, is_pdf,
                                iter_pages, ocr_bytes, page_pixels)
-from core.ocr.preprocess import (Layout, Preprocessed, PreprocessOptions, StepRecord, analyse_layout, mean_std,
-                                 pad_small, photometric_needs, preprocess, scaled_to_text)
+from core.ocr.preprocess import (HEADLINE, Layout, Preprocessed, PreprocessOptions, StepRecord, analyse_layout,
+                                 headline_strength, mean_std, pad_small, photometric_needs, preprocess, scaled_to_text)
 from core.ocr.scripts import (CJK_SCRIPTS, LANGUAGES, RTL_SCRIPTS, detect_script, drop_foreign_tokens, lang_parts, merge_mark_lines,
                               normalise_lang, order_lines, rapidocr_reads, script_language, strip_direction_marks)
 from core.ocr.vertical import Ruby, looks_vertical, order_vertical, vertical_share
 from core.ocr.registry import OcrRegistry
-from core.ocr.types import ENGINE_NAMES, jsonable, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo
+from core.ocr.types import (ENGINE_NAMES, Annotation, OcrError, OcrLine, OcrPage, OcrResult, PreprocessInfo,
+                            jsonable)
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RESULT_STAGE = "ocr-page"
-PIPELINE_VERSION = "3"  # 3: the plain reading is a candidate; layout modes; vertical blocks and ruby
+PIPELINE_VERSION = "4"  # 4: tesseract's plain reading replaced only where it fails; ruby as page annotations
+# 3: the plain reading is a candidate; layout modes; vertical blocks and ruby
 # 2: sparse pages (one line on a white page) are read, no longer stretched to black
 PREVIEW_BYTES_PER_PIXEL = 3 * 8 + 8
 
@@ -143,6 +145,19 @@ def _score(out: EngineOutput) -> float:
     return out.mean_confidence * min(1.0, chars / 8.0)
 
 
+SCRIPT_PACKS = (("ar", "ara"), ("hi", "san+hin"), ("ru", "rus"), ("en", "eng"))
+"""The scripts looked for in a text without a hint that RapidOCR does not read confidently, each with the
+tesseract pack it is read with (one pack at a time: a mixed `ara+hin` pack put Devanagari digits into Arabic
+text; Devanagari with the Sanskrit pack first, which reads the conjuncts Hindi text also has)."""
+SCRIPT_SURE = {"ar": 0.7, "hi": 0.7, "ru": 0.9, "en": 0.9}
+"""A reading in the script of its pack at least this confident settles the script, and no other pack is tried.
+On ink of another script (Arabic, Devanagari, Latin and Cyrillic lines, docs/ocr-reading.md) the Arabic and
+Devanagari packs read their own script at most 0.59 confident, the English and Russian packs (whose letters share
+shapes) up to 0.83."""
+MIN_SCRIPT_CONFIDENCE = 0.2
+"""A reading in a script RapidOCR cannot read below this confidence is noise, not a script found."""
+
+
 def _tesseract_psm(layout: Layout | None, vertical: bool) -> str:
     if vertical:
         return "5"
@@ -153,10 +168,78 @@ def _tesseract_psm(layout: Layout | None, vertical: bool) -> str:
 
 
 def _tess_read(tess: OcrEngine, image: np.ndarray, lang: str | None, vertical: bool | None, layout: Layout | None,
-               pack: str | None = None) -> EngineOutput:
+               pack: str | None = None, psm: str | None = None) -> EngineOutput:
     if isinstance(tess, TesseractEngine):
-        return tess.read(image, lang, vertical, pack=pack, psm=_tesseract_psm(layout, bool(vertical)))
+        return tess.read(image, lang, vertical, pack=pack, psm=psm or _tesseract_psm(layout, bool(vertical)))
     return tess.read(image, lang, vertical)
+
+
+def _mapped(out: EngineOutput, matrix: np.ndarray, variant: str) -> EngineOutput:
+    """`out`, read on a copy made with `matrix` (3x3, image -> copy), with its boxes mapped back onto the image."""
+    inv = np.linalg.inv(matrix)
+    for ln in out.lines:
+        pts = np.hstack([np.asarray(ln.box, dtype=np.float64), np.ones((len(ln.box), 1))]) @ inv.T
+        ln.box = [[round(float(x), 1), round(float(y), 1)] for x, y in pts[:, :2]]
+    out.variant = variant
+    return out
+
+
+def _chars(out: EngineOutput) -> int:
+    return sum(len(ln.text.strip()) for ln in out.lines)
+
+
+def _tess_once(tess: OcrEngine, image: np.ndarray, layout: Layout, lang: str | None, pack: str | None,
+               vertical: bool | None) -> EngineOutput:
+    """Tesseract on the image as it is, in the layout mode of the image (what a user gets from the engine alone);
+    a line in which it finds nothing is read again in raw-line mode (`--psm 13`, no layout analysis: tesseract's
+    line finder drops some large-type lines whole)."""
+    out = _tess_read(tess, image, lang, vertical, layout, pack=pack)
+    if not out.lines and not vertical and layout.mode == "line" and isinstance(tess, TesseractEngine):
+        again = tess.read(image, lang, False, pack=pack, psm="13")
+        if again.lines:
+            again.variant = "raw-line"
+            return again
+    return out
+
+
+def _touches_edge(image: np.ndarray, layout: Layout) -> bool:
+    """True when the ink reaches the edge of the image (within a pixel): tesseract misreads such crops (words cut
+    at their box); a crop with a few pixels of paper around its text it reads as it is (a border added then only
+    raises its confidence, not its accuracy: Devanagari lines read worse with it)."""
+    x0, y0, x1, y1 = layout.box
+    h, w = image.shape[:2]
+    return min(x0, y0, w - x1, h - y1) <= 1
+
+
+def _tess_line(tess: OcrEngine, image: np.ndarray, layout: Layout, lang: str | None, pack: str | None,
+               vertical: bool | None, first: EngineOutput | None = None) -> EngineOutput:
+    """Tesseract's reading of an image: its plain reading (`_tess_once`, or `first` when already made), replaced
+    only where tesseract fails on the image as it is. When it finds no line, the best of the raw-line reading, a
+    copy with a border of paper and a copy whose text is 40 px high; a crop whose ink touches its edges is also
+    read with a border of paper, kept when that is more confident (words cut at their box come back misread).
+    A reading of one character is not replaced by a longer one (tesseract reads marks into the border).
+    Boxes are in `image`'s pixels."""
+    out = first if first is not None else _tess_once(tess, image, layout, lang, pack, vertical)
+    if not isinstance(tess, TesseractEngine):
+        return out
+    pack = pack or out.pack or None
+    psm = _tesseract_psm(layout, bool(vertical))
+    img_p, m_p, did_p = pad_small(image, layout)
+    if not out.lines or out.variant == "raw-line":  # no line found in the image as it is
+        alts = [out] if out.lines else []
+        if did_p:
+            alts.append(_mapped(tess.read(img_p, lang, vertical, pack=pack, psm=psm), m_p, "padded"))
+        img_s, m_s, did_s = scaled_to_text(image, layout)
+        if did_s:
+            alts.append(_mapped(tess.read(img_s, lang, vertical, pack=pack, psm=_tesseract_psm(
+                analyse_layout(img_s), bool(vertical))), m_s, "scaled"))
+        found = [a for a in alts if a.lines]
+        return max(found, key=lambda a: a.mean_confidence) if found else out
+    if did_p and _touches_edge(image, layout) and _chars(out) >= 2 and out.mean_confidence < 0.95:
+        padded = _mapped(tess.read(img_p, lang, vertical, pack=pack, psm=psm), m_p, "padded")
+        if padded.lines and padded.mean_confidence >= out.mean_confidence + PREFER_MARGIN:
+            return padded
+    return out
 
 
 def _rapid_read(rapid: OcrEngine, image: np.ndarray, lang: str | None, vertical: bool | None,
@@ -167,9 +250,12 @@ def _rapid_read(rapid: OcrEngine, image: np.ndarray, lang: str | None, vertical:
 
 
 def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, engines: OcrRegistry,
-               layout: Layout | None = None, classify: bool = True) -> EngineOutput:
+               layout: Layout | None = None, classify: bool = True, pack: str | None = None) -> EngineOutput:
     """Auto choice: by hint, else RapidOCR first and Tesseract when the script is one RapidOCR cannot read.
-    Tesseract reads in the layout mode of the image (one line, one block, sparse text, a page)."""
+    Tesseract reads in the layout mode of the image (one line, one block, sparse text, a page), with `pack` when
+    given (the pack a script was found with); RapidOCR reads small and tight crops with a border of paper.
+    Boxes are in `image`'s pixels."""
+    layout = layout if layout is not None else analyse_layout(image)
     lang = options.lang
     if options.engine == "vlm":
         from core.ocr.vlm import VlmOcrEngine
@@ -179,89 +265,107 @@ def _read_auto(image: np.ndarray, options: OcrOptions, vertical: bool | None, en
             return eng.read(image, lang, vertical, mode=options.vlm_mode)
         return eng.read(image, lang, vertical)
     if options.engine == "tesseract" or (options.engine == "auto" and _tesseract_only(lang)):
-        return _tess_read(engines.get("tesseract"), image, lang, vertical, layout)
-    if options.engine != "auto":
-        return _rapid_read(engines.get(options.engine), image, lang, vertical, classify)
-    rapid = engines.get("rapidocr")
-    out = _rapid_read(rapid, image, lang, vertical, classify)
-    small = layout is not None and layout.mode in ("line", "column")
-    if small and not classify and (not out.lines or out.mean_confidence < 0.85):
+        return _tess_line(engines.get("tesseract"), image, layout, lang, pack, vertical)
+    rapid = engines.get("rapidocr" if options.engine == "auto" else options.engine)
+    small = layout.mode in ("line", "column")
+    img_p, m_p, did_p = pad_small(image, layout)  # RapidOCR misses text that touches the edges of a crop
+
+    def read(cls: bool) -> EngineOutput:
+        o = _rapid_read(rapid, img_p, lang, vertical, cls)
+        return _mapped(o, m_p, "") if did_p else o
+
+    def turned(o: EngineOutput) -> EngineOutput:
         # one poor line: it may be upside down, which RapidOCR's line classifier turns
-        again = _rapid_read(rapid, image, lang, vertical, True)
-        if _score(again) > _score(out) + PREFER_MARGIN:
-            out = again
-    # confident and more than a stray mark (RapidOCR reads Cyrillic, for one, as a few dots)
-    if lang or (out.lines and out.mean_confidence >= 0.85 and _alnum(out) >= 4):
+        if small and not classify and isinstance(rapid, RapidOcrEngine) and (not o.lines or o.mean_confidence < 0.85):
+            again = read(True)
+            if _score(again) > _score(o) + PREFER_MARGIN:
+                again.variant = "classified"
+                return again
+        return o
+
+    out = read(classify)
+    if options.engine != "auto" or lang:
+        out = turned(out)
         if not out.language:
             out.language = script_language(out.script)
         return out
-    # low confidence without a hint: which script is this? tesseract's script detection, else a reading
-    # in each script RapidOCR cannot read, one language pack at a time (mixed packs put Devanagari digits
-    # into Arabic text), compared among themselves and with a Latin reading
+    # confident and more than a stray mark (RapidOCR reads Cyrillic, for one, as a few dots)
+    if out.lines and out.mean_confidence >= 0.85 and _alnum(out) >= 4:
+        out.language = out.language or script_language(out.script)
+        return out
     try:
         tess = engines.get("tesseract")
     except OcrError:
         tess = None
     if not isinstance(tess, TesseractEngine):
+        out = turned(out)
         out.warnings.append("text may be in a script RapidOCR cannot read; install tesseract-ocr for more scripts")
         return out
-    long_line = small and layout is not None and image.shape[1] >= 12 * max(layout.line_height, 1.0)
-    hint = script_from_osd(tess, image) if not small or long_line else None  # OSD needs more than a word
-    candidates: list[EngineOutput] = []
-    latin: EngineOutput | None = None
-    try:
-        packs = set(tesseract_languages())
-        # a Latin reading: a confident one is Latin text (read as Arabic or Devanagari shapes, it still
-        # scores, so such a reading must beat it clearly)
-        if "eng" in packs and (hint is None or (out.script == "Latin" and out.mean_confidence >= 0.6)):
-            latin = _tess_read(tess, image, "en", False, layout)
-        if hint and _tesseract_only(hint):
-            candidates.append(_tess_read(tess, image, hint, vertical, layout))
-        elif hint is None:
-            if latin is None or latin.mean_confidence < 0.85:
-                for k, pack in (("ar", "ara"), ("hi", "san+hin" if "san" in packs else "hin"), ("ru", "rus")):
-                    if not set(pack.split("+")) <= packs:
-                        continue
-                    t = _tess_read(tess, image, None, False, layout, pack=pack)
-                    if t.mean_confidence < 0.5 and layout is not None and small:
-                        t2 = _tess_scaled(tess, image, layout, pack)  # large type: no line found, or misread
-                        t = t2 if t2 is not None and _score(t2) > _score(t) else t
-                    t.language = k
-                    candidates.append(t)
-                    if t.script == LANGUAGES[k][0] and t.mean_confidence >= 0.8 and _alnum(t) >= 4:
-                        break  # a confident reading in the script of this pack: the script is found
-    except OcrError as exc:
-        out.warnings.append(str(exc))
-    own = [t for t in candidates if t.script and t.script == LANGUAGES.get(t.language or hint or "", ("",))[0]]
-    best_t = max(own, key=_score, default=None)
-    # a reading in a script RapidOCR cannot read wins when it is decent and clearly better than reading the
-    # same ink as Latin (RapidOCR's own reading of such ink is confident-looking noise)
-    if best_t is not None and (best_t.mean_confidence < 0.3 or _score(best_t) < (
-            _score(latin) if latin is not None else 0.0) + 0.1):
-        best_t = None
-    if best_t is None:
-        if not out.lines and latin is not None and latin.mean_confidence >= 0.6:
-            out = latin
-        if not out.language:
-            out.language = script_language(out.script)
+    found = _find_script(tess, image, layout, vertical, out)
+    if found is None:  # Latin or CJK after all (or nothing readable): RapidOCR's reading
+        out = turned(out)
+        out.language = out.language or script_language(out.script)
         return out
-    best_t.language = script_language(best_t.script)
-    best_t.lines = order_lines(best_t.lines, rtl=best_t.script in RTL_SCRIPTS, vertical=best_t.vertical)
-    return best_t
+    found.language = script_language(found.script)
+    found.lines = order_lines(found.lines, rtl=found.script in RTL_SCRIPTS, vertical=found.vertical)
+    return found
 
 
-def _tess_scaled(tess: TesseractEngine, image: np.ndarray, layout: Layout, pack: str) -> EngineOutput | None:
-    """Tesseract on a copy whose text is 40 px high (`scaled_to_text`), boxes mapped back onto `image`; None
-    when the text is not large."""
-    img2, m, did = scaled_to_text(image, layout)
-    if not did:
+def _find_script(tess: TesseractEngine, image: np.ndarray, layout: Layout, vertical: bool | None,
+                 rapid_out: EngineOutput) -> EngineOutput | None:
+    """The reading of a text without a hint that RapidOCR did not read confidently, when its script is one
+    RapidOCR cannot read: tesseract's script detection on pages (it finds nothing on a line), else a reading per
+    script of SCRIPT_PACKS (Devanagari first when the ink has a headline), stopping at one that settles it
+    (SCRIPT_SURE), and the most confident reading in the script of its own pack. None when that is Latin, or
+    nothing reads: the caller keeps RapidOCR's reading. Boxes are in `image`'s pixels."""
+    packs = set(tesseract_languages())
+    small = layout.mode in ("line", "column")
+    hint = None if small else script_from_osd(tess, image)
+    if hint is not None:
+        if not _tesseract_only(hint):
+            return None
+        try:
+            t = _tess_line(tess, image, layout, hint, None, vertical)
+        except OcrError as exc:
+            rapid_out.warnings.append(str(exc))
+            return None
+        return t if t.lines and t.script == LANGUAGES[hint][0] else None
+    order = []
+    for k, pack in SCRIPT_PACKS:
+        if k == "hi" and "san" not in packs:
+            pack = "hin"
+        if set(pack.split("+")) <= packs:
+            order.append((k, pack))
+    headline = layout.mode == "line" and headline_strength(image, layout) >= HEADLINE
+    if headline:
+        order.sort(key=lambda kp: kp[0] != "hi")  # the ink has Devanagari's headline: read that script first
+    readings: list[EngineOutput] = []
+    sure = None
+    try:
+        for k, pack in order:
+            t = _tess_once(tess, image, layout, None, pack, False)
+            t.language = k
+            readings.append(t)
+            if t.script == LANGUAGES[k][0] and _alnum(t) >= 4 and t.mean_confidence >= SCRIPT_SURE[k]:
+                sure = t
+                break
+    except OcrError as exc:
+        rapid_out.warnings.append(str(exc))
+    own = [t for t in readings if t.lines and t.script == LANGUAGES[t.language][0]]
+    best = sure or max(own, key=lambda t: t.mean_confidence, default=None)
+    devanagari = next((t for t in own if t.language == "hi"), None)
+    if sure is None and headline and devanagari is not None:
+        best = devanagari  # no other script is sure, and the ink has Devanagari's headline (a word or a letter)
+    if best is None or (best.mean_confidence < MIN_SCRIPT_CONFIDENCE and not (headline and best is devanagari)):
         return None
-    out = tess.read(img2, None, False, pack=pack, psm=_tesseract_psm(analyse_layout(img2), False))
-    inv = np.linalg.inv(m)
-    for ln in out.lines:
-        pts = np.hstack([np.asarray(ln.box, dtype=np.float64), np.ones((len(ln.box), 1))]) @ inv.T
-        ln.box = [[round(float(x), 1), round(float(y), 1)] for x, y in pts[:, :2]]
-    return out
+    if best.language == "en":
+        if not rapid_out.lines and best.mean_confidence >= 0.6:
+            return best  # Latin that RapidOCR found nothing in
+        return None
+    try:
+        return _tess_line(tess, image, layout, None, best.pack, False, first=best)
+    except OcrError:
+        return best
 
 
 def _cpu_engine(engines: OcrRegistry, name: str) -> OcrEngine | None:
@@ -332,19 +436,6 @@ def _forced_steps(opts: PreprocessOptions) -> list[str]:
     return [k for k, v in opts.to_dict().items() if v == "on"]
 
 
-def _padded(image: np.ndarray, layout: Layout, base: Preprocessed | None = None) -> Preprocessed:
-    """The image with a border of paper (and enlarged when its text is small), as a Preprocessed on top of
-    `base` (the identity when None)."""
-    img, m, did = pad_small(image, layout)
-    if base is None:
-        info = PreprocessInfo(["pad"] if did else [], 0, 0.0, {"layout": layout.mode})
-        steps = [StepRecord("pad", bool(did), did or "nothing to do")]
-        return Preprocessed(img, m, info, steps)
-    info = PreprocessInfo(list(base.info.steps) + (["pad"] if did else []), base.info.orientation, base.info.skew,
-                          {**base.info.details, "layout": layout.mode})
-    return Preprocessed(img, m @ base.matrix, info, base.steps + [StepRecord("pad", bool(did), did or "nothing to do")])
-
-
 def _vertical_wanted(options: OcrOptions, layout: Layout) -> bool | None:
     """The vertical flag to read with: forced on or off, else from the ink layout for a CJK hint (tesseract
     needs its vertical models chosen before reading), else None (decided from the reading)."""
@@ -356,13 +447,20 @@ def _vertical_wanted(options: OcrOptions, layout: Layout) -> bool | None:
     return None
 
 
+
+def _with_layout(pre: Preprocessed, layout: Layout) -> Preprocessed:
+    info = PreprocessInfo(list(pre.info.steps), pre.info.orientation, pre.info.skew,
+                          {**pre.info.details, "layout": layout.mode})
+    return Preprocessed(pre.image, pre.matrix, info, pre.steps)
+
+
 def _read_once(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, layout: Layout,
-               classify: bool) -> EngineOutput:
-    out = _read_auto(image, options, _vertical_wanted(options, layout), engines, layout, classify=classify)
+               classify: bool, pack: str | None = None) -> EngineOutput:
+    out = _read_auto(image, options, _vertical_wanted(options, layout), engines, layout, classify=classify, pack=pack)
     if options.vertical == "on" and out.engine == "tesseract" and layout.mode not in ("vertical", "column"):
         # vertical asked on a page whose ink runs in rows: read it horizontally too, keep the better reading
         try:
-            horiz = _read_auto(image, replace(options, vertical="off"), False, engines, layout)
+            horiz = _read_auto(image, replace(options, vertical="off"), False, engines, layout, pack=pack)
         except OcrError:
             return out
         if _score(horiz) > _score(out) + PREFER_MARGIN:
@@ -372,31 +470,43 @@ def _read_once(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, lay
     return out
 
 
-def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, keep_images: bool = False) -> Reading:
+def _candidate(out: EngineOutput, default: str) -> str:
+    return "classified" if out.variant == "classified" else default
+
+
+def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, keep_images: bool = False,
+                timings: dict[str, float] | None = None) -> Reading:
+    """The chosen reading of one image (`_choose`) with VLScope's layout on it (`_finish`); `timings`, when
+    given, gets the seconds of each stage: layout, plain, preprocess, vlscope, enhanced, finish."""
+    clock = _Clock(timings)
+    reading = _choose(image, options, engines, keep_images, clock)
+    if options.engine == "vlm":
+        return reading
+    reading = _finish(reading, options)
+    clock.lap("finish")
+    return reading
+
+
+def _choose(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, keep_images: bool,
+            clock: "_Clock") -> Reading:
     """Read one image. The engine's plain reading (the image as it is, its layout mode chosen from the ink:
-    one line, one block, sparse text, a page; small crops enlarged and given a border) is always a candidate;
-    VLScope's preprocessing (orientation, deskew, light, contrast, noise) is tried when the plain reading is
-    not confident or the image measures as needing it, and wins only when it reads better."""
+    one line, one block, sparse text, a page; small and tight crops given a border of paper) is always a
+    candidate, read once; VLScope's preprocessing (orientation, deskew, light, contrast, noise) is tried when the
+    plain reading is not confident or the image measures as needing it, and wins only when it reads better."""
     layout = analyse_layout(image)
+    clock.lap("layout")
     if options.engine == "vlm":
         # the model reads a page once (it is the slow engine): on the preprocessed page, as before
         state: dict[str, Any] = {}
         pre = preprocess(image, options.preprocess, _orientation_fn(options, state, engines), keep_images=keep_images)
         vertical = {"on": True, "off": False}.get(options.vertical, True if state.get("vertical") else None)
         return Reading(_read_auto(pre.image, options, vertical, engines), pre, candidate="vlscope")
-    plain_pre = _padded(image, layout)
-    if plain_pre.info.steps and _engine_name(options) == "tesseract":
-        # tesseract: the image as it is first; the border of paper (and enlargement) competes when that is poor
-        raw_pre = _padded(image, Layout("none", 0.0, layout.ink, layout.box))
-        plain = _read_once(image, options, engines, layout, classify=False)
-        if not _confident(plain):
-            padded = _read_once(plain_pre.image, options, engines, layout, classify=False)
-            if _score(padded) > _score(plain) + PREFER_MARGIN:
-                plain, raw_pre = padded, plain_pre
-        plain_pre = raw_pre
-    else:
-        plain = _read_once(plain_pre.image, options, engines, layout, classify=False)
+    # the image as it is: the engines' own copies (a border of paper, a smaller copy) map their boxes back onto it
+    ident = Preprocessed(image, np.eye(3), PreprocessInfo([], 0, 0.0, {"layout": layout.mode}), [])
+    plain = _read_once(image, options, engines, layout, classify=False)
+    clock.lap("plain")
     plain.warnings = list(plain.warnings)
+    best = Reading(plain, ident, candidate=_candidate(plain, "plain"))
     needs = photometric_needs(image, options.preprocess) + _forced_steps(options.preprocess)
     tilt = _tilt(plain)
     if abs(tilt) > TILT_DEGREES:
@@ -404,57 +514,59 @@ def _read_image(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, ke
     if plain.lines and vertical_share(plain.lines) > 0.5 and plain.script not in CJK_SCRIPTS:
         needs.append("orientation")  # text that is not CJK running top to bottom: a turned page
     if not options.enhanced and not needs and _confident(plain):
-        return _finish(Reading(plain, plain_pre), options)
+        return best
+    pack = None
     if options.engine == "auto" and not options.lang and plain.engine == "tesseract" and plain.language:
-        options = replace(options, lang=plain.language)  # the script found: read it directly from now on
-    best = Reading(plain, plain_pre)
-    if plain.engine == "tesseract" and not _confident(plain):
-        # large type: tesseract finds no line in some large-type lines and misreads others; a copy with
-        # text of the size it reads best competes
-        img2, m2, did = scaled_to_text(image, layout)
-        if did:
-            lay2 = analyse_layout(img2)
-            o2 = _read_once(img2, options, engines, lay2, classify=True)
-            if _score(o2) > _score(plain) + PREFER_MARGIN:
-                info = PreprocessInfo(["scale"], 0, 0.0, {"layout": layout.mode})
-                best = Reading(o2, Preprocessed(img2, m2, info, [StepRecord("scale", True, did)]), candidate="scaled")
+        # the script found: read it directly from now on, with the pack that found it
+        options, pack = replace(options, lang=plain.language), plain.pack or None
     line = layout.mode in ("line", "column") and len(plain.lines) <= 1  # one band of ink that reads as one line
     geometric = bool({"deskew", "orientation"} & set(needs))
-    if line and not _confident(best.out) and best.out.engine == "rapidocr" and options.engine in ("auto", "rapidocr"):
-        # a poor reading of one line: it may be upside down; RapidOCR's line classifier turns it
-        again = _read_once(plain_pre.image, replace(options, engine="rapidocr"), engines, layout, classify=True)
-        if _score(again) > _score(best.out) + PREFER_MARGIN:
-            best = Reading(again, plain_pre, candidate="classified")
     if not options.enhanced and (line and not geometric and (_confident(best.out) or not needs)
                                  or not needs and _confident(best.out)):
         # a confident reading of one line is not bettered by preprocessing it; nor is a clean page's
-        return _finish(best, options)
+        return best
     # VLScope's reading: preprocessing, then the same engine choice on the image it gives
     state = {}
     turn = None if line and options.preprocess.orientation != "on" else _orientation_fn(options, state, engines)
     pre = preprocess(image, options.preprocess, turn, keep_images=keep_images)
+    clock.lap("preprocess")
     if pre.info.steps:
         layout2 = analyse_layout(pre.image)
-        pre2 = _padded(pre.image, layout2, pre)
         opts2 = options
         if state.get("vertical") and options.vertical == "auto":
             opts2 = replace(options, vertical="on")
-        ours = _read_once(pre2.image, opts2, engines, layout2, classify=True)
+        ours = _read_once(pre.image, opts2, engines, layout2, classify=True, pack=pack)
         margin = -PREFER_MARGIN if needs else PREFER_MARGIN
         if _score(ours) > _score(best.out) + margin:
-            best = Reading(ours, pre2, candidate="vlscope")
+            best = Reading(ours, _with_layout(pre, layout2), candidate="vlscope")
     elif not line and not _confident(best.out) and best.out.engine == "rapidocr" and options.engine in ("auto", "rapidocr"):
         # nothing to correct, yet a poor reading: upside-down lines are read again with the line classifier
-        again = _read_once(plain_pre.image, replace(options, engine="rapidocr"), engines, layout, classify=True)
+        again = _read_once(image, replace(options, engine="rapidocr"), engines, layout, classify=True)
         if _score(again) > _score(best.out) + PREFER_MARGIN:
-            best = Reading(again, plain_pre, candidate="classified")
+            best = Reading(again, ident, candidate="classified")
+    clock.lap("vlscope")
     if options.enhanced:
-        best = _enhance(image, options, engines, best, keep_images)
-    return _finish(best, options)
+        best = _enhance(image, options, engines, best, keep_images, pack)
+        clock.lap("enhanced")
+    return best
+
+
+class _Clock:
+    """Seconds per stage into a dict (nothing when the dict is None)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into, self.t = into, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.into is None:
+            return
+        now = time.perf_counter()
+        self.into[stage] = round(self.into.get(stage, 0.0) + now - self.t, 4)
+        self.t = now
 
 
 def _enhance(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, best: Reading,
-             keep_images: bool) -> Reading:
+             keep_images: bool, pack: str | None = None) -> Reading:
     """Enhanced mode: try an upscaled and a contrast-enhanced copy and other orientations; keep the most
     confident reading."""
     variants: list[PreprocessOptions] = []
@@ -468,16 +580,15 @@ def _enhance(image: np.ndarray, options: OcrOptions, engines: OcrRegistry, best:
             break  # a reading this confident is not beaten by another variant: save the time
         p2 = preprocess(image, variant, _orientation_fn(options, {}, engines), keep_images=keep_images)
         lay = analyse_layout(p2.image)
-        p2 = _padded(p2.image, lay, p2)
-        o2 = _read_once(p2.image, options, engines, lay, classify=True)
+        o2 = _read_once(p2.image, options, engines, lay, classify=True, pack=pack)
         if _score(o2) > _score(best.out) + 0.005:
-            best = Reading(o2, p2, candidate="enhanced")
+            best = Reading(o2, _with_layout(p2, lay), candidate="enhanced")
     if options.vertical != "on" and not best.out.vertical and _score(best.out) < 0.97:
         from core.ocr.preprocess import rotate90
 
         for turn in (90, 180, 270):
             rotated, m = rotate90(best.pre.image, turn)
-            o3 = _read_once(rotated, options, engines, analyse_layout(rotated), classify=True)
+            o3 = _read_once(rotated, options, engines, analyse_layout(rotated), classify=True, pack=pack)
             if _score(o3) > _score(best.out) + 0.02:
                 bp = best.pre
                 info = PreprocessInfo(list(bp.info.steps) + ["orientation"], (bp.info.orientation + turn) % 360,
@@ -574,15 +685,17 @@ def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | 
     if mean_std(page.image)[1] < 2.0:
         return OcrPage(page.index, w, h, [], engine=options.engine, seconds=round(time.perf_counter() - t0, 3),
                        warnings=["blank page: no ink found, nothing to read"])
-    reading = _read_image(page.image, options, engines)
+    stages: dict[str, float] = {}
+    reading = _read_image(page.image, options, engines, timings=stages)
     out, pre = reading.out, reading.pre
     lines = [OcrLine(ln.text, pre.to_original(ln.box), ln.confidence, ln.vertical) for ln in out.lines]
-    info = replace(pre.info, details={**pre.info.details, "reading": reading.candidate})
-    if reading.ruby:
-        info.details["ruby"] = [{**r.to_dict(), "box": pre.to_original(r.box)} for r in reading.ruby]
+    info = replace(pre.info, details={**pre.info.details, "reading": reading.candidate, "stage_seconds": stages})
+    if out.variant and out.variant != "classified":
+        info.details["variant"] = out.variant  # what tesseract needed to read the image (padded, raw-line, scaled)
     result = OcrPage(page.index, w, h, lines, engine=out.engine, source="ocr", language=out.language,
                      script=out.script, vertical=out.vertical, preprocess=info,
-                     warnings=list(getattr(page, "warnings", None) or []) + list(dict.fromkeys(out.warnings)))
+                     warnings=list(getattr(page, "warnings", None) or []) + list(dict.fromkeys(out.warnings)),
+                     annotations=[_ruby_annotation(r, lines, pre) for r in reading.ruby])
     if not lines:
         result.warnings.append("no text found on this page (blank, too blurred or a script no installed engine "
                                "reads; try --enhanced or another --lang)")
@@ -592,10 +705,19 @@ def ocr_page_image(page: PageImage, options: OcrOptions, engines: OcrRegistry | 
     elif options.tables and lines and not out.vertical:
         from core.ocr.tables import find_tables, map_table
 
+        t1 = time.perf_counter()
         tables = find_tables(pre.image, out.lines, page.index, reader=_cell_reader(options, engines))
         result.tables = [map_table(t, pre.to_original) for t in tables]
+        stages["tables"] = round(time.perf_counter() - t1, 4)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _ruby_annotation(ruby: Ruby, lines: list[OcrLine], pre: Preprocessed) -> Annotation:
+    """A ruby of the reading as the page's annotation: its box on the page, the line and characters it reads."""
+    base = lines[ruby.base].text[ruby.start:ruby.end] if 0 <= ruby.base < len(lines) else ""
+    return Annotation("ruby", ruby.text, pre.to_original(ruby.box), ruby.base, ruby.start, ruby.end, base,
+                      ruby.confidence)
 
 
 def _cell_reader(options: OcrOptions, engines: OcrRegistry):

@@ -418,6 +418,27 @@ def pad_small(img: np.ndarray, layout: Layout, min_height: float = 16.0, target:
     return cur, matrix, "; ".join(done)
 
 
+HEADLINE = 0.7
+"""`headline_strength` at least this: the line is likely Devanagari (whose headline, the shirorekha, joins the
+letters of each word: 0.5-1.0 on printed Sanskrit lines, median 0.79; Latin and Cyrillic lines reach 0.6-0.66 at
+most, Arabic 0.59, measured for docs/ocr-reading.md). It only orders the scripts tried, it decides nothing."""
+
+
+def headline_strength(img: np.ndarray, layout: Layout) -> float:
+    """The share of a line's ink width that its densest row in the upper half of the ink covers (0 when there
+    is no ink): a continuous stroke along the top of the letters, as Devanagari's headline is."""
+    x0, y0, x1, y1 = layout.box
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return 0.0
+    gray = to_gray(img[y0:y1, x0:x1])
+    _, ink = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    if ink.mean() > 0.5:  # light text on a dark ground
+        ink = 1 - ink
+    rows = ink.mean(axis=1)
+    upper = rows[: max(1, int(round(0.45 * len(rows))))]
+    return float(upper.max())
+
+
 def scaled_to_text(img: np.ndarray, layout: Layout, target: float = 40.0) -> tuple[np.ndarray, np.ndarray, str]:
     """A copy whose text is about `target` pixels high (large type shrunk: tesseract finds no line in some
     large-type lines and reads others better at this size), with a border of paper; (image, matrix, what was

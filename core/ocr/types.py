@@ -101,6 +101,25 @@ class PreprocessInfo:
 
 
 @dataclass
+class Annotation:
+    """A reading aid printed beside the main text and kept out of it: `kind` "ruby" is furigana, the small kana
+    beside vertical (or horizontal) text that give the reading of the characters next to them.
+
+    `line` is the index in the page's `lines` of the line it stands beside (-1 when none), `start` and `end` the
+    characters of that line it covers (`base` is that text: "吾輩" for the ruby "わがはい"); `box` is the
+    annotation's own polygon in the page's pixels."""
+
+    kind: str
+    text: str
+    box: Polygon
+    line: int = -1
+    start: int = 0
+    end: int = 0
+    base: str = ""
+    confidence: float = 0.0
+
+
+@dataclass
 class OcrPage:
     """One page's text: lines in reading order, where the text came from and what was corrected."""
 
@@ -117,10 +136,11 @@ class OcrPage:
     preprocess: PreprocessInfo = field(default_factory=PreprocessInfo)
     tables: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)  # ruby kept out of the main text
 
     @property
     def text(self) -> str:
-        """The page text, one line per OCR line."""
+        """The page text, one line per OCR line (annotations such as ruby are not in it)."""
         return "\n".join(line.text for line in self.lines)
 
     @property
@@ -142,6 +162,7 @@ class OcrPage:
         d["lines"] = [OcrLine(**ln) for ln in d.get("lines", [])]
         d["preprocess"] = PreprocessInfo(**d.get("preprocess", {}))
         d["tables"] = [Table.from_dict(t) for t in d.get("tables", [])]
+        d["annotations"] = [Annotation(**a) for a in d.get("annotations", [])]
         return cls(**d)
 
 

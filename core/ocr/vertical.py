@@ -11,6 +11,7 @@ Everything here works on line boxes an engine found; nothing reads pixels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from core.ocr.scripts import CJK_SCRIPTS, char_script, detect_script
@@ -19,17 +20,20 @@ from core.ocr.types import OcrLine
 
 @dataclass
 class Ruby:
-    """A ruby (furigana) annotation: its text, its box, and the main column it belongs to (index into the
-    ordered main lines, -1 when none)."""
+    """A ruby (furigana) annotation: its text, its box, the main column it belongs to (index into the ordered
+    main lines, -1 when none) and the characters of that column it stands beside (`start` to `end`)."""
 
     text: str
     box: list[list[float]]
     base: int = -1
     confidence: float = 0.0
+    start: int = 0
+    end: int = 0
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
-        return {"text": self.text, "box": self.box, "base": self.base, "confidence": self.confidence}
+        return {"text": self.text, "box": self.box, "base": self.base, "confidence": self.confidence,
+                "start": self.start, "end": self.end}
 
 
 @dataclass
@@ -181,6 +185,23 @@ def _vblocks(lines: list[OcrLine], col_w: float, col_gap: float, depth: int = 0)
     return [lines]
 
 
+def _span(ruby: OcrLine, base: OcrLine) -> tuple[int, int]:
+    """The characters of the base column that the ruby stands beside, [start, end): those whose centres lie
+    along the ruby's extent (the column's height shared evenly among its characters); the nearest one when the
+    ruby is shorter than a character."""
+    n = len(base.text)
+    if n == 0:
+        return 0, 0
+    top, bottom = base.bounds[1], base.bounds[3]
+    pitch = max(bottom - top, 1.0) / n
+    r0, r1 = ruby.bounds[1], ruby.bounds[3]
+    inside = [k for k in range(n) if r0 <= top + (k + 0.5) * pitch <= r1]
+    if not inside:
+        k = min(n - 1, max(0, math.floor(((r0 + r1) / 2 - top) / pitch)))
+        return k, k + 1
+    return inside[0], inside[-1] + 1
+
+
 def order_vertical(lines: list[OcrLine], ruby: bool = True) -> VerticalReading:
     """Vertical lines in reading order (blocks: spread pages right to left, tiers top to bottom; columns right
     to left inside each block), with ruby taken out (when `ruby`) and kept as annotations of their column."""
@@ -198,7 +219,7 @@ def order_vertical(lines: list[OcrLine], ruby: bool = True) -> VerticalReading:
     notes = []
     if len(blocks) > 1:
         notes.append(f"vertical text in {len(blocks)} blocks (pages of a spread right to left, tiers top to bottom)")
-    annotations = [Ruby(r.text, r.box, index.get(id(base), -1), r.confidence) for r, base in pairs]
+    annotations = [Ruby(r.text, r.box, index.get(id(base), -1), r.confidence, *_span(r, base)) for r, base in pairs]
     if annotations:
         notes.append(f"{len(annotations)} ruby (furigana) annotation(s) kept apart from the main text")
     return VerticalReading(ordered, annotations, len(blocks), notes)

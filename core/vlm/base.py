@@ -29,8 +29,8 @@ class ModelUnavailable(EngineError):
         self.model = model
         self.reason = reason
         fix = (
-            f"Download it once on a machine with internet access: `hf download {model}` "
-            f"(or `huggingface-cli download {model}`), then copy the Hugging Face cache "
+            f"Download it once on a machine with internet access: `hf download {model}`, then copy the Hugging "
+            "Face cache "
             "(~/.cache/huggingface) here, or point VLSCOPE_MODEL (setting `model`) at a local folder "
             "that holds config.json, the *.safetensors weights and the processor files."
         )

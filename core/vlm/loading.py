@@ -81,15 +81,16 @@ def resolve_model(model: str, offline: bool) -> Path:
 
     try:
         return Path(snapshot_download(model, local_files_only=True, allow_patterns=WEIGHT_PATTERNS))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not in the local cache"
-        local_reason = f"{type(exc).__name__}"
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        pass
     if offline or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ModelUnavailable(model, "it is not in the local Hugging Face cache and offline mode is on")
     try:
         return Path(snapshot_download(model, allow_patterns=WEIGHT_PATTERNS))
     except Exception as exc:  # noqa: BLE001
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no answer from the Hugging Face Hub"
         raise ModelUnavailable(
-            model, f"it is not in the local Hugging Face cache ({local_reason}) and could not be fetched ({type(exc).__name__})"
+            model, f"it is not in the local Hugging Face cache and could not be fetched ({why})"
         ) from exc
 
 

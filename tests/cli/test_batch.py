@@ -102,7 +102,7 @@ def test_results_show_in_the_library(env: dict[str, Any]) -> None:
         assert sorted(items) == ["demo.mp4", "scan.png", "talk.mp4"]  # the broken file is not listed
         talk = items["talk.mp4"]
         assert talk.kind == "video" and talk.available and talk.path == str(env["folder"] / "talk.mp4")
-        assert {"scene cuts", "motion", "on-screen text"} <= set(talk.stages)
+        assert {"Scene cuts", "Motion", "On-screen text"} <= set(talk.stages)
         cuts = [e.start for e in load_results(cache, talk.input_hash).events if e.kind == "scene"]
         assert any(abs(t - 1.5) <= 0.15 for t in cuts), cuts
         demo_cuts = [e.start for e in load_results(cache, items["demo.mp4"].input_hash).events if e.kind == "scene"]

@@ -124,7 +124,7 @@ def test_break8_library_shows_stored_names_and_ocr_text_as_text(app_env: Path) -
     record_file(cache, image.sha256, name, image.kind, image.path, image.size_bytes)  # e.g. sent to the API
     run_ocr(image.path, OcrOptions(), name=name, cache=cache)
     at.run()
-    at.selectbox(key="lib_open").set_value(image.sha256).run()
+    at.button(key="lib_item_details_0").click().run()
     assert not at.exception, at.exception
     heading = at.subheader[0].value
     assert "<img" not in rendered(heading) and shown_text(heading) == name

@@ -104,7 +104,7 @@ def test_ledger_chart_splits_each_request_into_its_phases() -> None:
     assert fig.layout.barmode == "stack"
     labels = request_labels(records)
     assert list(bars["Prefill"].x) == labels and labels[0].startswith("#1 ") and labels[0].endswith(" video_qa")
-    assert labels[1].startswith("#2 ") and labels[1].endswith(" chat (error)")
+    assert labels[1].startswith("#2 ") and labels[1].endswith(" chat (failed)")
     assert "peak GPU memory 10300 MiB" in bars["Prefill"].customdata[0]
     assert "Out of GPU memory" in bars["Prefill"].customdata[1]
     assert decode_ms(records[0]) == pytest.approx(records[0].total_ms - records[0].ttft_ms)
@@ -118,7 +118,8 @@ def test_ledger_table_lists_requests_newest_first_with_readable_units() -> None:
     assert first["Visual tokens"] == 3560 and first["Prefill (ms)"] == 640.0
     assert first["Time to first token (ms)"] == 765.0 and first["Tokens/s"] == 49.0
     assert first["Peak GPU memory (MiB)"] == 10300
-    assert df.iloc[0]["Status"] == "error" and df.iloc[0]["Error"] == "Out of GPU memory"
+    assert df.iloc[0]["Status"] == "Failed" and df.iloc[0]["Error"] == "Out of GPU memory"
+    assert first["Status"] == "Finished"
     assert pd.isna(df.iloc[0]["Peak GPU memory (MiB)"])  # no GPU memory figure: empty, not 0
     assert ledger_table([]).empty
 
@@ -137,3 +138,14 @@ def test_ledger_chart_of_a_real_request_to_the_tiny_model(tiny_engine) -> None:
         pytest.approx(record.total_ms))
     row = ledger_table([record]).iloc[0]
     assert row["Kind"] == "chat" and row["Output tokens"] == record.completion_tokens > 0
+
+
+def test_statuses_read_as_plain_words_never_the_engine_finish_reason() -> None:
+    from core.charts.ledger import status_words
+
+    records = _records()
+    records[0].status = "length"
+    df = ledger_table(records, newest_first=False)
+    assert df.iloc[0]["Status"] == "Cut at the answer length limit"
+    assert "status: cut at the answer length limit" in ledger_figure(records).data[0].customdata[0]
+    assert [status_words(s) for s in ("stop", "cancelled", "error")] == ["Finished", "Cancelled", "Failed"]

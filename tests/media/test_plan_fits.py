@@ -215,7 +215,7 @@ def test_a_loaded_model_counts_what_it_holds(tiny_engine, tmp_path: Path, ten_mi
         choice = rt.video.default_plan(probe_video(ten_minutes_720p))
         held = model_bytes(tiny_engine.model)
         assert choice.memory.free_bytes == 32 * GIB + held and "the loaded model holds" in choice.memory.source
-        # the tiny model's shape is none of the released sizes: the size comes from the name, here none (4B)
-        assert choice.size_from == "assumed" and choice.model_size == "4b"
+        # the tiny model's shape is none of the released sizes: its own entry, from its config
+        assert choice.size_from == "config" and choice.model_size == size_from_config(tiny_engine.model.config)
     finally:
         rt.cache.close()

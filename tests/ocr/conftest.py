@@ -14,6 +14,7 @@ FONTS = {
     "latin": "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "arabic": "/usr/share/fonts/truetype/noto/NotoNaskhArabic-Regular.ttf",
+    "arabic_sans": "/usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf",
     "devanagari": "/usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf",
 }
 

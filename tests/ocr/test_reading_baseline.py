@@ -49,6 +49,54 @@ def test_arabic_without_a_hint_has_no_devanagari_and_no_direction_marks():
     assert cer(text, page.text) < 0.15, page.text
 
 
+def tight_line(text: str, kind: str, size: int, margin: int = 4, direction: str | None = None) -> np.ndarray:
+    """A printed line cut close around its ink (`margin` pixels of paper), as line sets are."""
+    f = font(kind, size)
+    kw = {"direction": direction} if direction else {}
+    left, top, right, bottom = f.getbbox(text, **kw)
+    img = Image.new("RGB", (right - left + 2 * margin, bottom - top + 2 * margin), "white")
+    ImageDraw.Draw(img).text((margin - left, margin - top), text, fill="black", font=f, **kw)
+    return np.array(img)
+
+
+SANSKRIT = ["अन्योऽन्यच्छृणुयादन्योऽन्यन्मन्वीता", "तल्लिङ्गैरर्चयेन्मन्त्रैः सर्वदेवान्नमस्य"]
+
+
+@pytest.mark.parametrize("text", SANSKRIT)
+def test_devanagari_line_without_a_hint_is_devanagari_and_no_worse_than_plain_tesseract(text):
+    # RapidOCR reads such a line as confident-looking Latin, Cyrillic or Arabic noise ("3TSS-H-"): the script is
+    # found by reading it with each script's pack, not taken from RapidOCR's guess or a mixed pack
+    need_tesseract("san", "hin", "ara", "rus")
+    img = tight_line(text, "devanagari", 40)
+    page = ocr_image(img, OcrOptions(tables=False))
+    plain = plain_reading(img, "Devanagari")  # tesseract -l san+hin --psm 7, the mode of a one-line image
+    assert page.script == "Devanagari" and page.engine == "tesseract", page.text
+    assert cer(text, page.text) <= cer(text, plain) + 0.01, (page.text, plain)
+    assert cer(text, page.text) < 0.1, page.text
+
+
+def test_hinted_devanagari_line_is_the_plain_engine_reading():
+    # a clean line tesseract reads as it is: VLScope gives that reading, not a more confident but worse one of a
+    # copy with a border of paper (which read "तल्लिङ्खैर्चयेन्मन्तरैः" for "तल्लिङ्गैरर्चयेन्मन्त्रैः")
+    need_tesseract("san", "hin")
+    img = tight_line(SANSKRIT[1], "devanagari", 40)
+    page = ocr_image(img, OcrOptions(lang="sa", tables=False))
+    assert page.text == plain_reading(img, "Devanagari")
+    assert page.preprocess.details["reading"] == "plain" and "variant" not in page.preprocess.details
+
+
+@pytest.mark.parametrize("size", [80, 110])
+def test_large_arabic_line_where_tesseract_finds_no_line_is_read(size):
+    # tesseract's line finder drops some large-type lines whole (--psm 7 gives nothing): raw-line mode reads them
+    need_tesseract("ara", "hin", "rus")
+    text = "فقال أحضروني الرأي فاجتمع ملؤهم"
+    img = tight_line(text, "arabic_sans", size, direction="rtl")
+    for lang in ("ar", None):
+        page = ocr_image(img, OcrOptions(lang=lang, tables=False))
+        assert page.script == "Arabic" and len(page.lines) == 1, page.text
+        assert cer(text, page.text) <= min(0.05, cer(text, plain_reading(img, "Arabic"))), page.text
+
+
 @pytest.mark.parametrize("word", ["Invoice", "Total", "Street"])
 def test_latin_word_crop_is_read_as_latin(word):
     page = ocr_image(word_crop(word, 22), OcrOptions(tables=False))

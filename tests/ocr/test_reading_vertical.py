@@ -4,6 +4,7 @@ reads it. Real engines on pages rendered here with a Noto CJK font."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ JP_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"  # index 0: J
 TIER1 = ["吾輩は猫である名前はまだ無い", "どこで生れたかとんと見当がつかぬ", "何でも薄暗いじめじめした所で",
          "泣いていた事だけは記憶している"]
 TIER2 = ["吾輩はここで始めて人間というものを見た", "しかもあとで聞くとそれは書生という", "人間中で一番獰悪な種族であったそうだ"]
-RUBY = {(0, 0, 0): "わがはい", (1, 1, 8): "しょせい"}  # (tier, column, character) -> kana set beside it
+RUBY = {(0, 0, 0): "わがはい", (1, 1, 12): "しょせい"}  # (tier, column, character) -> kana set beside it
+RUBY_BASE = {"わがはい": "吾輩", "しょせい": "書生"}  # the characters each ruby gives the reading of
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
@@ -69,9 +71,47 @@ def test_tategaki_page_in_auto_reads_columns_right_to_left_tiers_top_to_bottom_r
     assert [cer(ref, ln.text) < 0.25 for ref, ln in zip(main, page.lines)] == [True] * len(main), page.text
     # the ruby is not read into the columns, and is kept as an annotation of the column it stands beside
     assert "わがはい" not in page.text and "しょせい" not in page.text
-    ruby = page.preprocess.details["ruby"]
-    assert {r["text"] for r in ruby} == {"わがはい", "しょせい"}
-    assert {r["text"]: r["base"] for r in ruby} == {"わがはい": 0, "しょせい": len(TIER1) + 1}
+    assert_ruby_annotations(page)
+
+
+def assert_ruby_annotations(page) -> None:
+    """Each ruby is an annotation of the page: its kana, the column (line) and the characters of it that it
+    reads, and a box beside that column, within its height."""
+    ruby = {a.text: a for a in page.annotations}
+    assert set(ruby) == {"わがはい", "しょせい"} and {a.kind for a in page.annotations} == {"ruby"}
+    assert {k: a.line for k, a in ruby.items()} == {"わがはい": 0, "しょせい": len(TIER1) + 1}
+    assert {k: a.base for k, a in ruby.items()} == RUBY_BASE, page.annotations
+    for a in ruby.values():
+        line = page.lines[a.line]
+        assert line.text[a.start:a.end] == a.base
+        lx0, ly0, lx1, ly1 = line.bounds
+        xs, ys = [p[0] for p in a.box], [p[1] for p in a.box]
+        # right of the column (its centre past the column's right edge), not on it and not a column away
+        assert min(xs) > (lx0 + lx1) / 2 and lx1 - 0.1 * (lx1 - lx0) < (min(xs) + max(xs)) / 2 < lx1 + (lx1 - lx0), \
+            (a.box, line.box)
+        assert ly0 - 5 <= min(ys) and max(ys) <= ly1 + 5, (a.box, line.box)
+
+
+def test_ruby_annotations_survive_json_the_cache_and_the_exports(two_tier_page, tmp_path):
+    from core.cache import ResultCache
+    from core.ocr import run_ocr
+    from core.ocr.exports import export
+    from core.ocr.types import OcrResult
+
+    from .conftest import png_bytes
+
+    cache = ResultCache(tmp_path / "cache")
+    options = OcrOptions(tables=False, fields="off")
+    first = run_ocr(png_bytes(two_tier_page), options, cache=cache)
+    again = run_ocr(png_bytes(two_tier_page), options, cache=cache)  # read back from the cache
+    for result in (first, again, OcrResult.from_dict(json.loads(export(first, "json")))):
+        page = result.pages[0]
+        assert "わがはい" not in page.text and "しょせい" not in page.text
+        assert_ruby_annotations(page)
+    assert again.pages[0].annotations == first.pages[0].annotations
+    md = export(first, "md").decode()
+    assert "吾輩 (わがはい)" in md and "書生 (しょせい)" in md
+    assert "わがはい" not in export(first, "txt").decode()
 
 
 def test_two_page_spread_reads_the_right_page_first():
@@ -112,4 +152,5 @@ def test_order_vertical_blocks_and_ruby_from_boxes():
     assert [ln.text for ln in vr.lines] == ["上段一行目です", "上段二行目です", "下段一行目です", "下段二行目です",
                                             "左頁一行目です", "左頁二行目です"]
     assert [(r.text, vr.lines[r.base].text) for r in vr.ruby] == [("わがはい", "上段一行目です")]
+    assert [vr.lines[r.base].text[r.start:r.end] for r in vr.ruby] == ["上段"]  # 4 kana of 20 px beside 2 of 40
     assert vr.blocks == 3
