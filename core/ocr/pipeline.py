@@ -25,7 +25,7 @@ from core.ocr.loading import (DEFAULT_MAX_PAGES, PageImage, _read_source, count_
                                iter_pages, ocr_bytes, page_pixels)
 from core.ocr.preprocess import (HEADLINE, Layout, Preprocessed, PreprocessOptions, StepRecord, analyse_layout,
                                  headline_strength, mean_std, pad_small, photometric_needs, preprocess, scaled_to_text)
-from core.ocr.scripts import (CJK_SCRIPTS, LANGUAGES, RTL_SCRIPTS, detect_script, drop_foreign_tokens, lang_parts, merge_mark_lines,
+from core.ocr.scripts import (CJK_SCRIPTS, LANGUAGES, RTL_SCRIPTS, char_script, detect_script, drop_foreign_tokens, lang_parts, merge_mark_lines,
                               normalise_lang, order_lines, rapidocr_reads, script_language, strip_direction_marks)
 from core.ocr.vertical import Ruby, looks_vertical, order_vertical, vertical_share
 from core.ocr.registry import OcrRegistry
@@ -137,6 +137,12 @@ class Reading:
 def _alnum(out: EngineOutput) -> int:
     return sum(2 if detect_script(ch) in ("Han", "Japanese", "Hangul") else 1 for ln in out.lines for ch in ln.text
                if ch.isalnum())
+
+
+def _letters_in(out: EngineOutput, script: str) -> int:
+    """Letters of `script` in a reading (digits and other scripts' letters do not count): a pack that read a
+    line of another script as digits and one letter of its own is not sure of its script."""
+    return sum(1 for ln in out.lines for ch in ln.text if ch.isalpha() and char_script(ch) == script)
 
 
 def _score(out: EngineOutput) -> float:
@@ -346,13 +352,15 @@ def _find_script(tess: TesseractEngine, image: np.ndarray, layout: Layout, verti
             t = _tess_once(tess, image, layout, None, pack, False)
             t.language = k
             readings.append(t)
-            if t.script == LANGUAGES[k][0] and _alnum(t) >= 4 and t.mean_confidence >= SCRIPT_SURE[k]:
+            if t.script == LANGUAGES[k][0] and _letters_in(t, t.script) >= 4 and t.mean_confidence >= SCRIPT_SURE[k]:
                 sure = t
                 break
     except OcrError as exc:
         rapid_out.warnings.append(str(exc))
     own = [t for t in readings if t.lines and t.script == LANGUAGES[t.language][0]]
-    best = sure or max(own, key=lambda t: t.mean_confidence, default=None)
+    # the most confident reading of those that read at least a word of their script (a pack that turned another
+    # script's line into digits and a letter can be as confident as the right one)
+    best = sure or max(own, key=lambda t: (_letters_in(t, t.script) >= 4, t.mean_confidence), default=None)
     devanagari = next((t for t in own if t.language == "hi"), None)
     if sure is None and headline and devanagari is not None:
         best = devanagari  # no other script is sure, and the ink has Devanagari's headline (a word or a letter)

@@ -102,7 +102,7 @@ def test_every_page_photographed(dashboard, chromium, tmp_path: Path) -> None:
         open_page(page, "OCR")
         page.locator("input[type=file]").first.set_input_files(str(invoice))
         page.get_by_role("button", name="Read text").click()
-        expect(page.get_by_text("Invoice fields")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Invoice fields", exact=True)).to_be_visible(timeout=120_000)
         wait_until_idle(page)
         shots["ocr"] = shoot(page, "ocr")
 
