@@ -1,15 +1,25 @@
-"""Engine speed and memory on the real Qwen3-VL architecture with random weights (no download).
+"""Engine speed and memory on the real Qwen3-VL / Qwen3.5 architectures with random weights (no download).
 
-Builds the exact shape of a released Instruct model (default 4B), saves it, loads it back through
-the users' path (LocalEngine), and prints:
+Builds the exact shape of a released model (default Qwen3-VL-4B; `--shape` any of core.vlm.shapes.SHAPES, e.g.
+qwen3.5-4b, qwen3.5-9b, qwen3-vl-30b-a3b, or tiny-<architecture> for a tiny random model of that architecture),
+saves it, loads it back through the users' path (LocalEngine), and prints:
   - load time from a local folder;
   - decode tokens/s at batch 1 over 256 tokens, against the memory-bound limit measured in the same
-    process (weight bytes / device copy bandwidth);
+    process (weight bytes one token reads / device copy bandwidth; a mixture of experts reads only its
+    top-k experts);
+  - decode tokens/s at batch 4;
   - prefill time, visual tokens and peak GPU memory for one 1080p image and for a 600-frame video
-    at the processor's default budget.
-Random weights mean random text; the figures measure the machinery. Needs a CUDA GPU.
+    at the processor's default budget, and a follow-up question on that video with its kept prefix.
+Random weights mean random text; the figures measure the machinery. Qwen3.5 (Gated DeltaNet hybrid) decodes
+with plain `generate` in VLScope (the fast decoder's static cache and lean step hold per-token K/V only), so its
+decode paths are "plain" alone. Its linear-attention layers run transformers' PyTorch fallback unless the
+`flash-linear-attention` (fla-core) and `causal-conv1d` packages are installed: say which in the figures.
+Where the shapes came from: core.vlm.shapes.SHAPES[...].source (printed). Needs a CUDA GPU; `--device cpu
+--shape tiny-qwen3_5` runs the same code on the CPU (checks the script, measures nothing useful).
 
     python benchmarks/engine.py --size 4b [--json out.json]
+    python benchmarks/engine.py --shape qwen3.5-9b --json qwen35-9b.json
+    python benchmarks/engine.py --device cpu --shape tiny-qwen3_5 --frames 8 --decode-tokens 16
 """
 
 from __future__ import annotations
@@ -33,8 +43,16 @@ def gib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 1024**3:.2f} GiB"
 
 
-def copy_bandwidth_bytes_per_s(torch) -> float:
+def copy_bandwidth_bytes_per_s(torch, device: str = "cuda") -> float:
     """Device-to-device copy bandwidth (bytes read + written per second), the decode roofline's denominator."""
+    if device == "cpu":
+        x = torch.empty(256 * 1024**2, dtype=torch.uint8)
+        y = torch.empty_like(x)
+        y.copy_(x)
+        t = time.perf_counter()
+        for _ in range(5):
+            y.copy_(x)
+        return 2 * 256 * 1024**2 * 5 / (time.perf_counter() - t)
     x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
     for _ in range(3):
@@ -53,31 +71,38 @@ def copy_bandwidth_bytes_per_s(torch) -> float:
     return 2 * 2 * 1024**3 * n / seconds
 
 
-def build_random_model(size: str, folder: Path) -> float:
-    """Random weights of the exact shape + a processor with the hub's defaults, saved to `folder`."""
+SHAPE_CHOICES = ["2b", "4b", "8b"]  # completed from core.vlm.shapes in main(): every released shape and tiny-<arch>
+
+
+def build_random_model(size: str, folder: Path, device: str = "cuda") -> float:
+    """Random weights of the exact shape `size` ("2b"/"4b"/"8b": Qwen3-VL; a core.vlm.shapes.SHAPES key such as
+    "qwen3.5-9b"; or "tiny-<architecture>") + a processor with the hub's defaults, saved to `folder`."""
     import torch
     from transformers import AutoModelForImageTextToText, Qwen3VLConfig
 
-    from core.vlm.shapes import qwen3_vl_config_dict
-    from core.vlm.tiny import build_processor, special_token_ids
+    from core.vlm import shapes
+    from core.vlm.tiny import build_processor, build_tiny_model, special_token_ids
 
+    t = time.perf_counter()
+    if size.startswith("tiny-"):
+        build_tiny_model(folder, arch=size.removeprefix("tiny-"))
+        return time.perf_counter() - t
     processor = build_processor()
     ids = special_token_ids(processor.tokenizer)
-    cfg = qwen3_vl_config_dict(
-        size,
-        token_ids={
-            "image": ids["<|image_pad|>"], "video": ids["<|video_pad|>"], "vision_start": ids["<|vision_start|>"],
-            "vision_end": ids["<|vision_end|>"], "eos": ids["<|im_end|>"], "pad": ids["<|endoftext|>"],
-        },
-    )
-    t = time.perf_counter()
-    with torch.device("cuda"):
-        model = AutoModelForImageTextToText.from_config(Qwen3VLConfig(**cfg), dtype=torch.bfloat16)
+    token_ids = {"image": ids["<|image_pad|>"], "video": ids["<|video_pad|>"], "vision_start": ids["<|vision_start|>"],
+                 "vision_end": ids["<|vision_end|>"], "eos": ids["<|im_end|>"], "pad": ids["<|endoftext|>"]}
+    if size in shapes.SIZES:  # the original table, as every Qwen3-VL figure so far was measured
+        config = Qwen3VLConfig(**shapes.qwen3_vl_config_dict(size, token_ids=token_ids))
+    else:
+        config = shapes.build_config(size, token_ids=token_ids)  # the released vocabulary size, the tiny tokenizer
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16 if device != "cpu" else torch.float32)
     model.generation_config.eos_token_id = None  # random weights: never stop early, decode the full length
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     del model
-    torch.cuda.empty_cache()
+    if device != "cpu":
+        torch.cuda.empty_cache()
     return time.perf_counter() - t
 
 
@@ -87,6 +112,19 @@ def random_model_folder(folder: str | Path, size: str = "4b") -> Path:
     if not (folder / "config.json").exists():
         build_random_model(size, folder)
     return folder
+
+
+def shape_facts(size: str, config) -> dict[str, object]:
+    """What the shape is and where its numbers came from, and the bytes one decoded token reads (bf16)."""
+    from core.vlm import shapes
+    from core.vlm.arch import architecture_of
+
+    key = shapes.shape_key(size)
+    count = shapes.count_params(config)
+    return {"shape": key or size, "source": shapes.SHAPES[key].source if key else "core.vlm.tiny (random tiny model)",
+            "architecture": architecture_of(config).describe(), "params": count.total, "active_params": count.active,
+            "kv_bytes_per_token_bf16": shapes.kv_bytes_per_token_of(config, 2),
+            "state_bytes_bf16": shapes.state_bytes_of(config, 2)}
 
 
 def make_decoder(model, path: str, **kwargs):
@@ -162,7 +200,16 @@ def cpu_smoke(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="4b", choices=["2b", "4b", "8b"])
+    from core.vlm.shapes import SHAPES
+    from core.vlm.tiny import ARCHITECTURES
+
+    choices = SHAPE_CHOICES + list(SHAPES) + [f"tiny-{a}" for a in ARCHITECTURES]
+    parser.add_argument("--size", default="4b", choices=choices, help="Qwen3-VL 2b/4b/8b (as before), or a shape")
+    parser.add_argument("--shape", "--arch", dest="shape", choices=choices,
+                        help="the shape to build (overrides --size): a released one (qwen3.5-4b, qwen3.5-9b, "
+                             "qwen3-vl-30b-a3b, ...) or tiny-<architecture> (qwen3_vl, qwen3_vl_moe, qwen3_5, qwen3_5_moe)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: the same measurements on the CPU (with a tiny shape, to check the script)")
     parser.add_argument("--decode-tokens", type=int, default=256)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--folder", help="where to save the random model (default: a temporary folder)")
@@ -176,34 +223,57 @@ def main() -> int:
     args = parser.parse_args()
     if args.cpu_smoke:
         return cpu_smoke(args)
+    args.size = args.shape or args.size
 
     import torch
     import transformers
 
-    if not torch.cuda.is_available():
-        print("This benchmark needs a CUDA GPU (it measures GPU speed and memory).")
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("This benchmark needs a CUDA GPU (it measures GPU speed and memory); --device cpu checks it on the CPU.")
         return 2
+    cuda = device == "cuda"
     from core.settings import Settings
     from core.vlm import GenerationParams, user
     from core.vlm.local import LocalEngine
 
+    import importlib.util
+
+    from transformers import AutoConfig
+
     out: dict[str, object] = {
-        "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "transformers": transformers.__version__,
-        "size": args.size,
+        "gpu": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
+        "transformers": transformers.__version__, "size": args.size,
+        # Qwen3.5's Gated DeltaNet layers: optimised kernels when these are installed, else PyTorch's reference code
+        "flash_linear_attention": importlib.util.find_spec("fla") is not None,
+        "causal_conv1d": importlib.util.find_spec("causal_conv1d") is not None,
     }
-    print(f"# engine benchmark: Qwen3-VL-{args.size.upper()} shape, random bf16 weights, {out['gpu']}, "
+    name = f"Qwen3-VL-{args.size.upper()}" if args.size in SHAPE_CHOICES else args.size
+    print(f"# engine benchmark: {name} shape, random {'bf16' if cuda else 'fp32'} weights, {out['gpu']}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}")
-    bandwidth = copy_bandwidth_bytes_per_s(torch)
+    bandwidth = copy_bandwidth_bytes_per_s(torch, device)
     out["copy_bandwidth_TBps"] = bandwidth / 1e12
     print(f"device copy bandwidth (baseline): {bandwidth / 1e12:.2f} TB/s")
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="vlscope-bench-"))
-    build_s = build_random_model(args.size, folder)
+    build_s = build_random_model(args.size, folder, device)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     print(f"built and saved random weights in {build_s:.1f} s ({weights / 1e9:.2f} GB of safetensors)")
+    facts = shape_facts(args.size, AutoConfig.from_pretrained(folder))
+    out.update(facts)
+    def count(n: object) -> str:
+        return f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.3f} M"  # type: ignore[operator]
 
-    engine = LocalEngine(Settings(model=str(folder), device="cuda", dtype="bf16", cache_dir=folder / "cache",
-                                  fast_decode="off"))
+    print(f"shape {facts['shape']}: {facts['architecture']}; {count(facts['params'])} parameters, "
+          f"{count(facts['active_params'])} read per token; KV {facts['kv_bytes_per_token_bf16'] / 1024:.1f} KiB "
+          f"per token + {facts['state_bytes_bf16'] / 1024**2:.2f} MiB fixed state (bf16). Source: {facts['source']}")
+    if facts["state_bytes_bf16"]:
+        fla = "installed" if out["flash_linear_attention"] else "NOT installed (PyTorch reference code)"
+        conv = "installed" if out["causal_conv1d"] else "NOT installed (PyTorch reference code)"
+        print(f"Gated DeltaNet kernels: flash-linear-attention {fla}, causal-conv1d {conv}")
+
+    engine = LocalEngine(Settings(model=str(folder), device=device, dtype="bf16" if cuda else "fp32",
+                                  cache_dir=folder / "cache", fast_decode="off"))
     t = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - t
@@ -211,20 +281,30 @@ def main() -> int:
     info = engine.info()
     print(f"load through LocalEngine: {load_s:.1f} s ({info.dtype}, {info.attn_implementation}; files in page cache)")
     engine.model.generation_config.eos_token_id = None
+    unsupported = engine.runner.fast_unsupported
+    if unsupported:  # e.g. Qwen3.5: the engine decodes with generate, the fast decoder's paths do not apply
+        print(f"decoding: plain generate only ({unsupported})")
+        args.paths = "plain"
+        out["fast_decoder"] = f"not used: {unsupported}"
+    best = "plain" if unsupported else "lean"
 
     # -- decode at batch 1: plain generate vs the fast path (transformers' step, then the lean step) ----
     prompt = [user("Write a long, detailed story about a door that opens and closes, a car, and a kitchen.")]
     greedy = GenerationParams(max_new_tokens=args.decode_tokens, temperature=0.0, presence_penalty=0.0)
     warm = GenerationParams(max_new_tokens=16, temperature=0.0, presence_penalty=0.0)
-    limit = bandwidth / weights  # each decoded token reads every weight once
+    # each decoded token reads every language-model weight once (a mixture of experts: its top-k experts only)
+    read = facts["active_params"] * next(engine.model.parameters()).element_size()
+    limit = bandwidth / read
     out["decode_limit_tokens_per_s"] = limit
+    out["decode_bytes_per_token"] = read
 
     def use(path: str, compile_step: bool = False) -> None:
         """Point the engine at the plain path or a fast decoder (`make_decoder`)."""
         engine.settings.fast_decode = "off" if path == "plain" else "on"
         engine._fast = None  # the previous decoder (its caches and graphs) goes before the next is built
         gc.collect()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
         if path == "plain":
             return
         engine._fast = make_decoder(engine.model, path, compile_step=compile_step)
@@ -253,37 +333,39 @@ def main() -> int:
 
     # -- batch 4 through the decoders directly (4 equal-length prompts) -------------------------
     tok = engine.processor.tokenizer
-    ids = tok(["A story about a door, a car and a kitchen."] * 4, return_tensors="pt")["input_ids"].to("cuda")
+    ids = tok(["A story about a door, a car and a kitchen."] * 4, return_tensors="pt")["input_ids"].to(device)
     batch_inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     n = args.decode_tokens
     for path in paths:
         times = []
         use(path)
         for _ in range(2 if path == "plain" else 3):  # the first run warms up (graph capture)
-            torch.cuda.synchronize()
+            sync(torch, device)
             t = time.perf_counter()
             if engine._fast is None:
                 with torch.inference_mode():
                     engine.model.generate(**batch_inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             else:
                 engine._fast.generate(batch_inputs, n, lambda lg, g: lg.argmax(-1), set(), greedy=True)
-            torch.cuda.synchronize()
+            sync(torch, device)
             times.append(time.perf_counter() - t)
         tps = 4 * n / min(times[1:])
         out[f"decode_b4_{path}_tokens_per_s"] = tps
         print(f"decode batch 4, {n} tokens each, {NAMES[path]}: {tps:.0f} tokens/s in all "
               f"({tps / max(out[f'decode_b1_{path}_tokens_per_s']):.2f}x its batch-1 speed)")
 
-    use("lean")
+    use(best)
     kept = media_section(engine, args, out, weights, limit, use, torch) if "media" in parts else None
-    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1":
+    if os.environ.get("VLSCOPE_BENCH_COMPILE") == "1" and not unsupported:
         compile_section(engine, prompt, kept, greedy, out, limit, use)
     engine.close()  # frees the weights before the next parts, each in its own process (clean memory figures)
     del kept
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     for name in ("concurrency", "precisions"):
-        if name in parts:
+        if name in parts and (not cuda or facts["architecture"].split(":")[0] != "Qwen3-VL"):
+            print(f"{name}: skipped (written for Qwen3-VL dense on CUDA; this is {facts['architecture']} on {device})")
+        elif name in parts:
             print(flush=True)
             subprocess.run([sys.executable, "-u", str(Path(__file__).with_name(f"{name}.py")), "--folder", str(folder)],
                            check=False)
@@ -292,6 +374,12 @@ def main() -> int:
             if f.is_file():
                 f.unlink()
     return 0
+
+
+def sync(torch, device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device != "cpu":
+        torch.cuda.synchronize()
 
 
 NAMES = {"plain": "plain generate", "transformers": "fast, transformers' step",
@@ -366,7 +454,7 @@ def media_section(engine, args, out, weights, limit, use, torch):
             engine.generate([user(kept, "What happens in this video?")], one)  # fills the kept cache
             follow = "When does the door close?"
             full = engine.generate([user(part, follow)], one)
-            before = torch.cuda.memory_allocated()
+            before = torch.cuda.memory_allocated() if torch.cuda.is_available() else None
             reuses = [engine.generate([user(kept, follow + "?" * k)], one) for k in range(3)]
             reuse = min(reuses, key=lambda r: r.metrics.ttft_ms)
             engine.settings.fast_decode = "off"
@@ -391,7 +479,7 @@ def media_section(engine, args, out, weights, limit, use, torch):
                   f"{full.metrics.ttft_ms:.0f} ms full recompute vs {reuse.metrics.ttft_ms:.0f} ms with prefix reuse "
                   f"({full.metrics.ttft_ms / reuse.metrics.ttft_ms:.1f}x); kept cache {gib(kept_bytes)} for "
                   f"{reuse.metrics.reused_prefix_tokens} tokens")
-            for path in [p for p in args.paths.split(",") if p != "plain"]:
+            for path in [p for p in args.paths.split(",") if p != "plain"] or ["plain"]:
                 use(path)
                 engine.generate([user(kept, "Describe everything.")], greedy)  # same cache bucket: graph captured
                 long = engine.generate([user(kept, "Describe everything in detail.")], greedy)

@@ -38,8 +38,11 @@ def render(pages: list[st.Page]) -> None:
         st.success(f"Model files {env.model.message}.")
         if info.loaded:
             st.write(f"Loaded on {info.device} ({info.dtype}, {info.attn_implementation}, quantisation {info.quantization}).")
+            if getattr(info, "architecture", ""):
+                st.text(f"Architecture: {info.architecture}")
             if info.decoding:
-                # plain text: fallback reasons quote error messages (in web words, without class names)
+                # plain text: fallback reasons quote error messages (in web words, without class names);
+                # it says whether the fast decoder covers this architecture or why the plain path runs
                 st.text(f"Decoding: {for_web(info.decoding)}")
         elif info.error:
             st.error(shown(info.error))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -93,9 +92,14 @@ def overall_progress(stages: tuple[str, ...]) -> Callable[[str, float], float]:
 
 
 def model_size(model: str) -> tuple[str, bool]:
-    """('2b' | '4b' | '8b', True when read from the model's name; else '4b', False) for the planner."""
-    m = re.search(r"(?<![0-9])([248])B", model, flags=re.IGNORECASE)
-    return (m.group(1) + "b", True) if m else ("4b", False)
+    """(the planner's model size, True when read from the model's name; else '4b', False): "2b" | "4b" | "8b" for
+    Qwen3-VL, a known shape such as "qwen3.5-4b" or "qwen3-vl-30b-a3b" (core.vlm.shapes) for the others."""
+    from core.media.budget import planner_size
+
+    key = planner_size(model)
+    if key and key.removeprefix("qwen3-vl-") in ("2b", "4b", "8b"):
+        key = key.removeprefix("qwen3-vl-")  # the original three sizes keep their short names
+    return (key, True) if key else ("4b", False)
 
 
 def model_precision(settings: Any, gpu: bool) -> str:
@@ -292,6 +296,9 @@ class VideoService:
         usable = int(memory.free_bytes * settings.plan_memory_fraction) if memory else None
         # the fast decoder (on a GPU) decodes in the kept prefix itself; transformers' path decodes in a copy of it
         fast = memory is not None and memory.where == "GPU" and settings.fast_decode != "off"
+        loaded = self.runtime.engine if settings.engine != "remote" and self.runtime.engine_made else None
+        if loaded is not None and getattr(loaded, "loaded", False):  # Qwen3.5 decodes on the plain path
+            fast = fast and bool(getattr(loaded, "fast_decode_enabled", True))
         local = settings.engine != "remote"
         return size, size_from, memory, dict(
             precision=model_precision(settings, gpu), max_new_tokens=max_new_tokens or settings.max_new_tokens,

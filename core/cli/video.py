@@ -15,11 +15,12 @@ from typing import Any
 
 from core.cli.base import human_bytes
 from core.cli.errors import CliError
+from core.vlm.shapes import SHAPES as KNOWN_SHAPES
 
 # Modules adding `vlscope video ...` subcommands through `register_video(video_subparsers)`;
 # a module that does not exist yet is skipped.
 VIDEO_SUBCOMMAND_MODULES = ["core.cli.video_captions", "core.cli.video_chapters", "core.cli.video_ingest",
-                            "core.cli.video_clip"]
+                            "core.cli.video_clip", "core.cli.video_transcript"]
 
 _VIDEO_SUB: argparse._SubParsersAction | None = None  # type: ignore[type-arg]
 
@@ -210,7 +211,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = vsub.add_parser("plan", help="what a sampling plan costs: frames, tokens, GPU memory (decodes nothing)")
     p.add_argument("file", help="video file")
     _add_plan_args(p)
-    p.add_argument("--model", choices=["2b", "4b", "8b"], default="4b", help="Qwen3-VL size (default 4b)")
+    p.add_argument("--model", choices=["2b", "4b", "8b", *KNOWN_SHAPES], default="4b", metavar="MODEL",
+                   help="Qwen3-VL size (2b, 4b, 8b; default 4b) or a known model such as qwen3-vl-30b-a3b or qwen3.5-9b")
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32", "fp8", "8bit", "4bit"], default="bf16")
     p.add_argument("--gpu-memory-gb", type=float, default=None, help="memory to fit in (default: the GPU found)")
     p.add_argument("--question", default="", help="question text (counted in the prompt)")

@@ -28,6 +28,22 @@ MODEL_PARAMS = {
     "4b": dict(params=4.438e9, vision=0.415e9, hidden=2560, vision_hidden=1024, layers=36, vocab_hidden=151936 * 2560),
     "8b": dict(params=8.767e9, vision=0.576e9, hidden=4096, vision_hidden=1152, layers=36, vocab_hidden=151936 * 4096),
 }
+
+
+def _add_known_shapes() -> None:
+    """Every released shape core.vlm.shapes knows (Qwen3-VL 2B ... 32B and 30B-A3B, Qwen3.5 0.8B ... 27B and 35B-A3B,
+    keyed "qwen3-vl-8b", "qwen3.5-9b", ...), and the architecture's numbers on the original three sizes: KV-cache
+    layers, heads and head size, the fixed recurrent state (Qwen3.5), DeepStack levels, parameters read per token."""
+    from core.vlm.shapes import SHAPES, shape_entry
+
+    for key in SHAPES:
+        MODEL_PARAMS.setdefault(key, shape_entry(key))
+    for size in ("2b", "4b", "8b"):
+        MODEL_PARAMS[size] = {**shape_entry(f"qwen3-vl-{size}"), **MODEL_PARAMS[size]}
+
+
+_add_known_shapes()
+
 # bytes per weight of the language model, and whether the vision tower stays in 16-bit
 PRECISIONS = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "8bit": 1.0, "4bit": 0.5}
 _CUDA_CONTEXT = 0.6e9  # CUDA context + allocator slack, not in torch's own peak figures
@@ -119,10 +135,41 @@ def weights_bytes(model_size: str, precision: str) -> int:
 
 def kv_bytes_per_token(model_size: str, precision: str) -> int:
     """KV-cache bytes one token costs: 2 (K, V) x layers x kv heads (8) x head size (128) x value size (4 for fp32,
-    else 2)."""
+    else 2). Only full-attention layers count: one in four in Qwen3.5 (its Gated DeltaNet layers: `state_bytes`)."""
     value = 4 if precision == "fp32" else 2
     m = MODEL_PARAMS[model_size]
-    return 2 * m["layers"] * m.get("kv_heads", 8) * m.get("head_dim", 128) * value
+    return 2 * m.get("kv_layers", m["layers"]) * m.get("kv_heads", 8) * m.get("head_dim", 128) * value
+
+
+def state_bytes(model_size: str, precision: str) -> int:
+    """Bytes of the fixed state one sequence keeps whatever its length: Qwen3.5's Gated DeltaNet layers' recurrent
+    (float32) and convolution states (49.5 MiB on the 4B and 9B in bf16); 0 for Qwen3-VL."""
+    m = MODEL_PARAMS[model_size]
+    return int(m.get("state_bytes_fp32" if precision == "fp32" else "state_bytes_bf16", 0))
+
+
+def decode_bytes_per_token(model_size: str, precision: str) -> int:
+    """Weight bytes one decoded token reads at batch 1: every language-model weight for a dense model, only the
+    router's top-k experts (+ the shared one) for a mixture of experts, whose other experts stay resident unread.
+    Device bandwidth / this is the decode speed's memory-bound limit."""
+    m = MODEL_PARAMS[model_size]
+    active = m.get("active", m["params"] - m["vision"])
+    per = PRECISIONS[precision]
+    if precision in ("bf16", "fp16", "fp32"):
+        return int(active * per)
+    return int((active - m["vocab_hidden"]) * per + m["vocab_hidden"] * 2)  # the output head stays 16-bit
+
+
+def planner_size(model_size: str) -> str | None:
+    """The MODEL_PARAMS key for a size or model name: "4b", "qwen3.5-9b", "Qwen/Qwen3-VL-30B-A3B-Thinking" (a
+    Thinking or quantised checkpoint has its model's shape), or a key `size_from_config` added; None if unknown."""
+    size = model_size.strip().lower().removesuffix("-instruct")
+    if size in MODEL_PARAMS:
+        return size
+    from core.vlm.shapes import shape_key
+
+    key = shape_key(model_size)
+    return key if key in MODEL_PARAMS else None
 
 
 def detect_gpu() -> tuple[int | None, str | None]:
@@ -164,9 +211,10 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     `prefix_cache_gb` = 0). `encode_frames`: frames whose pixels are on the device at once (a visual-memory ingest
     encodes a part at a time; 0: all of them).
     """
-    size = model_size.lower().removesuffix("-instruct")
-    if size not in MODEL_PARAMS:
-        raise VideoError(f"unknown model size {model_size!r}; choose 2b, 4b or 8b.")
+    size = planner_size(model_size) or ""
+    if not size:
+        raise VideoError(f"unknown model size {model_size!r}; choose 2b, 4b or 8b (Qwen3-VL) or a known model such as "
+                         "qwen3-vl-30b-a3b or qwen3.5-9b.")
     if precision not in PRECISIONS:
         raise VideoError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     sched = schedule or schedule_frames(info, plan)
@@ -186,7 +234,8 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     prompt = overhead + video_tokens
 
     per_token = kv_bytes_per_token(size, precision)
-    kv = (prompt + max_new_tokens) * per_token
+    state = state_bytes(size, precision)  # Qwen3.5's recurrent layers: fixed, whatever the prompt's length
+    kv = (prompt + max_new_tokens) * per_token + state
     weights = weights_bytes(size, precision)
     m = MODEL_PARAMS[size]
     act_bytes = 4 if precision == "fp32" else 2
@@ -195,7 +244,7 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
         pixels = pixels * encode_frames // sched.frames
     if where == "RAM":
         pixels += sched.frames * sched.width * sched.height * 3  # the decoded frames, in the same memory
-    features = visual * m["hidden"] * act_bytes * 4  # merged output + 3 deepstack levels
+    features = visual * m["hidden"] * act_bytes * (1 + m.get("deepstack", 3))  # merged output + DeepStack levels
     hidden = m["hidden"]
 
     def text_act_of(chunk: int) -> int:
@@ -207,7 +256,7 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
 
     # one pass over the whole prompt, as the engine runs it while the memory has room for it; else in chunks
     chunk = prompt
-    one_pass = weights + _CUDA_CONTEXT + pixels + features + prompt * per_token + text_act_of(prompt)
+    one_pass = weights + _CUDA_CONTEXT + pixels + features + prompt * per_token + state + text_act_of(prompt)
     if 0 < prefill_chunk_tokens < prompt and gpu_memory_bytes and one_pass > gpu_memory_bytes:
         chunk = prefill_chunk_tokens
     if 0 < encode_frames < sched.frames:  # the vision tower runs over one ingest part at a time
@@ -217,7 +266,7 @@ def plan_budget(info: VideoInfo, plan: SamplingPlan, model_size: str = "4b", pre
     vision_act = chunk_visual * 4 * m["vision_hidden"] * act_bytes * 16
     text_act = text_act_of(chunk)
     activations = int(max(vision_act, text_act))
-    phases = (features + vision_act, features + prompt * per_token + text_act, kv_copies * kv)
+    phases = (features + vision_act, features + prompt * per_token + state + text_act, kv_copies * kv)
     peak = int(weights + _CUDA_CONTEXT + pixels + max(phases))
 
     warnings = list(sched.warnings)
@@ -323,8 +372,9 @@ def size_from_config(config: Any) -> str | None:
     Qwen3-VL config."""
     text = _get(config, "text_config") or config
     shape = (_get(text, "hidden_size"), _get(text, "num_hidden_layers"))
+    arch = _get(config, "model_type")
     for size, m in MODEL_PARAMS.items():
-        if shape == (m["hidden"], m["layers"]):
+        if shape == (m["hidden"], m["layers"]) and (not arch or m.get("arch", "qwen3_vl") == arch):
             return size
     entry = _shape_params(config)
     if entry is None:
@@ -332,7 +382,7 @@ def size_from_config(config: Any) -> str | None:
     n = entry["params"]
     key = f"{n / 1e9:.3g}b" if n >= 1e9 else f"{n / 1e6:.3g}m"
     if key in MODEL_PARAMS and MODEL_PARAMS[key] != entry:  # another architecture of about that many parameters
-        key = f"{key}-{_get(config, 'model_type') or 'qwen3_vl'}"
+        key = f"{key}-{entry.get('arch') or _get(config, 'model_type') or 'qwen3_vl'}"
     MODEL_PARAMS.setdefault(key, entry)
     return key
 
@@ -367,6 +417,13 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 def _shape_params(config: Any) -> dict[str, Any] | None:
     """A MODEL_PARAMS entry computed from a Qwen3-VL config's shapes (exact for the released models: 2.128e9,
     4.438e9 and 8.767e9 parameters, vision towers 0.407e9, 0.415e9, 0.576e9); None when a shape is missing."""
+    if _get(config, "model_type") in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):  # exact, any of the four
+        from core.vlm.shapes import planner_entry
+
+        try:
+            return planner_entry(config)
+        except (TypeError, ValueError):
+            return None
     t, v = _get(config, "text_config"), _get(config, "vision_config")
     try:
         hidden, layers, inter = int(_get(t, "hidden_size")), int(_get(t, "num_hidden_layers")), int(_get(t, "intermediate_size"))

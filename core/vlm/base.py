@@ -66,7 +66,11 @@ class EngineInfo:
     attn_implementation: str = ""
     error: str | None = None
     decoding: str = ""
-    """How answers are decoded: "plain generate" or "fast: <step, kernels, graph>" (local engine, once loaded)."""
+    """How answers are decoded: "plain generate (<why>)", "plain generate: <why the architecture is not on the fast
+    path>" or "fast: <step, kernels, graph>" (local engine, once loaded)."""
+    architecture: str = ""
+    """The loaded model's architecture in words, e.g. "Qwen3.5: 24 Gated DeltaNet + 8 full-attention layers" or
+    "Qwen3-VL MoE: 48 layers, 128 experts (8 per token)" (local engine, once loaded)."""
     prefixes: PrefixReport | None = None
     """The kept video prefixes per tier (entries, bytes, limit) and why the tiers have their sizes (local engine)."""
 

@@ -82,8 +82,8 @@ class FastDecoder(DecodeLoops):
         """How this decoder runs, for people: the step, its kernels, graphs and compilation, with fallback reasons."""
         if self._lean is not None:
             lean = self._lean
-            text = "lean step, " + ("Triton kernels" if lean.kernels == "triton"
-                                    else f"PyTorch kernels ({lean.kernels_fallback})")
+            text = "lean step, " + ("Triton kernels" if lean.kernels == "triton" else
+                                    f"PyTorch kernels ({lean.kernels_fallback})") + (f", {lean.experts}" * bool(lean.experts))
         else:
             text = "transformers' step" + (f" ({self.step_fallback})" if self.step_fallback else "")
         text += ", CUDA graph" if self.use_cuda_graph else ", no CUDA graph"

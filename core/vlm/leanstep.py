@@ -118,6 +118,13 @@ class LeanDecodeStep:
                            attn.k_norm.weight.detach().expand(self.kv_heads, -1)], dim=0)
                 if same_eps else None)
         self._positions: dict[tuple[int, str], Any] = {}
+        experts = [layer.mlp.experts for layer in self.layers if hasattr(layer.mlp, "experts")]
+        self.experts: str | None = None
+        """Mixture-of-experts layers (Qwen3-VL MoE): their router and experts run as the model's own module (what
+        implementation transformers chose for them, e.g. grouped_mm); None for a dense model."""
+        if experts:
+            impl = getattr(getattr(experts[0], "config", None), "_experts_implementation", None) or "eager"
+            self.experts = f"{len(experts)} MoE layers through transformers' {impl} experts"
         # "triton": core.vlm.decode_kernels (attention split over the cache, one kernel from q/k/v to the cache,
         # silu * up); "torch": PyTorch operations and matrix products (any device)
         weight = self.embed.weight

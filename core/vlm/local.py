@@ -28,7 +28,7 @@ from core.vlm.loading import sized_store
 from core.vlm.prefix import PrefixReport, PrefixStore
 from core.vlm.runner import PresencePenalty, Runner, fast_decode_wanted
 from core.vlm.scheduler import Request, RequestStatus, Scheduler
-from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics
+from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics, split_reasoning
 
 __all__ = [
     "LocalEngine",
@@ -152,6 +152,7 @@ class LocalEngine(Engine):
             attn_implementation=self._attn,
             error=self._error,
             decoding=self._decoding() if self.loaded else "",
+            architecture=self._runner.architecture.describe() if self._runner is not None else "",
             prefixes=self.prefix_report(),
         )
 
@@ -160,6 +161,12 @@ class LocalEngine(Engine):
         return self.prefixes.report() if self.loaded else None
 
     def _decoding(self) -> str:
+        runner = self._runner
+        unsupported = runner.fast_unsupported if runner is not None else None
+        if unsupported and self.settings.fast_decode != "off":
+            wanted = fast_decode_wanted(self.settings.fast_decode, self._device)
+            where = "" if wanted else "; fast decoding is also for CUDA only"
+            return f"plain generate ({unsupported}{where})"
         if not self.fast_decode_enabled:
             why = "VLSCOPE_FAST_DECODE=off" if self.settings.fast_decode == "off" else "fast decoding is for CUDA"
             return f"plain generate ({why})"
@@ -168,7 +175,10 @@ class LocalEngine(Engine):
 
     @property
     def fast_decode_enabled(self) -> bool:
-        """Whether requests decode through the static-cache / CUDA-graph path."""
+        """Whether requests decode through the static-cache / CUDA-graph path (the setting, the device and the
+        architecture: Qwen3.5's recurrent layers are not in it)."""
+        if self._runner is not None and self._runner.fast_unsupported:
+            return False
         return fast_decode_wanted(self.settings.fast_decode, self._device)
 
     @property
@@ -276,8 +286,9 @@ class LocalEngine(Engine):
             reason = "stop"
         else:
             reason = "length" if completion >= params.max_new_tokens else "stop"
-        result = GenerationResult(text=self.decode(ids), prompt_tokens=prompt_length, completion_tokens=completion,
-                                  finish_reason=reason, metrics=metrics, model=self.settings.model)
+        text, reasoning = split_reasoning(ids, self.runner.think_end, self.decode)
+        result = GenerationResult(text=text, prompt_tokens=prompt_length, completion_tokens=completion,
+                                  finish_reason=reason, metrics=metrics, model=self.settings.model, reasoning=reasoning)
         record.status = reason
         self._fill_record(record, metrics, prompt_length, completion)
         self.ledger.add(record)

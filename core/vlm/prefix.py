@@ -72,8 +72,9 @@ def split_prefix(text: str, visual_parts: list[Any], material: str) -> tuple[str
 
 
 def map_cache(kv: Any, fn: Callable[[Any], Any]) -> Any:
-    """A copy of KV cache `kv` with every tensor in it (its layers' keys and values, and any other tensor a few
-    attributes deep) replaced by `fn(tensor)`; objects that hold no tensor are shared, `kv` is left unchanged."""
+    """A copy of KV cache `kv` with every tensor in it (its layers' keys and values, a linear-attention layer's
+    recurrent and convolution states, and any other tensor a few attributes deep) replaced by `fn(tensor)`; objects
+    that hold no tensor are shared, `kv` is left unchanged."""
     import torch
 
     memo: dict[int, Any] = {}
@@ -90,6 +91,10 @@ def map_cache(kv: Any, fn: Callable[[Any], Any]) -> Any:
             items = [walk(item, depth + 1) for item in obj]
             if any(a is not b for a, b in zip(items, obj)):
                 out = type(obj)(items)
+        elif type(obj) is dict:  # e.g. a linear-attention layer's recurrent / conv states, by state index
+            pairs = {k: walk(v, depth + 1) for k, v in obj.items()}
+            if any(pairs[k] is not v for k, v in obj.items()):
+                out = pairs
         elif hasattr(obj, "__dict__"):
             changed = {k: new for k, v in vars(obj).items() if (new := walk(v, depth + 1)) is not v}
             if changed:

@@ -7,7 +7,9 @@ the language model again. Only what a prefill costs enough to be worth it is kep
 
 One file per prefix in `folder`, `<key>.kv` (the key is the prefix's sha256: model, precision, prompt text and the
 visual input's cache key): ``VLSKV1\\n``, the header's length (8 bytes, little endian), a JSON header naming each
-tensor (dtype, shape, offset, sha256), then the tensors' raw bytes. Never pickle. A file is written by a
+tensor (dtype, shape, offset, sha256), then the tensors' raw bytes. A layer is its K and V (`k3`, `v3`), or for
+Qwen3.5's linear-attention layers its convolution and recurrent states (`c0`, `r0`): fixed-size, whatever the
+prompt length. Never pickle. A file is written by a
 background thread under a temporary name and renamed when complete; files over `limit_bytes` go least recently
 used first; a file that is damaged (short, a checksum that does not match, a header that is not one) is a reported
 miss and is removed, and the prefix is computed again.
@@ -48,15 +50,31 @@ class DiskReport:
     limit_bytes: int
 
 
+_LINEAR_FIELDS = {"number_of_states", "conv_states", "recurrent_states", "is_conv_states_initialized",
+                  "is_recurrent_states_initialized", "has_previous_state", "conv_kernel_size", "device", "dtype",
+                  "record_past"}
+
+
+def _is_linear(layer: Any) -> bool:
+    """A linear-attention (Gated DeltaNet) layer's cache as this file holds it: one conv and one recurrent state."""
+    return (type(layer).__name__ == "LinearAttentionLayer" and not set(vars(layer)) - _LINEAR_FIELDS
+            and getattr(layer, "number_of_states", 0) == 1 and not getattr(layer, "record_past", False)
+            and all(getattr(layer, f, {}).get(0) is not None for f in ("conv_states", "recurrent_states")))
+
+
 def _names_of(prefix: Any) -> list[str] | None:
-    """The names of everything a prefix needs (`_tensor`), or None when its cache is not a plain per-layer K/V cache
-    (a model with recurrent layers keeps state this file does not hold)."""
+    """The names of everything a prefix needs (`_tensor`), or None when its cache holds what this file does not: per
+    layer K/V (`k3`, `v3`) or, for Qwen3.5's linear-attention layers, their convolution and recurrent states (`c0`,
+    `r0`); any other kind of layer or cache is not written."""
     kv = prefix.kv
     layers = getattr(kv, "layers", None)
     if not layers or type(kv).__name__ != "DynamicCache":
         return None
     names: list[str] = []
     for i, layer in enumerate(layers):
+        if _is_linear(layer):
+            names += [f"c{i}", f"r{i}"]
+            continue
         if getattr(layer, "keys", None) is None or getattr(layer, "values", None) is None or \
                 set(vars(layer)) - {"keys", "values", "is_initialized", "dtype", "device"}:
             return None
@@ -75,6 +93,9 @@ def _tensor(prefix: Any, name: str) -> Any:
     if name[0] in "kv" and name[1:].isdigit():
         layer = prefix.kv.layers[int(name[1:])]
         return layer.keys if name[0] == "k" else layer.values
+    if name[0] in "cr" and name[1:].isdigit():
+        layer = prefix.kv.layers[int(name[1:])]
+        return (layer.conv_states if name[0] == "c" else layer.recurrent_states)[0]
     if name.startswith("grid:"):
         return prefix.grids[name[5:]]
     return getattr(prefix, name)
@@ -226,13 +247,7 @@ class PrefixDisk:
             return None
         finally:
             os.close(fd)
-        from transformers import DynamicCache
-
-        kv = DynamicCache()
-        layer = 0
-        while f"k{layer}" in tensors:
-            kv.update(tensors.pop(f"k{layer}"), tensors.pop(f"v{layer}"), layer)
-            layer += 1
+        kv = _cache_of(tensors)
         grids = {name.split(":", 1)[1]: t for name, t in tensors.items() if name.startswith("grid:")}
         prefix = Prefix(key=key, input_ids=tensors["input_ids"], mm_token_type_ids=tensors.get("mm_token_type_ids"),
                         grids=grids, kv=kv, rope_deltas=tensors.get("rope_deltas"), nbytes=cache_nbytes(kv),
@@ -294,6 +309,29 @@ class PrefixDisk:
             except OSError:
                 pass
         return n
+
+
+def _cache_of(tensors: dict[str, Any]) -> Any:
+    """The DynamicCache of a file's layer tensors (taken out of `tensors`): K/V layers, and linear-attention layers
+    with their convolution and recurrent states, in layer order."""
+    from transformers import DynamicCache
+
+    kv = DynamicCache()
+    layer = 0
+    while f"k{layer}" in tensors or f"c{layer}" in tensors:
+        if f"k{layer}" in tensors:
+            kv.update(tensors.pop(f"k{layer}"), tensors.pop(f"v{layer}"), layer)
+        else:
+            from transformers.cache_utils import LinearAttentionLayer
+
+            conv, rec = tensors.pop(f"c{layer}"), tensors.pop(f"r{layer}")
+            state = LinearAttentionLayer()
+            state.lazy_initialization(conv_states=conv, recurrent_states=rec)
+            state.conv_states[0], state.recurrent_states[0] = conv, rec  # the read tensors themselves, no copy
+            state.has_previous_state[0] = True  # the next forward continues after the prefix
+            kv.layers.append(state)
+        layer += 1
+    return kv
 
 
 def _read_header(fd: int) -> tuple[dict[str, Any], int]:

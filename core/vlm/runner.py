@@ -102,10 +102,16 @@ class Runner:
         """The one FastDecoder (its static caches and graphs are reused across requests), once set up."""
         self.features: FeatureMemory | None = None
         """The visual memory (stored features of kept videos), when the engine has a feature store."""
+        from core.vlm.arch import architecture_of, decode_path_reason, think_end_id
+
+        self.architecture = architecture_of(self.model)
+        self.fast_unsupported = decode_path_reason(self.model)
+        """Why the fast decoder cannot run this architecture (None when it can): requests then use `generate`."""
+        self.think_end = think_end_id(self.processor.tokenizer)  # a thinking model's `</think>`, else None
 
     @property
     def fast_enabled(self) -> bool:
-        return fast_decode_wanted(self.settings.fast_decode, self.device)
+        return self.fast_unsupported is None and fast_decode_wanted(self.settings.fast_decode, self.device)
 
     def fast_decoder(self) -> Any:
         """The FastDecoder, set up at the first call."""

@@ -1,8 +1,10 @@
-"""A tiny random-weight Qwen3-VL, built locally, for tests, demos and CPU smoke runs.
+"""Tiny random-weight models of the Qwen vision-language architectures, built locally, for tests, demos and CPU
+smoke runs.
 
-It has the real architecture (Qwen3VLForConditionalGeneration), a real byte-level BPE tokenizer
-with Qwen's special tokens, and the real Qwen3-VL processor classes, saved with
-`save_pretrained` so it loads through exactly the path a downloaded model takes. Its answers are
+Each has the real architecture (`ARCHITECTURES`: Qwen3-VL dense and MoE, Qwen3.5 dense and MoE, the classes
+transformers' AutoModelForImageTextToText picks for their config.json), a real byte-level BPE tokenizer with
+Qwen's special tokens, and the real processor classes (Qwen3VLProcessor: transformers uses it for Qwen3.5 too),
+saved with `save_pretrained` so it loads through exactly the path a downloaded model takes. Its answers are
 noise: it proves plumbing, not understanding.
 
     vlscope dev tiny-model ./tiny-qwen3-vl     # then VLSCOPE_MODEL=./tiny-qwen3-vl
@@ -110,14 +112,76 @@ def build_processor(image_size: dict[str, int] | None = None, video_size: dict[s
     )
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0, init_std: float = 0.6) -> Path:
-    """Build, randomise and save a tiny Qwen3-VL (model + processor) into `folder`.
+ARCHITECTURES = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+"""The `model_type`s a tiny model can be built of (what a released checkpoint's config.json names)."""
 
-    `init_std` is large on purpose: with the default 0.02, greedy decoding repeats one token
-    and tests that compare outputs pass trivially.
+# Qwen3.5's hybrid stack in miniature: Gated DeltaNet (linear-attention) layers with a full-attention layer every
+# `full_attention_interval` (4 in the released models: 3 linear, 1 full); here 2 linear + 1 full + 1 linear, so a
+# prefix cache holds both kinds and the last layer is a recurrent one.
+TINY_QWEN3_5_LAYERS = ["linear_attention", "linear_attention", "full_attention", "linear_attention"]
+
+
+def _tiny_text(arch: str, ids: dict[str, int], vocab: int) -> dict[str, Any]:
+    """The text config of the tiny `arch` (a few layers of the real kinds)."""
+    common = dict(vocab_size=vocab, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"],
+                  eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    if arch in ("qwen3_vl", "qwen3_vl_moe"):
+        text = dict(common, intermediate_size=128, num_hidden_layers=2, head_dim=16, rope_theta=10000.0,
+                    rope_scaling={"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+        if arch == "qwen3_vl_moe":  # every layer sparse, as Qwen3-VL-30B-A3B (decoder_sparse_step 1)
+            text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1,
+                        mlp_only_layers=[], norm_topk_prob=True)
+        return text
+    # Qwen3.5: gated attention with head_dim 32 and a quarter of it rotated (8 dims: M-RoPE sections 2+1+1), as
+    # the released 256 x 0.25 = 64 (11+11+10); Gated DeltaNet heads of 16 (released: 16 K / 32 V heads of 128)
+    text = dict(common, intermediate_size=128, num_hidden_layers=len(TINY_QWEN3_5_LAYERS),
+                layer_types=list(TINY_QWEN3_5_LAYERS), head_dim=32, linear_conv_kernel_dim=4,
+                linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                                 "mrope_section": [2, 1, 1], "mrope_interleaved": True})
+    if arch == "qwen3_5_moe":  # routed experts + a gated shared expert in every layer, as Qwen3.5-35B-A3B
+        text.pop("intermediate_size")
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)
+    return text
+
+
+def _tiny_vision(arch: str) -> dict[str, Any]:
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256)
+    if arch.startswith("qwen3_vl"):
+        vision["deepstack_visual_indexes"] = [0]  # Qwen3.5 has no DeepStack
+    return vision
+
+
+def tiny_config(arch: str, tokenizer: Any) -> Any:
+    """The transformers config of the tiny `arch` for `tokenizer`'s special token ids."""
+    import transformers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    ids = special_token_ids(tokenizer)
+    cls = {"qwen3_vl": "Qwen3VLConfig", "qwen3_vl_moe": "Qwen3VLMoeConfig", "qwen3_5": "Qwen3_5Config",
+           "qwen3_5_moe": "Qwen3_5MoeConfig"}[arch]
+    return getattr(transformers, cls)(
+        text_config=_tiny_text(arch, ids, len(tokenizer)),
+        vision_config=_tiny_vision(arch),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_model(folder: str | Path, seed: int = 0, init_std: float = 0.6, arch: str = "qwen3_vl") -> Path:
+    """Build, randomise and save a tiny model of `arch` (model + processor) into `folder`.
+
+    `arch` is one of ARCHITECTURES (default Qwen3-VL dense). `init_std` is large on purpose: with the default 0.02,
+    greedy decoding repeats one token and tests that compare outputs pass trivially.
     """
     import torch
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,51 +191,36 @@ def build_tiny_model(folder: str | Path, seed: int = 0, init_std: float = 0.6) -
     )
     tokenizer = processor.tokenizer
     ids = special_token_ids(tokenizer)
-
-    vocab = len(tokenizer)
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            max_position_embeddings=4096,
-            rope_theta=10000.0,
-            rope_scaling={"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True},
-            tie_word_embeddings=True,
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            num_position_embeddings=256,
-            deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+    config = tiny_config(arch, tokenizer)
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(config)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, init_std)
-            elif "norm" in name:
-                param.fill_(1.0)
+        if arch == "qwen3_vl":  # as the tiny Qwen3-VL has always been built (the tests' reference outputs)
+            for name, param in model.named_parameters():
+                if param.dim() >= 2:
+                    param.normal_(0.0, init_std)
+                elif "norm" in name:
+                    param.fill_(1.0)
+        else:
+            for param in model.parameters():
+                if param.dim() >= 2:
+                    param.normal_(0.0, init_std)
+            for module in model.modules():  # norms as trained models start them: unit scale, no shift
+                weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+                if "Norm" not in type(module).__name__ or weight is None or weight.dim() != 1:
+                    continue
+                # Qwen3.5's RMSNorm scales by (1 + weight): its unit scale is a weight of 0 (the DeltaNet's gated norm
+                # and the vision tower's LayerNorms are plain)
+                weight.fill_(0.0 if type(module).__name__ in ("Qwen3_5RMSNorm", "Qwen3_5MoeRMSNorm") else 1.0)
+                if bias is not None:
+                    bias.zero_()
+            for module in model.modules():
+                if hasattr(module, "A_log") and hasattr(module, "in_proj_a"):
+                    # a Gated DeltaNet layer: slow decay (A in [0.001, 0.1], small decay inputs), so its recurrent
+                    # state carries the prompt (with the released init it forgets all but the last few tokens and
+                    # every question gets the same answer: comparisons between paths would pass trivially)
+                    module.A_log.copy_(torch.empty_like(module.A_log).uniform_(0.001, 0.1).log())
+                    module.in_proj_a.weight.normal_(0.0, 0.05)
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(folder)

@@ -173,9 +173,22 @@ class GenerationResult:
     finish_reason: Literal["stop", "length", "cancelled"]
     metrics: Metrics = field(default_factory=Metrics)
     model: str = ""
+    reasoning: str = ""
+    """What a thinking model (Qwen3-VL-*-Thinking, Qwen3.5 in thinking mode) wrote before `</think>`; `text` is then
+    the answer after it alone (times in the reasoning are not the answer's). Empty for other models."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def split_reasoning(ids: list[int], think_end: int | None, decode: Any) -> tuple[str, str]:
+    """(answer, reasoning) of generated token ids: a thinking model's reasoning ends at its last `</think>` token
+    (`think_end`; None when the tokenizer has none): the answer is what follows. `decode(ids) -> str`."""
+    if think_end is None or think_end not in ids:
+        return decode(ids), ""
+    cut = len(ids) - 1 - ids[::-1].index(think_end)
+    reasoning = decode(ids[:cut]).strip()
+    return decode(ids[cut + 1:]).strip(), reasoning.removeprefix("<think>").strip()
 
 
 def to_rgb_array(image: Any) -> np.ndarray:

@@ -33,6 +33,11 @@ class _Blocks:
         return self.block
 
 
+VISION_ATTENTION = ("Qwen3VLVisionAttention", "Qwen3VLMoeVisionAttention", "Qwen3_5VisionAttention",
+                    "Qwen3_5MoeVisionAttention")
+"""The vision attention modules of the four architectures (one code in transformers: qkv, rotary, proj)."""
+
+
 def install(model: Any) -> int:
     """Give the model's Qwen3-VL vision attention modules the one-call path; returns how many got it (0: another
     model, or an attention implementation other than sdpa, which keep their own)."""
@@ -42,7 +47,7 @@ def install(model: Any) -> int:
     blocks = _Blocks()
     count = 0
     for module in visual.modules():
-        if type(module).__name__ not in ("Qwen3VLVisionAttention", "Qwen3_5VisionAttention") or not hasattr(module, "qkv"):
+        if type(module).__name__ not in VISION_ATTENTION or not hasattr(module, "qkv"):
             continue
         rotate = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb_vision", None)
         if rotate is None:

@@ -53,6 +53,26 @@ def test_home_with_tiny_model_loads_it_on_request(app_env: Path, monkeypatch: py
     assert any("Loaded on cpu (fp32, sdpa" in str(m.value) for m in at.markdown)
 
 
+@pytest.mark.parametrize("arch, words, decoding", [
+    ("qwen3_vl", "Qwen3-VL: 2 layers", "Decoding: plain generate"),
+    ("qwen3_5", "Qwen3.5: ", "Qwen3.5's Gated DeltaNet layers keep a recurrent state"),
+])
+def test_home_says_the_architecture_and_which_decoding_path_runs(app_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  arch: str, words: str, decoding: str) -> None:
+    """Issue 17: the Home page says what was loaded and whether the fast decoder covers it (Qwen3.5: why not)."""
+    from core.vlm.tiny import build_tiny_model
+
+    folder = build_tiny_model(app_env / f"tiny-{arch}", arch=arch)
+    monkeypatch.setenv("VLSCOPE_MODEL", str(folder))
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=180).run()
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    texts = [str(t.value) for t in at.text]
+    architecture = next(t for t in texts if t.startswith("Architecture: "))
+    assert words in architecture, architecture
+    assert any(t.startswith("Decoding: ") and decoding in t for t in texts), texts
+
+
 def test_home_shows_cache_statistics(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.cache import ResultCache, make_key
 
