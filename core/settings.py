@@ -170,6 +170,21 @@ class Settings(BaseModel):
         description="Time each phase of the fast path (prefill, kept prefix, decode) with the GPU synchronised "
         "between them, for benchmarks; slows requests down.",
     )
+    speech_engine: Literal["auto", "whisper", "qwen3_asr", "pocketsphinx"] = Field(
+        "auto",
+        description="What transcribes speech: `auto` is the `speech_model` checkpoint when its weights are on this "
+        "machine (Whisper, or Qwen3-ASR with transformers >= 5.24), else PocketSphinx (offline, English only, no "
+        "download); `whisper` / `qwen3_asr` insist on that model; `pocketsphinx` always the offline engine.",
+    )
+    speech_model: str = Field(
+        "openai/whisper-large-v3-turbo",
+        description="Speech model: a Hugging Face id (local HF cache first) or a local folder with a Whisper or "
+        "Qwen3-ASR checkpoint (with `speech_engine` `qwen3_asr` and this left as it is: Qwen/Qwen3-ASR-1.7B-hf).",
+    )
+    speech_device: str = Field(
+        "auto", description="Where the speech model runs: `auto` (CUDA when present, else CPU), `cpu`, `cuda` or "
+        "`cuda:N`; fp16/bf16 on a GPU.",
+    )
 
     auth_file: Path | None = Field(
         None,
@@ -200,7 +215,7 @@ class Settings(BaseModel):
         "message (try again later), in seconds.",
     )
 
-    @field_validator("device")
+    @field_validator("device", "speech_device")
     @classmethod
     def _check_device(cls, value: str) -> str:
         value = value.strip().lower()

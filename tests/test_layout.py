@@ -61,7 +61,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("library and charts", ("core.library", "core.charts")),
     ("analysis", ("core.analysis",)),
     ("uploaded files", ("core.files",)),
-    ("media and OCR", ("core.media", "core.ocr")),
+    ("media and OCR", ("core.media", "core.ocr", "core.speech")),
     ("engines and what is installed", ("core.vlm", "core.gpu", "core.status")),
     ("the result store and background jobs", ("core.cache", "core.jobs")),
     ("the bottom", ("core", "core.events", "core.settings", "core.errors", "core.auth", "core.limits")),
