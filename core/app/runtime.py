@@ -8,6 +8,7 @@ same engine) and the registry of background jobs.
 
 from __future__ import annotations
 
+import sys
 import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,6 +19,7 @@ from core.settings import Settings, load_settings
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from core.app.clips import ClipService
     from core.app.documents import DocumentService
+    from core.app.speech import SpeechService
     from core.app.video import VideoService
     from core.cache import CacheBackend
     from core.vlm import Engine
@@ -99,6 +101,13 @@ class Runtime:
 
         return ClipService(self)
 
+    @property
+    def speech(self) -> "SpeechService":
+        """Speech: timed transcripts of videos and audio files (one service, and its engines, per runtime)."""
+        from core.app.speech import speech
+
+        return speech(self)
+
     @cached_property
     def documents(self) -> "DocumentService":
         """Document workflows: read (OCR), ask."""
@@ -115,6 +124,12 @@ class Runtime:
 
     def close(self) -> None:
         """Close what this runtime opened itself (a cache or engine given to it stays open)."""
+        speech_module = sys.modules.get("core.app.speech")  # loaded only once speech was used
+        if speech_module is not None:
+            with speech_module._SERVICES_LOCK:
+                speech = speech_module._SERVICES.pop(self, None)
+            if speech is not None:
+                speech.close()  # the speech models this runtime loaded
         with self._lock:
             if self._owns_engine and self._engine is not None:
                 self._engine.close()

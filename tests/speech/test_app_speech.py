@@ -69,3 +69,16 @@ def test_a_video_without_sound_fails_the_job_with_the_message(runtime: Runtime, 
     assert job.wait(60)
     snap = job.snapshot()
     assert snap.state is JobState.FAILED and snap.error.startswith("no-sound.mp4 has no audio track")
+
+
+def test_the_runtime_has_one_speech_service_and_closing_it_frees_the_speech_models(tmp_path) -> None:
+    from core.app.runtime import Runtime
+    from core.settings import Settings
+
+    runtime = Runtime(Settings(cache_dir=tmp_path / "cache", speech_engine="pocketsphinx"))
+    service = runtime.speech
+    assert runtime.speech is service  # one per runtime: its engines are shared by every caller
+    closed = []
+    service.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    runtime.close()
+    assert closed == [True] and runtime.speech is not service
