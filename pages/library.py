@@ -29,8 +29,8 @@ sidebar_generation_params()
 cache = get_cache()
 st.title("Library")
 st.write("Every video, image and PDF analysed on this server, with what was computed. Results are stored, so opening "
-         "one here is instant. Search the text found in the files (OCR text, on-screen text, captions, chapters, "
-         "answers) or their names; a hit opens the file on its page at that moment.")
+         "one here is instant. Search the text found in the files (OCR text, on-screen text, what is said, captions, "
+         "chapters, answers) or their names; a hit opens the file on its page at that moment.")
 
 flash = st.session_state.pop("lib_flash", None)
 if flash:
@@ -101,7 +101,7 @@ kind_labels = {label: kind for kind, label in FILE_KINDS.items() if kind != "oth
 kinds = [kind_labels[k] for k in c[1].multiselect("Kind", list(kind_labels), key="lib_kinds", placeholder="All kinds")]
 groups = c[2].multiselect("Found in", list(STAGE_GROUPS), key="lib_stages", placeholder="Anywhere",
                           help="Where the words were found: on-screen text, OCR text, captions, chapters, answers, "
-                               "transcripts or the file name.")
+                               "speech (what is said in a video) or the file name.")
 since, until = _day_bounds(c[3].date_input("Added between", value=[], key="lib_dates", format="YYYY-MM-DD"))
 stages = [s for g in groups for s in STAGE_GROUPS[g]]
 
@@ -235,7 +235,18 @@ if res.chapters:
                  key="lib_chapters", column_config={"Summary": st.column_config.TextColumn(width="large")})
     if res.summary:
         st.text(res.summary)
-if not (res.events or res.ocr_pages or res.chapters):
+if res.transcript is not None:
+    said = [seg for seg in res.transcript.get("segments", [])
+            if isinstance(seg, dict) and str(seg.get("text", "")).strip()]
+    engine = {"pocketsphinx": "PocketSphinx", "whisper": "Whisper", "qwen3_asr": "Qwen3-ASR"}.get(
+        str(res.transcript.get("engine", "")), "a speech engine")
+    st.markdown(f"**Speech** · {len(said)} segment(s) · heard by {plain(engine)}")
+    if said:
+        st.dataframe(pd.DataFrame([{"Start": clock(float(seg.get("start", 0))), "End": clock(float(seg.get("end", 0))),
+                                    "Said": " ".join(str(seg.get("text", "")).split())} for seg in said]),
+                     hide_index=True, key="lib_speech",
+                     column_config={"Said": st.column_config.TextColumn(width="large")})
+if not (res.events or res.ocr_pages or res.chapters or res.transcript is not None):
     st.info(f"Nothing has been computed for this file yet: open it on the {page_name} page.")
 
 b = st.columns([1, 1, 3])

@@ -15,8 +15,18 @@ from core.media import SamplingPlan, VideoError
 from ui.files import pick_file, shown_text
 from ui.jobs import job_panel
 from ui.model import model_ready
+from core.analysis.heard import speech_events
 from ui.safe import plain
 from ui.state import get_runtime, seek_of, seek_to, settings_or_stop, sidebar_generation_params, track_job
+from ui.transcript import (
+    speech_caption,
+    speech_job_panel,
+    start_transcription,
+    stored_transcript,
+    subtitles_of,
+    transcript_panel,
+    transcription_running,
+)
 
 try:  # export buttons for chapters (another part of the dashboard; this page works without them)
     from ui.clips import clip_buttons, highlights_picker
@@ -34,8 +44,8 @@ runtime = get_runtime()
 video = runtime.video
 st.title("Summaries")
 st.write("Turn a long video into dense captions (what happens, with times), chapters and a short summary, and "
-         "export the chapters for a player or YouTube. Captions and chapters need the model; scene cuts and motion "
-         "below do not.")
+         "export the chapters for a player or YouTube. Captions and chapters need the model; scene cuts, motion and "
+         "the transcript of what is said do not.")
 
 stored = pick_file("video", "summary")
 if stored is None:
@@ -58,12 +68,13 @@ def _seek(t: float) -> None:
 seek = seek_of(sha)
 why = needs_proxy(info)
 proxy = proxy_path(settings.cache_dir, sha)
-player = st.columns([3, 2])[0]
+transcript = stored_transcript(stored, info.has_audio)  # what is said (None: not transcribed, or no sound)
+player, beside = st.columns([3, 2])
 with player:
     if why is None:
-        st.video(stored.path, start_time=int(seek))
+        st.video(stored.path, start_time=int(seek), subtitles=subtitles_of(transcript))
     elif proxy.is_file():
-        st.video(str(proxy), start_time=int(seek))
+        st.video(str(proxy), start_time=int(seek), subtitles=subtitles_of(transcript))
         st.caption(f"Playing a small 360p copy because {plain(why)}.")
     else:
         st.info(f"The player needs a small copy of this video because {plain(why)}: make it on the Video Q&A page "
@@ -92,6 +103,20 @@ else:
 texts = video.cached_analysis(stored.path, sha, ("text",), plan)
 text_events = [e for e in texts.events if e.kind == "text"] if texts is not None else []
 
+# ---------------------------------------------------------------- what is said (no model needed)
+with beside:
+    if transcript is not None:
+        transcript_panel(stored, transcript, key="summary")
+    elif info.has_audio:
+        st.markdown("**Transcript**")
+        st.caption("What is said, with times: found without the model, and used for the captions and chapters.")
+        if not transcription_running(stored) and st.button("Transcribe the speech", key="summary_transcribe",
+                                                           icon=":material/record_voice_over:"):
+            start_transcription(stored, "summaries")
+            st.rerun()
+    if info.has_audio:
+        speech_job_panel(stored)
+
 # ---------------------------------------------------------------- with the model
 st.subheader("Captions, chapters and summary")
 summary = None
@@ -112,6 +137,7 @@ if model_ready(settings, "Captions, chapters and summaries"):
     running = mjob is not None and mjob.state is JobState.RUNNING
     if text_events:
         st.caption(f"The {len(text_events)} stretches of on-screen text read on the Video Q&A page are used too.")
+    speech_caption(transcript, "the captions and chapters")
     if st.button("Caption and summarise", type="primary", key="summary_run", disabled=running):
         job = video.start_summary(stored.path, sha, info, options, params.max_new_tokens, text_events,
                                   f"Captioning {stored.name}")
@@ -128,7 +154,7 @@ else:
                "summary of the whole video, and chapter exports (Markdown, JSON, WebVTT, SRT, YouTube).")
 
 # ---------------------------------------------------------------- timeline and results
-events = events + text_events  # (none of the others is on-screen text)
+events = events + text_events + speech_events(transcript)  # (none of the others is on-screen text or speech)
 st.session_state["summary_events"] = events
 
 

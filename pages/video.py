@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.analysis.video_pipeline import STAGES
+from core.analysis.heard import speech_events
 from core.app.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, analysis_key
 from core.charts.timeline import clock, event_for_selection, lane_title, timeline_figure
 from core.events import Event
@@ -23,6 +24,15 @@ from ui.jobs import job_panel
 from ui.model import model_ready
 from ui.safe import plain, safe_markdown
 from ui.state import get_runtime, seek_of, seek_to, settings_or_stop, sidebar_generation_params, track_job
+from ui.transcript import (
+    sources_caption,
+    speech_job_panel,
+    start_transcription,
+    stored_transcript,
+    subtitles_of,
+    transcript_panel,
+    transcription_running,
+)
 
 try:  # export buttons for events and answer times (another part of the dashboard; this page works without them)
     from ui.clips import clip_buttons
@@ -39,7 +49,7 @@ video = runtime.video
 jobs = runtime.jobs
 st.title("Video Q&A")
 st.write("Drop in a video: see what the model would cost before anything runs, analyse it in the background into a "
-         "timeline of scene cuts, motion and on-screen text, click an event to jump the player there, and ask "
+         "timeline of scene cuts, motion, on-screen text and speech, click an event to jump the player there, and ask "
          "questions about it.")
 
 stored = pick_file("video", "video")
@@ -80,6 +90,7 @@ if not (isinstance(window_kept, (tuple, list)) and len(window_kept) == 2
     # another page was shown) would make it one handle
     st.session_state["video_window"] = (0.0, duration)
 talk = video.conversation(sha)
+transcript = stored_transcript(stored, info.has_audio)  # what is said (None: not transcribed, or no sound)
 
 
 def _events() -> list[Event]:
@@ -111,12 +122,13 @@ with left:
     st.subheader("Player")
     seek = seek_of(sha)
     why = needs_proxy(info)
+    subtitles = subtitles_of(transcript)  # the browser shows what is said as the video plays
     if why is None:
-        st.video(stored.path, start_time=int(seek))
+        st.video(stored.path, start_time=int(seek), subtitles=subtitles)
     else:
         proxy = proxy_path(settings.cache_dir, sha)
         if proxy.is_file():
-            st.video(str(proxy), start_time=int(seek))
+            st.video(str(proxy), start_time=int(seek), subtitles=subtitles)
             st.caption(f"Playing a small 360p copy because {plain(why)}; every analysis reads the original.")
         else:
             pkey = f"proxy:{sha}"
@@ -242,6 +254,14 @@ st.subheader("Analysis")
 picked = [s for s in STAGES if st.checkbox(STAGE_NAMES[s], value=True, key=f"video_stage_{s}",
                                            persist_state="session")]
 stages = tuple(picked)
+if info.has_audio:
+    hear = st.checkbox("Speech (transcribes the sound)", value=True, key="video_stage_speech", persist_state="session",
+                       help="What is said, with times: a lane on the timeline, a transcript beside the player, and the "
+                            "speech given to the model with questions and chapters.")
+else:  # its own key: the choice made for a video with sound is kept for the next one
+    hear = st.checkbox("Speech (transcribes the sound)", value=False, key="video_stage_speech_silent", disabled=True,
+                       help="This video has no sound to transcribe.")
+hearing = info.has_audio and transcription_running(stored)
 jkey = analysis_key(sha, stages, plan) if plan is not None else None
 analysis = None
 job = jobs.get(jkey) if jkey else None
@@ -261,14 +281,19 @@ if analysis is None and job is not None and job.state is JobState.DONE:
     analysis = job.result
 
 cols = st.columns([1, 3])
-label = "Analyze again" if analysis is not None else "Analyze"
-if cols[0].button(label, type="primary", key="video_analyze", disabled=running or not stages or plan is None,
+label = "Analyze again" if analysis is not None or (not stages and transcript is not None) else "Analyze"
+can_see = bool(stages) and plan is not None and not running  # the events of the frames can be looked for
+can_hear = hear and not hearing  # the speech can be transcribed
+if cols[0].button(label, type="primary", key="video_analyze", disabled=not (can_see or can_hear),
                   icon=":material/play_arrow:"):
-    started_job = video.start_analysis(stored.path, sha, stages, plan, f"Analysing {stored.name}")
-    track_job(started_job.key, "video", stored)
-    st.session_state["video_job_of"] = {**st.session_state.get("video_job_of", {}), sha: started_job.key}
+    if can_see:
+        started_job = video.start_analysis(stored.path, sha, stages, plan, f"Analysing {stored.name}")
+        track_job(started_job.key, "video", stored)
+        st.session_state["video_job_of"] = {**st.session_state.get("video_job_of", {}), sha: started_job.key}
+    if can_hear and (transcript is None or not transcript.complete):
+        start_transcription(stored, "video")
     st.rerun()
-if not stages:
+if not stages and not hear:
     cols[1].caption("Choose at least one kind of event to look for.")
 elif analysis is None and not running:
     cols[1].caption("Runs in the background; what is finished is saved, so a cancelled or interrupted run resumes.")
@@ -276,20 +301,28 @@ if other_running:
     st.caption("The analysis you started with other choices is still running:")
     job_panel(started, stored=stored)
 state = job_panel(jkey, stored=stored) if jkey else None
+if info.has_audio:
+    speech_job_panel(stored)
 if state is JobState.FAILED and job is not None and job.exception is not None and not isinstance(job.exception,
                                                                                               VideoError):
     st.caption("If the file plays elsewhere, re-export it as mp4 (H.264) and try again.")
 
+# ---------------------------------------------------------------- transcript beside the player
+if transcript is not None:
+    with left:
+        transcript_panel(stored, transcript, key="video")
+
 # ---------------------------------------------------------------- timeline
 answers: list[Event] = talk.events()  # the times the conversation's answers named
-if analysis is not None:
-    events = list(analysis.events) + answers
+said: list[Event] = speech_events(transcript)  # one per segment of the transcript (none without one)
+if analysis is not None or said:
+    events = (list(analysis.events) if analysis is not None else []) + answers + said
     st.session_state["video_events"] = events
     counts: dict[str, int] = {}
     for e in events:
         counts[lane_title(e.kind)] = counts.get(lane_title(e.kind), 0) + 1
     st.markdown("**Timeline** · " + " · ".join(f"{k}: {v}" for k, v in counts.items()) if events else "**Timeline**")
-    for w in analysis.warnings:
+    for w in analysis.warnings if analysis is not None else []:
         st.caption(f"Note: {shown_text(w, stored)}")
     if not events:
         st.info("No events found: no scene cuts, motion or on-screen text were detected with these settings.")
@@ -329,7 +362,7 @@ if analysis is not None:
             if clip_buttons is not None:
                 with st.expander("Export this stretch"):
                     clip_buttons(stored.path, [ev], key="video_clip_selected", name=stored.name, input_hash=sha)
-elif not running and not other_running:
+elif not running and not other_running and not hearing:
     st.info("Press **Analyze** to find scene cuts, motion and on-screen text. The timeline appears here.")
 
 # ---------------------------------------------------------------- questions: one conversation per video
@@ -363,9 +396,12 @@ def _answer_times(talk_id: str, n: int, events: list[Event]) -> None:
                       args=(e.start,), help="Move the player to this moment")
 
 
-def _turn_footer(talk_id: str, n: int, events: list[Event], warnings: list[str], meta: str | None) -> None:
-    """Under an answer: its times; for the latest answer also its notes, what it cost and the clip export."""
+def _turn_footer(talk_id: str, n: int, events: list[Event], warnings: list[str], meta: str | None,
+                 sources: list | None = None) -> None:
+    """Under an answer: its times and whether it was seen or heard; for the latest answer also its notes, what it
+    cost and the clip export."""
     _answer_times(talk_id, n, events)
+    sources_caption(sources)
     for w in warnings:
         st.caption(shown_text(w, stored))
     if meta:
@@ -381,6 +417,9 @@ def _meta(detail: dict, seconds: float) -> str:
 
 
 st.subheader("Ask about the video")
+if transcript is not None and transcript.segments:
+    st.caption("What is said around the times a question asks about (or, without a time, what fits) is given to the "
+               "model with the frames; each answer says whether its evidence was seen or heard.")
 if model_ready(settings, "Questions"):
     pending = st.session_state.pop("video_pending", None)
     if pending is not None and pending[0] != sha:
@@ -395,7 +434,7 @@ if model_ready(settings, "Questions"):
             st.caption(f"Answer to: {plain(turn.question)}")
             st.markdown(safe_markdown(turn.answer) if turn.answer.strip() else "_(the model returned no text)_")
             _turn_footer(talk.id, n, turn.answer_events(), turn.warnings if latest else [],
-                         _meta(turn.detail, turn.seconds) if latest else None)
+                         _meta(turn.detail, turn.seconds) if latest else None, turn.detail.get("sources"))
     slot = st.container()  # the answer being written goes here, under the earlier ones and above the box
     question = st.text_input("Question", key="video_question", persist_state="session",
                              placeholder="e.g. What happens at 1:30? When does the speaker show the chart?")
@@ -425,4 +464,4 @@ if model_ready(settings, "Questions"):
             if result is not None:
                 _turn_footer(talk.id, len(talk.turns), result.events, result.warnings,
                              _meta({"frames_seen": result.frames_seen, "reused_prefix": result.reused_prefix},
-                                   result.seconds))
+                                   result.seconds), result.sources)

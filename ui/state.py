@@ -286,8 +286,8 @@ def track_job(key: str, page: str, stored: "StoredFile | None" = None) -> None:
 
 
 def _page_of(key: str) -> str | None:
-    for prefix, page in (("video:", "video"), ("proxy:", "video"), ("ingest:", "video"), ("summary:", "summaries"),
-                         ("ocr:", "ocr")):
+    for prefix, page in (("video:", "video"), ("proxy:", "video"), ("ingest:", "video"), ("speech:", "video"),
+                         ("summary:", "summaries"), ("ocr:", "ocr")):
         if key.startswith(prefix):
             return page
     return None

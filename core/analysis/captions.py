@@ -20,6 +20,9 @@ CAPTION_PROMPT = (
     '[{{"start": <seconds>, "end": <seconds>, "description": "<what happens, one sentence>"}}]. '
     "Use times between {start_s:.1f} and {end_s:.1f}."
 )
+CAPTION_SPEECH = ("Where what is said matters, describe that too (e.g. \"the speaker explains the budget\"), at the "
+                  "time it is said.")
+"""Added to a chunk's caption request when the video's transcript gives the speech of that chunk."""
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
 _CLOCK = re.compile(r"^\s*(?:(\d{1,2}):)?(\d{1,3}):(\d{1,2}(?:\.\d+)?)\s*$")

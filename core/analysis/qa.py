@@ -25,6 +25,14 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 
 from core.events import Event
+from core.analysis.heard import (
+    HEARD_TOKENS,
+    REFINE_HEARD_TOKENS,
+    Heard,
+    frame_source,
+    heard_context,
+    mark_sources,
+)
 from core.analysis.timeparse import TimeReference, find_time_mentions, format_timestamp, parse_time_reference
 from core.vlm.base import Engine, InvalidRequest
 from core.vlm.featurestore import StoredFeaturesUnreadable
@@ -99,10 +107,25 @@ class AnswerResult:
     """The video's visual features came from the store: nothing was decoded, the vision tower did not run."""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    heard: list[dict[str, Any]] = field(default_factory=list)
+    """The speech given to the model with the question ({"start", "end", "text"}), from the video's transcript;
+    empty when the video has none."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """What the answer rests on: the frames seen ({"evidence": "seen", "what": "frames", ...}) and each stretch
+    of speech heard ({"evidence": "heard", "what": "speech", "start", "end", "text", "used"}); see
+    core.analysis.heard.mark_sources."""
+
+    @property
+    def evidence(self) -> str:
+        """'seen', 'heard' or 'seen and heard': what the answer's evidence was."""
+        from core.analysis.heard import evidence_words
+
+        return evidence_words(self.sources)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["events"] = [e.to_dict() for e in self.events]
+        data["evidence"] = self.evidence
         return data
 
 
@@ -239,6 +262,21 @@ class VideoQA:
         self.refine_fps = refine_fps
         self.refine_radius = refine_radius
         self.last_result: AnswerResult | None = None
+        self.speech: Any = None
+        """The video's transcript (core.speech.types.Transcript), or None: with one, the speech around the times a
+        question concerns goes into its prompt ("Heard around m:ss-m:ss: ...", at most `heard_tokens`)."""
+        self.heard_tokens = HEARD_TOKENS
+        self.count_tokens: Callable[[str], int] | None = None
+
+    def heard_for(self, question: str, ref: TimeReference | None, duration: float) -> Heard:
+        """The speech to give with `question`: around the window it names (nearest its moment first), else the
+        speech that fits, the parts sharing its words first. Empty without a transcript."""
+        if self.speech is None:
+            return Heard()
+        windows = [ref.window(duration)] if ref is not None else None
+        focus = ref.start if ref is not None and ref.is_point else None
+        return heard_context(self.speech, windows, question=question, focus=focus, budget_tokens=self.heard_tokens,
+                             count=self.count_tokens)
 
     def _memory(self) -> Any:
         """The engine's visual memory (`core.vlm.featurestore.FeatureMemory`), or None: a remote engine, or one
@@ -358,8 +396,10 @@ class VideoQA:
         if ref is not None:
             result.time_reference = (ref.start, ref.end)
             result.dense_windows.append(ref.window(duration))
-        stream, clip = self._open(clip, question, history, cache_key, params, "video-qa", result,
-                                  lambda: self._clips(memory, ref, duration, result)[1:])
+        heard = self.heard_for(question, ref, duration)
+        result.heard = heard.to_list()
+        stream, clip = self._open(clip, heard.prompt(question, ask_evidence=True), history, cache_key, params,
+                                  "video-qa", result, lambda: self._clips(memory, ref, duration, result)[1:])
         result.frames_seen = len(clip.indices)
         chunks = []
         for chunk in stream:
@@ -373,6 +413,8 @@ class VideoQA:
         result.events = answer_events(result.text, question, duration, seen)
         if refine and ref is None and result.events:
             self._refine(result, overview, duration, params, memory)
+        if self.speech is not None:
+            result.sources = mark_sources(result.text, heard, frame_source(seen), result.events)
         if not result.events:
             result.warnings.append("The answer names no time in the video.")
         result.seconds = time.perf_counter() - started
@@ -409,6 +451,9 @@ class VideoQA:
             prompt = (f"The question was: {result.question}\nA first look placed the answer near "
                       f"{format_timestamp(event.start)}. This clip shows {format_timestamp(lo)} to "
                       f"{format_timestamp(hi)} in detail. Give the precise time as mm:ss, and nothing else.")
+            if self.speech is not None:
+                prompt = heard_context(self.speech, [(lo, hi)], focus=event.start, budget_tokens=REFINE_HEARD_TOKENS,
+                                       count=self.count_tokens, where=" in this clip").prompt(prompt)
             stream, clip = self._open(clip, prompt, None, key, greedy, "video-qa-refine", result, window)
             with stream:
                 answer = stream.collect()

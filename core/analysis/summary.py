@@ -17,8 +17,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.analysis.captions import CAPTION_PROMPT, is_runaway, parse_events, parse_seconds
+from core.analysis.captions import CAPTION_PROMPT, CAPTION_SPEECH, is_runaway, parse_events, parse_seconds
 from core.analysis.chapters import Chapter, VideoSummary, normalise_chapters
+from core.analysis.heard import CAPTION_HEARD_TOKENS, Heard, heard_context
 from core.events import Event, Progress, sort_events
 from core.analysis.qa import FrameSource, clip_part
 from core.analysis.timeparse import format_timestamp
@@ -119,8 +120,13 @@ def _check_cancel(cancel: threading.Event | None) -> None:
 
 def caption_video(engine: Engine, source: FrameSource, cache: ResultCache | None = None,
                   options: CaptionOptions | None = None, progress: Progress | None = None,
-                  cancel: threading.Event | None = None, input_hash: str | None = None) -> Captions:
-    """Dense captions, chunk by chunk; each finished chunk is cached at once (a rerun resumes)."""
+                  cancel: threading.Event | None = None, input_hash: str | None = None,
+                  speech: Any = None) -> Captions:
+    """Dense captions, chunk by chunk; each finished chunk is cached at once (a rerun resumes).
+
+    `speech`: the video's transcript (core.speech.types.Transcript) or None; with one, each chunk's request carries
+    the speech of that chunk ("Heard around m:ss-m:ss: ...", at most CAPTION_HEARD_TOKENS) and its cache entry is
+    keyed by that speech too (a chunk without speech keeps the key it always had)."""
     options = options or CaptionOptions()
     started = time.perf_counter()
     duration = source.duration()
@@ -132,6 +138,10 @@ def caption_video(engine: Engine, source: FrameSource, cache: ResultCache | None
         _check_cancel(cancel)
         params = {"start": lo, "end": hi, "fps": options.fps, "max_new_tokens": options.max_new_tokens,
                   "prompt": PROMPT_VERSION, "plan": source.content_key()}
+        heard = heard_context(speech, [(lo, hi)], budget_tokens=CAPTION_HEARD_TOKENS, pad_s=0.0,
+                              where=" in this part") if speech is not None else Heard()
+        if heard:
+            params["speech"] = heard.digest()
         key = make_key(key_hash, "captions", params, model=model)
         cached = cache.get_json(key) if cache is not None else None
         if cached is not None:
@@ -139,7 +149,7 @@ def caption_video(engine: Engine, source: FrameSource, cache: ResultCache | None
         else:
             if progress:
                 progress(n / max(1, len(windows)), f"captioning {format_timestamp(lo)}-{format_timestamp(hi)}")
-            chunk = _caption_chunk(engine, source, lo, hi, options, cancel)
+            chunk = _caption_chunk(engine, source, lo, hi, options, cancel, heard)
             if cache is not None:
                 cache.put_json(key, asdict(chunk))
         chunks.append(chunk)
@@ -150,9 +160,11 @@ def caption_video(engine: Engine, source: FrameSource, cache: ResultCache | None
 
 
 def _caption_chunk(engine: Engine, source: FrameSource, lo: float, hi: float, options: CaptionOptions,
-                   cancel: threading.Event | None) -> CaptionChunk:
+                   cancel: threading.Event | None, heard: Heard | None = None) -> CaptionChunk:
     clip = source.window(lo, hi, options.fps)
     prompt = CAPTION_PROMPT.format(start=format_timestamp(lo), end=format_timestamp(hi), start_s=lo, end_s=hi)
+    if heard:
+        prompt = heard.prompt(f"{prompt} {CAPTION_SPEECH}")
     messages = [user(clip_part(clip), prompt)]
     params = GenerationParams(max_new_tokens=options.max_new_tokens, temperature=0.0, presence_penalty=0.0)
     result = engine.generate(messages, params, kind="captions")
@@ -214,9 +226,10 @@ def _parse_chapters(text: str, window: tuple[float, float]) -> tuple[list[Chapte
 def summarize_video(engine: Engine, duration: float, events: list[Event], cache: ResultCache | None = None,
                     input_hash: str | None = None, block_events: int = 40, max_new_tokens: int = 512,
                     progress: Progress | None = None, cancel: threading.Event | None = None) -> VideoSummary:
-    """Chapters and an overall summary from captions and on-screen text (map-reduce over blocks of events)."""
+    """Chapters and an overall summary from captions, on-screen text (slides) and speech (`speech` events, e.g.
+    core.analysis.heard.speech_blocks of the transcript), map-reduce over blocks of events."""
     model = engine.info().model
-    usable = [e for e in sort_events(events) if e.kind in ("vlm", "caption", "text") and e.label.strip()]
+    usable = [e for e in sort_events(events) if e.kind in ("vlm", "caption", "text", "speech") and e.label.strip()]
     summary = VideoSummary(duration=duration, model=model)
     if not usable:
         summary.problems.append("No captions or on-screen text to summarise: caption the video first.")

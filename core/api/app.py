@@ -222,6 +222,9 @@ def clean_message(message: str, upload: Upload | None = None) -> str:
         for internal in {str(upload.path), str(upload.path.resolve())}:
             message = message.replace(internal, upload.name)
         message = _TEMP_PATH.sub(lambda _: upload.name, message)
+        # the temporary copy named by its file name alone ("upload.mp4 has no audio track")
+        bare = re.compile(r"(?<![\w.-])" + re.escape(upload.path.name) + r"(?![\w.-])")
+        message = bare.sub(lambda _: upload.name, message)
         if upload.name not in message:
             message = f"{upload.name}: {message}"
     return _TEMP_PATH.sub("the uploaded file", message)
@@ -545,6 +548,47 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
         made = await run_work(request, f"the clip of {_upload_name(file)}", work)
         return FileResponse(made.path, media_type=made.media_type, filename=made.name, headers=made.headers())
 
+    @app.post("/video/transcript", summary="What is said in an uploaded video or audio file, with times: the "
+              "transcript as JSON, SubRip (SRT), WebVTT or plain text", responses=_responses(400, *signed, 413, 503))
+    async def transcript(
+        request: Request,
+        file: UploadFile = File(..., description="a video with sound or an audio file (MP4, MKV, WebM, WAV, MP3...)"),
+        format_field: Literal["json", "srt", "vtt", "txt"] | None = Form(
+            None, alias="format", description="json (segments, words, language, engine), srt, vtt or txt"),
+        format_query: Literal["json", "srt", "vtt", "txt"] | None = Query(
+            None, alias="format", description="the same as the form field `format` (the form field wins)"),
+        engine_name: Literal["auto", "whisper", "qwen3_asr", "pocketsphinx"] = Form(
+            "auto", alias="engine", description="auto: the speech model when its weights are here, else PocketSphinx"),
+        language: str | None = Form(None, max_length=16, pattern=r"^[A-Za-z-]+$",
+                                    description="the language spoken (e.g. en) to skip detection"),
+    ) -> Any:
+        from fastapi.responses import Response
+
+        from core.app.speech import better_model_note, speech
+        from core.speech.errors import SpeechEngineUnavailable
+        from core.speech.exports import MEDIA_TYPES, SUFFIXES, export
+
+        fmt = format_field or format_query or "json"
+        service = speech(runtime)
+
+        def work(cancel: threading.Event) -> tuple[Any, str]:
+            with saved_upload(file, limit) as upload, user_errors(upload):
+                try:
+                    heard = service.transcribe(upload.path, engine=engine_name, input_hash=upload.sha256,
+                                               language=language, cancel=cancel)
+                except SpeechEngineUnavailable as exc:  # no speech model here: like a missing vision model
+                    raise HTTPException(503, clean_message(str(exc), upload)) from None
+                return heard, upload.name
+
+        heard, name = await run_work(request, f"the transcript of {_upload_name(file)}", work)
+        headers = {"X-VLScope-Engine": heard.engine, "X-VLScope-Segments": str(len(heard.segments))}
+        if fmt == "json":
+            note = better_model_note(heard, settings)
+            return JSONResponse({**heard.to_dict(), **({"better_model": note} if note else {})}, headers=headers)
+        stem = Path(name).stem or "transcript"
+        headers["Content-Disposition"] = f'attachment; filename="{_ascii_name(stem)}{SUFFIXES[fmt]}"'
+        return Response(export(heard, fmt), media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8", headers=headers)
+
     @app.get("/results/{sha256}", summary="The cached results of one input (by the sha256 of its bytes)",
              responses=_responses(*signed, 404))
     def results(sha256: str = PathParam(..., pattern=SHA256)) -> dict[str, Any]:
@@ -577,6 +621,11 @@ def create_app(settings: Settings | None = None, cache: Any = None, engine: Any 
     if users is not None:
         _document_bearer(app)
     return app
+
+
+def _ascii_name(stem: str) -> str:
+    """A file name safe inside a Content-Disposition header (ASCII letters, digits, ._- ; the rest as _)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:100] or "transcript"
 
 
 def _document_bearer(app: FastAPI) -> None:

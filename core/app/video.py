@@ -383,7 +383,23 @@ class VideoService:
             info = info or self.probe(path, input_hash)
             plan = self.default_plan(info, input_hash=input_hash).plan
         source = MediaFrameSource(path, plan=plan, input_hash=input_hash, info=info)
-        return VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
+        qa = VideoQA(self.runtime.engine, source, max_frames=plan.max_frames)
+        qa.speech = self.transcript(source.input_hash)  # None without one: the prompt is the question alone
+        if qa.speech is not None:
+            qa.count_tokens = self.token_counter()
+        return qa
+
+    def transcript(self, input_hash: str | None) -> Any:
+        """The video's stored transcript (core.speech.types.Transcript), or None when none was made (no work is
+        done; a problem reading it is the same as none: questions and summaries then go without speech)."""
+        if not input_hash:
+            return None
+        try:
+            from core.app.speech import cached_transcript
+
+            return cached_transcript(self.runtime, input_hash, partial=False)
+        except Exception:  # noqa: BLE001 - speech is an addition: its absence never stops a question
+            return None
 
     def ingest(self, path: str | Path, plan: SamplingPlan | None = None, input_hash: str | None = None,
                info: VideoInfo | None = None, progress: Any = None, cancel: Any = None) -> Any:
@@ -541,7 +557,9 @@ class VideoService:
             detail={"frames_seen": result.frames_seen, "reused_prefix": result.reused_prefix,
                     "stored_features": result.stored_features, "refined": result.refined,
                     "history_turns": history.kept, "history_dropped": history.dropped,
-                    "plan": qa.source.plan.to_dict() if hasattr(qa.source, "plan") else None}))
+                    "plan": qa.source.plan.to_dict() if hasattr(qa.source, "plan") else None,
+                    **({"heard": result.heard, "sources": result.sources, "evidence": result.evidence}
+                       if result.sources else {})}))
         self.save_answer(input_hash, qa.source.plan, question, result)
 
     # ------------------------------------------------------------------ captions, chapters, summary
@@ -554,13 +572,20 @@ class VideoService:
         from core.analysis.summary import caption_video
 
         source = MediaFrameSource(path, SamplingPlan(fps=options.fps), input_hash=input_hash, info=info)
+        said = self.transcript(source.input_hash)  # with a transcript, each chunk is asked with its speech
         return caption_video(engine or self.runtime.engine, source, cache=self.runtime.cache, options=options,
-                             progress=progress, cancel=cancel, input_hash=source.input_hash)
+                             progress=progress, cancel=cancel, input_hash=source.input_hash,
+                             **({"speech": said} if said is not None else {}))
 
     def summarise(self, duration: float, events: list[Event], input_hash: str | None, max_new_tokens: int,
                   progress: Progress | None = None, cancel: CancelToken | None = None) -> Any:
-        """Chapters and an overall summary from captions and on-screen text (cached per block)."""
+        """Chapters and an overall summary from captions, on-screen text and, when the video has a transcript, what
+        is said (cached per block)."""
+        from core.analysis.heard import speech_blocks
         from core.analysis.summary import summarize_video
+
+        if input_hash and not any(e.kind == "speech" for e in events):
+            events = list(events) + speech_blocks(self.transcript(input_hash))
 
         return summarize_video(self.runtime.engine, duration, events, cache=self.runtime.cache, input_hash=input_hash,
                                max_new_tokens=max_new_tokens, progress=progress, cancel=cancel)
@@ -599,6 +624,9 @@ class VideoService:
             caps = self.captions(path, options, input_hash, info, cancel=ctx.cancel, progress=chunk_progress,
                                  engine=TokenProgressEngine(self.runtime.engine, token_progress))
             usable = list(caps.events) + [e for e in (text_events or []) if e.kind == "text" and e.label.strip()]
+            from core.analysis.heard import speech_blocks
+
+            usable += speech_blocks(self.transcript(input_hash))  # what is said, when a transcript was made
             if not usable:
                 # said here, where it is known that captioning ran (the summariser alone would ask to caption first)
                 from core.analysis.chapters import VideoSummary
@@ -658,7 +686,7 @@ def no_captions_message(captions: Any) -> str:
 # words a user reads for each stage (progress, Library): never the internal stage names
 STAGE_LABELS = {"hash": "reading the file", "probe": "reading the file", "scenes": "scene cuts", "motion": "motion",
                 "text": "on-screen text", "storyboard": "pictures along the video", "captions": "captions",
-                "chapters": "chapters"}
+                "chapters": "chapters", "speech": "speech"}
 
 
 def stage_label(stage: str) -> str:

@@ -5,8 +5,9 @@
     event_for_selection(events, selection)   # -> the Event the user picked
 
 Each event is a bar (its span) plus a marker at its start: both carry the event's index in
-`customdata`, so a click or a box selection maps back to the event. The axis is a clock (h:mm:ss)
-that zooms down to the second; labels are escaped (plotly renders a few HTML tags in hover text,
+`customdata`, so a click or a box selection maps back to the event. Speech (`speech` events, one per transcript
+segment: core.analysis.heard.speech_events) is a lane of its own whose hover shows the words said. The axis is a
+clock (h:mm:ss) that zooms down to the second; labels are escaped (plotly renders a few HTML tags in hover text,
 and OCR or model text must never be rendered as HTML).
 """
 
@@ -26,6 +27,7 @@ KIND_LANES: dict[str, tuple[str, str]] = {
     "caption": ("Captions (model)", "#9467bd"),
     "vlm": ("Model events", "#9467bd"),
     "answer": ("Answer times", "#d62728"),
+    "speech": ("Speech", "#e377c2"),
     "scene": ("Scenes (shots)", "#1f77b4"),
     "fade": ("Fades", "#17becf"),
     "motion": ("Motion", "#ff7f0e"),
@@ -54,14 +56,37 @@ def clock(seconds: float) -> str:
     return f"{int(h)}:{int(m):02d}:{s:04.1f}" if h else f"{int(m)}:{s:04.1f}"
 
 
+SPEECH_HOVER_CHARS = 400
+"""The words of a speech segment shown when hovering over it (a long one is cut there)."""
+HOVER_LINE_CHARS = 70
+
+
 def _hover_label(event: Event, limit: int = 120) -> str:
     text = " ".join((event.label or event.kind).split())
+    if event.kind == "speech":
+        return _wrapped(text, SPEECH_HOVER_CHARS)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return html.escape(text, quote=False)
 
 
+def _wrapped(text: str, limit: int, width: int = HOVER_LINE_CHARS) -> str:
+    """`text` escaped, cut at `limit` characters and broken into lines of about `width` (a hover box stays narrow)."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(html.escape(line, quote=False) for line in lines)
+
+
 def _note(event: Event) -> str:
+    if event.kind == "speech":
+        words = (event.detail or {}).get("words")
+        return f"<br><i>heard: {int(words)} words</i>" if isinstance(words, (int, float)) and words else ""
     flag = (event.detail or {}).get("flag")
     if flag:
         return "<br><i>doubtful: " + html.escape(str(flag), quote=False) + "</i>"

@@ -39,7 +39,11 @@ STAGE_LABELS = {
     "ocr-page": "OCR",
     "captions": "Captions",
     "chapters": "Chapters and summary",
-    "transcript": "Transcript",
+    "speech.transcript": "Speech",
+    "speech.latest": "Speech",
+    "speech.plan": "Speech (part of the video)",
+    "speech.chunk": "Speech (part of the video)",
+    "transcript": "Speech",
 }
 """The user-facing name of each cache stage (the Library never shows the internal names)."""
 
@@ -56,6 +60,8 @@ def stage_labels(stages: Any) -> list[str]:
     """The names of the stages done, in a fixed order, each once, the library's own records left out."""
     order = {label: n for n, label in enumerate(dict.fromkeys(STAGE_LABELS.values()))}
     labels = {stage_label(s) for s in stages if s and not s.startswith("library.")}
+    if "Speech" in labels:  # the finished transcript: the chunks it was made of are not a second item
+        labels.discard("Speech (part of the video)")
     return sorted(labels, key=lambda label: (order.get(label, len(order)), label))
 
 
@@ -92,6 +98,9 @@ class LibraryResults:
     chapters: list[dict[str, Any]] = field(default_factory=list)
     summary: str = ""
     probe: dict[str, Any] | None = None
+    transcript: dict[str, Any] | None = None
+    """The file's newest finished transcript (core.speech's JSON: segments, language, engine...), or None; its
+    segments are in `events` too (kind "speech")."""
 
     @property
     def ocr_text(self) -> str:
@@ -290,6 +299,15 @@ def load_results(cache: ResultCache, input_hash: str) -> LibraryResults:
     for _, value in _values(cache, input_hash, "chapters", entries):
         res.chapters = value.get("chapters", [])
         res.summary = value.get("summary", "")
+    for _, value in _values(cache, input_hash, "speech.transcript", [e for e in entries
+                                                                     if e.stage == "speech.transcript"]):
+        if isinstance(value, dict) and isinstance(value.get("segments"), list):
+            res.transcript = value  # entries come newest first: the transcript made last
+            events += [Event("speech", float(s.get("start", 0.0)), float(s.get("end", s.get("start", 0.0))),
+                             " ".join(str(s.get("text", "")).split()), {"engine": value.get("engine")},
+                             source="speech") for s in value["segments"]
+                       if isinstance(s, dict) and str(s.get("text", "")).strip()]
+            break
     pages: dict[int, dict[str, Any]] = {}
     for _, value in _values(cache, input_hash, "ocr-page", entries):
         pages.setdefault(int(value.get("index", 0)), value)
@@ -301,7 +319,7 @@ def load_results(cache: ResultCache, input_hash: str) -> LibraryResults:
 def _searchable_text(cache: ResultCache, input_hash: str) -> str:
     res = load_results(cache, input_hash)
     parts = [res.ocr_text, res.summary]
-    parts += [e.label for e in res.events if e.kind in ("text", "caption", "vlm", "answer", "chapter")]
+    parts += [e.label for e in res.events if e.kind in ("text", "caption", "vlm", "answer", "chapter", "speech")]
     parts += [f"{c.get('title', '')} {c.get('summary', '')}" for c in res.chapters]
     return "\n".join(p for p in parts if p)
 

@@ -4,10 +4,10 @@ What it holds, per stored result (read from the cache, never recomputed): the te
 where it was found: on-screen text (`video.text`, and the readings of an unfinished pass,
 `video.text.partial`), OCR pages (`ocr-page`, with their page number), captions and chapters (`captions`,
 `chapters`, with their times), answers (`video.answers` and the turns of `video.conversation` and
-`document.conversation`, at the answer's first time), transcripts (stage `transcript`, value
-`{"segments": [{"start", "end", "text"}]}`, for when they exist) and file names (`library.file`). Beside the
-text it keeps every cache entry it has seen (stage, size, time) and each file's library record, so the
-Library lists thousands of files without reading the cache.
+`document.conversation`, at the answer's first time), speech (the finished transcripts of core.speech, stage
+`speech.transcript`, value `{"segments": [{"start", "end", "text"}, ...]}`: one passage per segment at its time)
+and file names (`library.file`). Beside the text it keeps every cache entry it has seen (stage, size, time) and
+each file's library record, so the Library lists thousands of files without reading the cache.
 
 Kept up to date without a listener in the cache: every search and listing first calls `sync()`, which
 compares the cache's entry count and newest store time with what it indexed (one small query when
@@ -60,7 +60,8 @@ TEXT_STAGES: dict[str, str] = {
     "video.answers": "Answers",
     "video.conversation": "Answers",
     "document.conversation": "Answers",
-    "transcript": "Transcript",
+    "speech.transcript": "Speech",
+    "transcript": "Speech",
 }
 # the stage filter as a user picks it: one choice may cover several stages
 STAGE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -69,7 +70,7 @@ STAGE_GROUPS: dict[str, tuple[str, ...]] = {
     "Captions": ("captions",),
     "Chapters and summary": ("chapters",),
     "Answers": ("video.answers", "video.conversation", "document.conversation"),
-    "Transcript": ("transcript",),
+    "Speech": ("speech.transcript", "transcript"),
     "File name": ("library.file",),
 }
 FILE_KINDS: dict[str, str] = {"video": "Video", "image": "Image", "pdf": "PDF", "other": "Other"}
@@ -264,7 +265,7 @@ def passages_of(stage: str, value: Any) -> list[Passage]:
             if text:
                 out.append(Passage(text, min(times) if times and stage == "video.conversation" else None))
         return out
-    if stage == "transcript":
+    if stage in ("speech.transcript", "transcript"):
         return [Passage(str(s.get("text", "")), _num(s.get("start")), _num(s.get("end")))
                 for s in value.get("segments", []) if isinstance(s, dict) and str(s.get("text", "")).strip()]
     return []
