@@ -576,13 +576,7 @@ class LibraryIndex:
             untracked = int(seen.get("untracked") or 0)  # rows of the cache no entry stands for (tampered keys)
             if force or "newest" not in seen:  # the first sync, or a rebuild: every entry
                 report.full = True
-                rows = self._cache_rows(None)
-                known = {k: s for k, s in con.execute("SELECT key, stored_at FROM entry")}
-                self._apply(con, rows, known, report)
-                present = {k for k, _, _ in rows}
-                for key_text in [k for k in known if k not in present]:
-                    self._forget(con, key_text)
-                    report.removed += 1
+                self._sync_every_entry(con, report)
             else:
                 # what was stored since the last sync (a second of margin for writers that committed late)
                 rows = self._cache_rows(float(seen["newest"]) - 1.0)
@@ -629,18 +623,22 @@ class LibraryIndex:
                 con.execute("COMMIT")
                 con.execute("BEGIN IMMEDIATE")
 
+    def _sync_every_entry(self, con: sqlite3.Connection, report: SyncReport) -> None:
+        """Index every entry of the cache that is new or changed and forget every indexed one it no longer holds."""
+        rows = self._cache_rows(None)
+        known = {k: s for k, s in con.execute("SELECT key, stored_at FROM entry")}
+        self._apply(con, rows, known, report)
+        present = {k for k, _, _ in rows}
+        for key_text in [k for k in known if k not in present]:
+            self._forget(con, key_text)
+            report.removed += 1
+
     def _reconcile(self, con: sqlite3.Connection, report: SyncReport) -> None:
         """Find what the cache no longer holds (and anything missed): on a disk cache by comparing the number of
         entries per file (the cache's tag index: 20-40 ms for 60,000 entries), then the keys of the files that
         differ; on another backend by comparing every key."""
         if not isinstance(self.cache, ResultCache):
-            rows = self._cache_rows(None)
-            known = {k: s for k, s in con.execute("SELECT key, stored_at FROM entry")}
-            self._apply(con, rows, known, report)
-            present = {k for k, _, _ in rows}
-            for key_text in [k for k in known if k not in present]:
-                self._forget(con, key_text)
-                report.removed += 1
+            self._sync_every_entry(con, report)
             return
         sql = self.cache._sql  # noqa: SLF001 - read-only queries on the cache's own connection
         in_cache = dict(sql("SELECT tag, count(*) FROM Cache WHERE typeof(tag) = 'text' GROUP BY tag").fetchall())
