@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.errors import CliError
+from core.cli.outputs import output_file
 
 CLIP_SUFFIXES = (".mp4", ".m4v")
 SHEET_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -24,13 +25,7 @@ def _target(path: str, suffixes: tuple[str, ...], force: bool, what: str) -> Pat
     p = Path(path).expanduser()
     if p.suffix.lower() not in suffixes:
         raise CliError(f"the {what} {p.name!r} needs one of the file types {', '.join(suffixes)}")
-    if p.is_dir():
-        raise CliError(f"{p} is a folder; give a file name for the {what}")
-    if not p.parent.is_dir():
-        raise CliError(f"the folder {p.parent} does not exist; create it first or choose another one")
-    if p.exists() and not force:
-        raise CliError(f"{p} already exists; give --force to replace it, or another name with --out/--sheet")
-    return p
+    return output_file(path, force, folder_fix=f"give a file name for the {what}", options="--out/--sheet")
 
 
 def _place(made: Any, target: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.cli.errors import CliError
+from core.cli.outputs import output_file
 
 FORMATS = ("srt", "vtt", "txt", "json")
 ENGINES = ("auto", "whisper", "qwen3_asr", "pocketsphinx")
@@ -49,14 +50,9 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _target(path: str, force: bool) -> Path:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise CliError(f"{p} is a folder; give a file name with --out, e.g. {p / 'transcript.srt'}")
-    if not p.parent.is_dir():
-        raise CliError(f"the folder {p.parent} does not exist; create it first or choose another one")
-    if p.exists() and not force:
-        raise CliError(f"{p} already exists; give --force to replace it, or another name with --out")
-    return p
+    folder = Path(path).expanduser()
+    return output_file(path, force, folder_fix=f"give a file name with --out, e.g. {folder / 'transcript.srt'}",
+                       options="--out")
 
 
 def cmd_transcript(args: argparse.Namespace) -> int:
