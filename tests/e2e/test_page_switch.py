@@ -124,7 +124,7 @@ _WATCH = """() => {
     // the earlier answer shown after (under) the bubble being written: what the user must not see
     const below = previous.some(c => last.compareDocumentPosition(c) & Node.DOCUMENT_POSITION_FOLLOWING
                                      && !last.contains(c));
-    window.__seen.push([performance.now() - t0, last.innerText.length, below, last.innerText.includes('▌')]);
+    window.__seen.push([performance.now() - t0, last.innerText, below, last.innerText.includes('▌')]);
   };
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
@@ -161,12 +161,15 @@ def test_a_follow_up_streams_piece_by_piece_under_the_earlier_answer(dashboard, 
     expect(page.get_by_text("frames seen")).to_have_count(1)  # what an answer cost: said for the newest only
     seen = page.evaluate("window.__seen")
     assert not any(below for _t, _n, below, _c in seen), "the earlier answer was shown under the new one"
-    streaming = [(t, n) for t, n, _below, cursor in seen if cursor]
-    changes = [t for (t, n), (_, m) in zip(streaming[1:], streaming) if n != m]
-    assert len(changes) >= 5, f"the answer arrived in {len(changes) + 1} pieces: {streaming[:40]}"
-    # that each piece is drawn as it comes, at any pace, is checked without timing in
-    # tests/pages/test_conversations.py (one redraw per piece); gaps between redraws in a browser depend on how busy
-    # the machine is (CI saw a median of 96 ms), so they are not asserted here
+    streaming = [text.replace("▌", "").strip() for _t, text, _below, cursor in seen if cursor]
+    assert streaming, "the answer was never shown while it was being written"
+    final = page.get_by_test_id("stChatMessage").last.inner_text()
+    answer = final[:final.index("frames seen")].rsplit("\n", 1)[0].strip()  # the bubble without what it cost
+    assert len(streaming[0]) < len(answer), f"only the whole answer was shown: {streaming[:5]} / {answer!r}"
+    # how many pieces reach the browser depends on the machine, not on the page: Streamlit merges redraws the
+    # browser has not received yet, and a busy 2-core CI machine showed the tiny model's answer in 3 pieces (a
+    # quiet one in dozens). That every piece is drawn as it comes is checked without a browser or timing in
+    # tests/pages/test_conversations.py (one redraw per piece).
     # both answers once each, in the order asked
     asked = page.get_by_test_id("stCaptionContainer").filter(has_text="Answer to:")
     expect(asked).to_have_count(2)
