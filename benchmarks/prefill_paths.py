@@ -3,7 +3,8 @@
   1. the vision tower over the plan's 384 frame groups (768 frames of 480x256): transformers' attention call per
      group against VLScope's one call per layer (core.vlm.vision_attention);
   2. the language model's prefill of the 46,080 visual tokens from features, with each SDPA backend PyTorch has
-     (its own choice, flash, cuDNN, memory-efficient), in one pass and in chunks of 8,192 tokens.
+     (its own choice, flash, cuDNN, memory-efficient), in one pass and in chunks of 8,192 and 3,840 tokens (chunks
+     after the first attend through core.vlm.chunk_attention whatever the backend).
 Random weights of the exact 4B shape (bf16) and random features: the figures time the machinery. Not a test.
 
     python benchmarks/prefill_paths.py --folder /tmp/m4b
@@ -44,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", default="/tmp/m4b")
     ap.add_argument("--size", default="4b")
+    ap.add_argument("--quick", action="store_true", help="PyTorch's choice only; chunks of 8,192 and of one part")
     args = ap.parse_args()
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -88,7 +90,9 @@ def main() -> None:
     n = int(inputs["input_ids"].shape[1])
     backends = [("PyTorch's choice", None), ("flash", SDPBackend.FLASH_ATTENTION),
                 ("cuDNN", SDPBackend.CUDNN_ATTENTION), ("memory-efficient", SDPBackend.EFFICIENT_ATTENTION)]
-    for chunk in (0, 8192):
+    if args.quick:
+        backends = backends[:1]
+    for chunk in (0, 8192, 3840):  # 3,840: one stored part (32 frame groups), as an ingest prefills
         for name, backend in backends:
             ctx = sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
             try:

@@ -295,23 +295,26 @@ class VideoQA:
         """The overview's frames (kept in memory for follow-ups)."""
         return _OVERVIEWS.get_or_make(self.source.content_key(), self.source.overview)
 
-    def _overview(self, memory: Any, result: AnswerResult) -> Clip:
+    def _overview(self, memory: Any, result: AnswerResult, whole: bool = False) -> Clip:
         """The overview: feature-backed when its features are stored (nothing decoded), or ingested now (decoded and
-        encoded part by part, pipelined, and stored), else decoded."""
+        encoded part by part, pipelined, and stored), else decoded. `whole`: the question is about the whole video,
+        so its kept prefix is prefilled during the ingest."""
         key = self.source.content_key()
         meta = self._stored(memory, key, result) if memory is not None else None
         if meta is None and memory is not None:
-            meta = self._ingest(memory, key)
+            meta = self._ingest(memory, key, whole)
         return feature_clip(meta, key) if meta is not None else self._decoded()
 
-    def _ingest(self, memory: Any, key: str) -> Any:
+    def _ingest(self, memory: Any, key: str, whole: bool = False) -> Any:
         """The plan of the overview's features after a pipelined ingest (`FeatureMemory.ingest`), or None where the
-        source cannot stream its frames (the decoded frames are then encoded when the question runs)."""
+        source cannot stream its frames (the decoded frames are then encoded when the question runs). `whole`: the
+        kept prefix of a question about the whole video is prefilled as the parts are encoded."""
         make = getattr(self.source, "ingest_input", None)
         if make is None:
             return None
+        prefix_of = (lambda meta: self.prefix_messages(meta, key)) if whole else None
         try:
-            return memory.ingest(key, make()).meta
+            return memory.ingest(key, make(), prefix_of=prefix_of).meta
         except InvalidRequest as exc:
             log.info("the overview is decoded whole instead of ingested: %s", exc)
             return None
@@ -319,7 +322,7 @@ class VideoQA:
     def _clips(self, memory: Any, ref: TimeReference | None, duration: float,
                result: AnswerResult) -> tuple[Clip, Clip, str | None]:
         """(the overview, the clip to ask with, its cache key)."""
-        overview = self._overview(memory, result)
+        overview = self._overview(memory, result, whole=ref is None)
         if ref is None:
             return overview, overview, self.source.content_key()
         lo, hi = ref.window(duration)
@@ -359,6 +362,12 @@ class VideoQA:
             result.warnings.append(f"{exc.cause}; they were computed again from the video's frames.")
             clip, cache_key = again()
             return self.engine.stream(self._messages(clip, prompt, history, cache_key), params, kind=kind), clip
+
+    def prefix_messages(self, meta: Any, key: str) -> list[Message]:
+        """The messages of a question about the whole video whose features `meta` plans (stored under `key`), the
+        question aside: their kept prefix (everything up to the end of the video) is what an ingest prefills while
+        it encodes, so the first question only prefills its own words."""
+        return self._messages(feature_clip(meta, key), "", None, key)
 
     def _messages(self, clip: Clip, question: str, history: list[Message] | None, cache_key: str | None) -> list[Message]:
         part = clip_part(clip, cache_key)
@@ -408,7 +417,9 @@ class VideoQA:
         final = stream.result
         result.text = final.text if final is not None else "".join(chunks)
         result.reused_prefix = bool(final and final.metrics.reused_prefix_tokens)
-        result.stored_features = bool(final and final.metrics.visual_features == "stored")
+        # a feature-backed clip is answered from the visual memory: its stored features, or the kept prefix made
+        # from them (prefilled while the video was ingested, or by an earlier question)
+        result.stored_features = bool(clip.features_from) or bool(final and final.metrics.visual_features == "stored")
         seen = clip.times
         result.events = answer_events(result.text, question, duration, seen)
         if refine and ref is None and result.events:

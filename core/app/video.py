@@ -411,7 +411,11 @@ class VideoService:
         if memory is None:
             raise UserError("This engine keeps no visual memory (a remote server, or the model not loaded here): "
                             "questions are answered from the frames each time.", "Use the local model to ingest.")
-        done = memory.ingest(qa.source.content_key(), qa.source.ingest_input(), progress, cancel, keep=False)
+        key = qa.source.content_key()
+        # the kept prefix of a question about the whole video is prefilled as the parts come: the first question
+        # then finds it (in GPU memory, or on disk after a restart)
+        done = memory.ingest(key, qa.source.ingest_input(), progress, cancel, keep=False,
+                             prefix_of=lambda meta: qa.prefix_messages(meta, key))
         self.keep_plan(qa.source.input_hash, qa.source.info, qa.source.plan)
         return done
 

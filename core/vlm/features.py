@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from core.vlm.base import InvalidRequest, OutOfMemory
+from core.vlm.prefixbuild import PrefixBuilder, prefill  # noqa: F401 - the prefill from features lives there
 from core.vlm.types import VideoPart, to_rgb_array
 
 FORMAT_VERSION = 2
@@ -309,43 +310,3 @@ def prompt_inputs(processor: Any, prefix_text: str, meta: FeatureMeta, device: A
                               return_tensors="pt")["input_ids"]
     types = torch.tensor(processor.create_mm_token_type_ids(ids.tolist()), dtype=torch.long)
     return {"input_ids": ids.to(device), "mm_token_type_ids": types.to(device), "video_grid_thw": grid.to(device)}
-
-
-def prefill(model: Any, inputs: dict[str, Any], features: VisualFeatures, chunk_tokens: int = 0) -> tuple[Any, Any]:
-    """Qwen3VLModel.forward's merge done by hand (no pixels): the language model over the prefix with the features
-    scattered in and DeepStack added, `chunk_tokens` at a time (0: all at once) so activation memory stays bounded;
-    returns (KV cache, rope deltas) and sets the model's rope deltas."""
-    import inspect
-
-    import torch
-
-    core = model.model
-    ids = inputs["input_ids"]
-    with torch.inference_mode():
-        emb = core.get_input_embeddings()(ids)
-        mask = ids == model.config.video_token_id
-        if int(mask.sum()) != int(features.pooler.shape[0]):
-            raise InvalidRequest(f"The prompt has {int(mask.sum())} video tokens, the features {features.pooler.shape[0]}.")
-        emb = emb.masked_scatter(mask[..., None].expand_as(emb), features.pooler.to(emb.device, emb.dtype))
-        attn = torch.ones_like(ids)
-        positions, deltas = core.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                video_grid_thw=inputs["video_grid_thw"], attention_mask=attn)
-        deepstack = [d.to(emb.device, emb.dtype) for d in features.deepstack]
-        name = "cache" if "cache" in inspect.signature(core.language_model.forward).parameters else "past_key_values"
-        n = ids.shape[1]
-        step = n if chunk_tokens <= 0 else chunk_tokens
-        kv, seen = None, 0
-        for start in range(0, n, step):
-            end = min(n, start + step)
-            part = mask[:, start:end]
-            visual = int(part.sum())
-            deep = {"visual_pos_masks": part, "deepstack_visual_embeds": [d[seen:seen + visual] for d in deepstack]}
-            seen += visual
-            past = {} if kv is None else {name: kv}
-            out = core.language_model(inputs_embeds=emb[:, start:end], attention_mask=attn[:, :end],
-                                      position_ids=positions[..., start:end], use_cache=True, **past,
-                                      **(deep if deepstack and visual else {}))
-            got = getattr(out, "cache", None)
-            kv = got if got is not None else out.past_key_values
-    core.rope_deltas = deltas
-    return kv, deltas

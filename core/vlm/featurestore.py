@@ -12,7 +12,7 @@ import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn, Protocol
+from typing import Any, Callable, NoReturn, Protocol
 
 from core.cache.base import CacheKey, make_key
 from core.events import CancelToken, Progress
@@ -105,6 +105,8 @@ class FeatureMemory:
         self.last_ingest: Any = None
         """Temporal groups per stored part (and per vision-tower call of an ingest)."""
         self.chunk_tokens = 0  # the prefill's chunk (setting `prefill_chunk_tokens`; 0: the whole prefix at once)
+        self.start_prefix: Any = None
+        """`core.vlm.prefixstream.stream_prefix` of the runner: messages -> a `PrefixStream` (or None), for an ingest given `prefix_of`."""
 
     def save_later(self, cache_key: str, features: VisualFeatures) -> None:
         """`save` in a background thread, off the first answer's path (reads of `cache_key` wait for it; the
@@ -263,12 +265,15 @@ class FeatureMemory:
         self.store.put_bytes(store_key(cache_key, self.material), manifest.to_bytes())
 
     def ingest(self, cache_key: str, video: Any, progress: Progress | None = None,
-               cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True) -> Any:
+               cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True,
+               prefix_of: Callable[[FeatureMeta], list[Any]] | None = None) -> Any:
         """Decode, preprocess and encode a video part by part, pipelined, each part stored as it is done (see
-        `core.vlm.ingest.ingest`); resumes at the last stored part."""
+        `core.vlm.ingest.ingest`); resumes at the last stored part. `prefix_of(plan)`: the messages the video goes
+        into (the question's text aside); their kept prefix is then prefilled part by part meanwhile."""
         from core.vlm.ingest import ingest
 
-        self.last_ingest = ingest(self, cache_key, video, progress, cancel, reuse=reuse, keep=keep)
+        self.last_ingest = ingest(self, cache_key, video, progress, cancel, reuse=reuse, keep=keep,
+                                  prefix_of=prefix_of)
         return self.last_ingest
 
     def encode(self, part: VideoPart, frame_size: tuple[int, int] | None = None) -> FeatureMeta:

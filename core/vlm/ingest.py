@@ -54,12 +54,16 @@ class IngestReport:
 
 
 def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress | None = None,
-           cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True) -> IngestReport:
+           cancel: CancelToken | None = None, *, reuse: bool = True, keep: bool = True,
+           prefix_of: Callable[[FeatureMeta], list[Any]] | None = None) -> IngestReport:
     """Decode, preprocess and encode a video part by part (`chunk_groups` temporal groups each), pipelined: while
     the vision tower encodes one part, the next is preprocessed and the one after decoded; no whole-video frame
     list is held. Each part is stored as soon as it is encoded, and the manifest last, so an ingest that is
     killed or cancelled resumes at its last stored part (`reuse=False` encodes every part again). With `keep`,
-    the video's features stay held for the next `load` (the question that asked for the ingest)."""
+    the video's features stay held for the next `load` (the question that asked for the ingest). With `prefix_of`
+    (the plan -> the messages the video goes into), the language model prefills their kept prefix part by part
+    as the parts are encoded (`core.vlm.prefixstream`), so the question after the ingest prefills its own words
+    only."""
     started = time.perf_counter()
     vp = memory.processor.video_processor
     t, patch, merge = int(vp.temporal_patch_size), int(vp.patch_size), int(vp.merge_size)
@@ -78,11 +82,12 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     spans = group_spans(groups, memory.chunk_groups)
     keys = [memory.part_key(cache_key, i) for i in range(len(spans))]
     device = getattr(memory.model, "device", None)
+    stream = _start_stream(memory, prefix_of, meta)
     held: dict[int, VisualFeatures] = {}
     for i, key in enumerate(keys):  # parts an earlier ingest stored (it may have been killed): read, checked
         if reuse and memory.store.contains(key):
             try:
-                part = memory._stored_part(key, device if keep else None)
+                part = memory._stored_part(key, device if keep or stream is not None else None)
                 if part.meta.grid[1:] == meta.grid[1:] and part.meta.grid[0] == spans[i][1] - spans[i][0]:
                     held[i] = part
             except Exception as exc:  # noqa: BLE001 - an unreadable part is encoded again
@@ -146,6 +151,22 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
                 log.warning("visual features of %s not stored: %s", cache_key, exc)
 
+    fed = [0]  # parts handed to the prefix stream, in order
+
+    def pump() -> None:  # the prefix stream takes the parts in order, as soon as each is there
+        nonlocal stream
+        while stream is not None and fed[0] < len(spans) and (fed[0] in held or fed[0] in encoded):
+            i = fed[0]
+            part = held[i] if i in held else encoded[i]
+            frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
+            try:
+                stream.feed(replace(meta, frame_indices=frames), spans[i][1], part.pooler, part.deepstack)
+            except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
+                log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
+                stream.drop()
+                stream = None
+            fed[0] += 1
+
     reader = threading.Thread(target=prepare, name="vlscope-ingest-read", daemon=True)
     writer = threading.Thread(target=store, name="vlscope-ingest-store", daemon=True)
     encoded: dict[int, VisualFeatures] = {}
@@ -153,6 +174,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     writer.start()
     try:
         report(progress, 0.0, f"{len(held)} of {len(spans)} parts already stored", "ingest")
+        pump()
         while todo:
             raise_if_cancelled(cancel)
             try:
@@ -175,13 +197,22 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             # the prefill that follows runs on
             saved.put((i, VisualFeatures(f.meta, f.pooler.to("cpu"), [d.to("cpu") for d in f.deepstack])))
             encoded[i] = f
+            pump()
             report(progress, len(encoded) / len(todo), f"part {len(encoded)} of {len(todo)} encoded "
                    f"({len(spans)} in all)", "ingest")
         metas = {**{i: f.meta for i, f in held.items()}, **{i: f.meta for i, f in encoded.items()}}
         meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
         meta.check()
         complete.append(meta)
+        if stream is not None:
+            try:
+                stream.finish(meta)
+            except Exception as exc:  # noqa: BLE001 - as in pump
+                log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
+            stream = None
     finally:
+        if stream is not None:  # cancelled, or the ingest failed: no partial prefix is kept
+            stream.drop()
         stop.set()
         saved.put(None)
         memory.track_save(cache_key, writer)  # lookups of the video wait for it; the answer does not
@@ -197,3 +228,14 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     return IngestReport(meta, len(spans), len(spans) - len(encoded), len(encoded), time.perf_counter() - started,
                         phases)
 
+
+def _start_stream(memory: Any, prefix_of: Callable[[FeatureMeta], list[Any]] | None, meta: FeatureMeta) -> Any:
+    """The `PrefixStream` of the messages `prefix_of` gives for the plan, or None (none asked, or none to build)."""
+    start = getattr(memory, "start_prefix", None)
+    if prefix_of is None or start is None:
+        return None
+    try:
+        return start(prefix_of(meta))
+    except Exception as exc:  # noqa: BLE001 - the prefix is a saving, the ingest goes on
+        log.warning("the prefix is not prefilled during the ingest: %s", exc)
+        return None

@@ -26,6 +26,7 @@ from core.vlm.loading import (
 from core.vlm.featurestore import FeatureMemory, FeatureStore, feature_material
 from core.vlm.loading import sized_store
 from core.vlm.prefix import PrefixReport, PrefixStore
+from core.vlm.prefixstream import stream_prefix
 from core.vlm.runner import PresencePenalty, Runner, fast_decode_wanted
 from core.vlm.scheduler import Request, RequestStatus, Scheduler
 from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics, split_reasoning
@@ -134,6 +135,8 @@ class LocalEngine(Engine):
         material = feature_material(self.settings.model, dtype_name(runner.dtype), quantization)
         memory = FeatureMemory(self.feature_store, material, runner.model, runner.processor, self._scheduler.lock)
         memory.chunk_tokens = self.settings.prefill_chunk_tokens
+        # an ingest told its prompt prefills the kept prefix as the parts come (core.vlm.prefixstream)
+        memory.start_prefix = lambda messages: stream_prefix(runner, messages)
         return memory
 
     @property

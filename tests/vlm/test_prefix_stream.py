@@ -1,0 +1,186 @@
+"""The kept prefix prefilled while a video is ingested (issue 14): each encoded part's tokens go through the language
+model as the part comes, so the first question prefills its own words only. The prefix is the one a one-pass
+prefill makes (same KV, same greedy answer as the frames given whole); a cancelled ingest keeps no partial prefix;
+a prompt that does not continue what was prefilled is refused, never kept. Chunks attend through two maskless
+calls merged by their log-sum-exp (`core.vlm.chunk_attention`), exact against one SDPA call with a mask."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from core.analysis.qa import VideoQA
+from core.analysis.sources import MediaFrameSource
+from core.cache import ResultCache
+from core.errors import Cancelled
+from core.media.sampling import SamplingPlan
+from core.settings import Settings
+from core.vlm import GenerationParams
+from core.vlm import features as F
+from core.vlm import prefixstream
+from core.vlm.chunk_attention import attend_chunk, chunked_attention
+from core.vlm.featureparts import part_meta
+from core.vlm.local import LocalEngine
+
+GREEDY = GenerationParams.greedy_defaults
+PLAN = SamplingPlan(fps=1.0, max_frames=24)
+QUESTION = "What does the square do?"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 s at 10 fps, 160x96: a white square crossing a background whose colour changes every second."""
+    path = tmp_path_factory.mktemp("video") / "square.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 96))
+    for i in range(240):
+        frame = np.zeros((96, 160, 3), np.uint8)
+        frame[:] = ((i // 10) * 9 % 256, 80, 200 - (i // 10) * 5)
+        frame[40:56, 4 + (i * 140) // 240:20 + (i * 140) // 240] = 255
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _engine(model: Path, folder: Path | None) -> LocalEngine:
+    e = LocalEngine(Settings(model=str(model), cache_dir=model.parent / "unused-cache"),
+                    feature_store=ResultCache(folder) if folder is not None else None)
+    e.load()
+    if e.feature_memory is not None:
+        e.feature_memory.chunk_groups = 2  # parts of 4 frames: 24 frames make 6 parts
+    return e
+
+
+def _qa(engine: LocalEngine, video: Path) -> VideoQA:
+    return VideoQA(engine, MediaFrameSource(video, plan=PLAN), max_frames=PLAN.max_frames)
+
+
+@pytest.fixture
+def feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The temporal groups reached by each part the prefix stream was fed."""
+    got: list[int] = []
+    real = prefixstream.PrefixStream.feed
+
+    def feed(self, meta, groups, pooler, deepstack):  # type: ignore[no-untyped-def]
+        got.append(groups)
+        return real(self, meta, groups, pooler, deepstack)
+
+    monkeypatch.setattr(prefixstream.PrefixStream, "feed", feed)
+    return got
+
+
+def test_chunk_attention_is_exact_against_one_masked_call() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 8, 5, 16), torch.randn(1, 2, 19, 16), torch.randn(1, 2, 19, 16)
+    keys, values = k.repeat_interleave(4, 1), v.repeat_interleave(4, 1)
+    mask = torch.ones(5, 19, dtype=torch.bool).tril(14)  # the chunk's 5 queries are the last 5 of 19 positions
+    expected = TF.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    assert float((attend_chunk(q, k, v) - expected).abs().max()) < 1e-5
+    whole = torch.randn(1, 8, 19, 16)  # no keys before the chunk: plain causal attention
+    expected = TF.scaled_dot_product_attention(whole, keys, values, is_causal=True)
+    assert float((attend_chunk(whole, k, v) - expected).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="5 queries but only 3 keys"):
+        attend_chunk(q, k[:, :, :3], v[:, :, :3])
+
+
+def test_the_switch_is_undone_and_leaves_other_attentions_alone() -> None:
+    class Config:
+        _attn_implementation = "sdpa"
+
+    class Model:
+        config = Config()
+
+    with chunked_attention(Model()) as on:
+        assert on and Model.config._attn_implementation == "vlscope_chunked"
+    assert Model.config._attn_implementation == "sdpa"
+    Model.config._attn_implementation = "flash_attention_2"  # handles chunks itself
+    with chunked_attention(Model()) as on:
+        assert not on and Model.config._attn_implementation == "flash_attention_2"
+
+
+def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
+        tiny_model_dir: Path, tmp_path: Path, video: Path, feeds: list[int]) -> None:
+    fresh = _engine(tiny_model_dir, None)
+    try:
+        expected = "".join(_qa(fresh, video).stream_answer(QUESTION, GREEDY(12), refine=False))
+    finally:
+        fresh.close()
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        qa = _qa(engine, video)
+        text = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
+        result = qa.last_result
+        assert feeds == [2, 4, 6, 8, 10, 12]  # 24 frames, 12 groups, parts of 2 groups: each fed as it was encoded
+        assert engine.feature_memory.last_ingest.parts == 6
+        assert result.reused_prefix  # the question prefilled its own words only
+        assert text == expected
+        # the kept prefix is the one a one-pass prefill of the stored features makes
+        (entry,) = [kept.prefix for kept in engine.prefixes._items.values()]
+        features = engine.feature_memory.load(qa.source.content_key(), engine.model.device)
+        inputs = {"input_ids": entry.input_ids, "mm_token_type_ids": entry.mm_token_type_ids, **entry.grids}
+        with engine.generation_lock:
+            kv, deltas = F.prefill(engine.model, inputs, features)
+        assert torch.equal(deltas, entry.rope_deltas)
+        for one, streamed in zip(kv.layers, entry.kv.layers):
+            assert one.keys.shape == streamed.keys.shape
+            assert float((one.keys - streamed.keys).abs().max()) < 1e-4
+            assert float((one.values - streamed.values).abs().max()) < 1e-4
+        # a follow-up reuses the same prefix; a second ingest of the stored video builds nothing
+        again = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
+        assert again == expected and qa.last_result.reused_prefix
+        assert len(feeds) == 6
+    finally:
+        engine.close()
+
+
+def test_a_cancelled_ingest_keeps_no_partial_prefix(tiny_model_dir: Path, tmp_path: Path, video: Path,
+                                                    feeds: list[int]) -> None:
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        qa = _qa(engine, video)
+        key = qa.source.content_key()
+        cancel = threading.Event()
+
+        def stop_after_two(fraction: float, message: str = "", stage: str = "") -> None:
+            if "part 2 of" in message:
+                cancel.set()
+
+        with pytest.raises(Cancelled):
+            engine.feature_memory.ingest(key, qa.source.ingest_input(), stop_after_two, cancel,
+                                         prefix_of=lambda meta: qa.prefix_messages(meta, key))
+        assert feeds == [2, 4]  # the stream had two parts when the ingest stopped
+        assert len(engine.prefixes) == 0
+        # the ingest resumes at its stored parts; the prefix is then prefilled from all six
+        engine.feature_memory.ingest(key, qa.source.ingest_input(),
+                                     prefix_of=lambda meta: qa.prefix_messages(meta, key))
+        assert feeds[2:] == [2, 4, 6, 8, 10, 12] and len(engine.prefixes) == 1
+    finally:
+        engine.close()
+
+
+def test_a_prompt_that_does_not_continue_the_prefilled_tokens_is_refused(tiny_model_dir: Path, tmp_path: Path,
+                                                                        video: Path) -> None:
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        qa = _qa(engine, video)
+        key = qa.source.content_key()
+        engine.feature_memory.ingest(key, qa.source.ingest_input())
+        features = engine.feature_memory.load(key, engine.model.device)
+        meta = features.meta
+        text = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
+        first = part_meta(meta, 0, 2)
+        n = first.grid[0] * first.tokens_per_group
+        builder = F.PrefixBuilder(engine.model)
+        with engine.generation_lock:
+            builder.feed(F.prompt_inputs(engine.processor, text, first, engine.model.device), features.pooler[:n],
+                         [d[:n] for d in features.deepstack])
+            other = F.prompt_inputs(engine.processor, "<|im_start|>system\nx" + text, meta, engine.model.device)
+            with pytest.raises(ValueError, match="does not continue"):
+                builder.finish(other)
+    finally:
+        engine.close()
