@@ -133,7 +133,8 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     from core.vlm.types import GenerationParams
 
     out: dict[str, Any] = {}
-    settings = Settings(model=str(model), cache_dir=cache_dir)
+    settings = Settings(model=str(model), cache_dir=cache_dir,
+                        profile_fast_decode=os.environ.get("VLSCOPE_E2E_PROFILE") == "1")
     runtime = Runtime.build(settings)
     t0 = time.perf_counter()
     runtime.engine.load()
@@ -151,6 +152,9 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     qa = runtime.video.questions(video, choice.plan, sha, info)
     out["first_answer_ttft_s"] = first_chunk_s(runtime.video.stream_ask(qa, QUESTION, greedy, refine=False), t0)
     out["first_answer_total_s"] = time.perf_counter() - t0
+    fast = getattr(getattr(runtime.engine, "_runner", None), "fast", None)
+    stats = getattr(fast, "last_stats", None)
+    out["first_answer_phases_ms"] = getattr(stats, "phases_ms", None)  # with VLSCOPE_E2E_PROFILE=1
     out["peak_first_answer_gib"] = torch.cuda.max_memory_allocated() / GIB  # one video at the default plan
     records = runtime.engine.ledger.records()
     last = records[-1]

@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--folder", default="/tmp/m4b")
     ap.add_argument("--size", default="4b")
     ap.add_argument("--quick", action="store_true", help="PyTorch's choice only; chunks of 8,192 and of one part")
+    ap.add_argument("--skip-vision", action="store_true", help="no vision-tower rows")
     args = ap.parse_args()
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -75,7 +76,8 @@ def main() -> None:
     attn = [m for m in model.model.visual.modules() if hasattr(m, "_vlscope_original_forward")]
     ours = {m: m.forward for m in attn}
     rows = []
-    for name, swap in (("transformers: a call per frame group", True), ("VLScope: one call per layer", False)):
+    for name, swap in (() if args.skip_vision else (("transformers: a call per frame group", True),
+                                                   ("VLScope: one call per layer", False))):
         for m in attn:
             m.forward = m._vlscope_original_forward if swap else ours[m]
         s, peak = cuda_time(torch, lambda: F.encode(model, pixels, meta), repeat=1)

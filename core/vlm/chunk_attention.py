@@ -5,8 +5,9 @@ chunk's queries attend to every key before the chunk and causally to the chunk's
 one SDPA call with a mask, which none of the fast kernels takes: on the H200 a 50,000-token prefill in chunks of
 8,192 took 4.06 s against 2.28 s in one pass (benchmarks/results/2026-12-02-h200-prefill-paths.txt).
 
-Here a chunk is two calls without a mask instead: the chunk against the keys before it (all visible), and the chunk
-against itself (causal, square: both alignments agree). Each returns its log-sum-exp, and the two are merged
+Here a chunk is two calls without a mask instead: the chunk against the keys before it (all visible; the query heads
+that share a key head go in as one longer sequence, so no key is copied), and the chunk against itself (causal,
+square: both alignments agree). Each returns its log-sum-exp, and the two are merged
 exactly (`merge`), as split-KV kernels do. On CUDA the calls are cuDNN's attention (flash where cuDNN refuses);
 elsewhere a plain float32 softmax (what the CPU tests use).
 
@@ -90,9 +91,19 @@ def attend_chunk(q: Any, k: Any, v: Any, scale: float | None = None) -> Any:
     out, lse = attend_lse(q, own_k, own_v, True, scale)
     if total == c:
         return out
-    before, lse_b = attend_lse(q, _heads(k[:, :, :total - c], groups), _heads(v[:, :, :total - c], groups), False,
-                               scale)
+    before, lse_b = _attend_before(q, k[:, :, :total - c], v[:, :, :total - c], groups, scale)
     return merge(out, lse, before, lse_b)
+
+
+def _attend_before(q: Any, k: Any, v: Any, groups: int, scale: float | None) -> tuple[Any, Any]:
+    """The chunk against every key before it (no mask): the query heads that share a key head are laid one after
+    the other along the sequence, so the keys are used as they are (no copy per query head)."""
+    b, h, c, d = q.shape
+    if groups == 1:
+        return attend_lse(q, k, v, False, scale)
+    folded = q.reshape(b, h // groups, groups * c, d)
+    out, lse = attend_lse(folded, k, v, False, scale)
+    return out.reshape(b, h, c, d), lse.reshape(b, h, c)
 
 
 def chunked_attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,

@@ -49,7 +49,8 @@ class IngestReport:
     encoded: int
     seconds: float
     phases_s: dict[str, float] = field(default_factory=dict)
-    """Seconds spent waiting for frames (decode), preprocessing, in the vision tower, storing."""
+    """Seconds spent waiting for frames (decode), preprocessing, in the vision tower, storing; with a prefix prefilled
+    during the ingest, in the language model (prefill)."""
 
 
 
@@ -160,7 +161,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             part = held[i] if i in held else encoded[i]
             frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
             try:
-                stream.feed(replace(meta, frame_indices=frames), spans[i][1], part.pooler, part.deepstack)
+                stream.feed(frames, spans[i][1], part.pooler, part.deepstack)
             except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
                 log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
                 stream.drop()
@@ -207,6 +208,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
         if stream is not None:
             try:
                 stream.finish(meta)
+                phases["prefill"] = stream.seconds
             except Exception as exc:  # noqa: BLE001 - as in pump
                 log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
             stream = None
@@ -235,7 +237,7 @@ def _start_stream(memory: Any, prefix_of: Callable[[FeatureMeta], list[Any]] | N
     if prefix_of is None or start is None:
         return None
     try:
-        return start(prefix_of(meta))
+        return start(prefix_of(meta), meta)
     except Exception as exc:  # noqa: BLE001 - the prefix is a saving, the ingest goes on
         log.warning("the prefix is not prefilled during the ingest: %s", exc)
         return None

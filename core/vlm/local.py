@@ -112,6 +112,7 @@ class LocalEngine(Engine):
         self.prefixes = sized_store(self.settings, loaded.device, loaded.model)  # from the memory the weights left
         if self.prefixes.disk is not None:
             self.prefixes.disk.gpu_gate = self._scheduler.lock  # its copies never run beside the model (graph capture)
+            self.prefixes.disk.prepare(loaded.device)  # its pinned staging buffers, made now rather than on a restart
         runner = Runner(self.settings, loaded, self.prefixes)
         runner.features = self._memory(runner, loaded.quantization)
         if runner.fast_enabled:
@@ -136,7 +137,7 @@ class LocalEngine(Engine):
         memory = FeatureMemory(self.feature_store, material, runner.model, runner.processor, self._scheduler.lock)
         memory.chunk_tokens = self.settings.prefill_chunk_tokens
         # an ingest told its prompt prefills the kept prefix as the parts come (core.vlm.prefixstream)
-        memory.start_prefix = lambda messages: stream_prefix(runner, messages)
+        memory.start_prefix = lambda messages, meta: stream_prefix(runner, messages, meta)
         return memory
 
     @property

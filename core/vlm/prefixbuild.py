@@ -16,17 +16,17 @@ def prefill(model: Any, inputs: dict[str, Any], features: Any, chunk_tokens: int
     scattered in and DeepStack added, `chunk_tokens` at a time (0: all at once) so activation memory stays bounded;
     returns (KV cache, rope deltas) and sets the model's rope deltas."""
     builder = PrefixBuilder(model, chunk_tokens)
-    builder.feed(inputs, features.pooler, features.deepstack, final=True)
-    return builder.finish(inputs)
+    builder.set_prompt(inputs)
+    builder.feed(features.pooler, features.deepstack, final=True)
+    return builder.finish()
 
 
 class PrefixBuilder:
     """The language model over a video prompt's prefix, fed part by part as the video's features come (an ingest),
-    or all at once (`prefill`). Each `feed` gives the prompt inputs of the video so far (`prompt_inputs` of its
-    plan up to that part: the token ids of the parts before are a prefix of them) and the next parts' feature rows;
-    the tokens up to that part's last visual token are prefilled. `finish` prefills the rest of the whole prompt.
-    Chunks after the first attend through `core.vlm.chunk_attention` (two maskless calls merged), as fast as one
-    pass. Hold the model's lock around each call."""
+    or all at once (`prefill`). `set_prompt` gives the whole prompt's inputs (again when they change: the token ids
+    already prefilled must stay); each `feed` gives the next visual tokens' feature rows, and the prompt is
+    prefilled up to the last of them. `finish` prefills the rest. Chunks after the first attend through
+    `core.vlm.chunk_attention` (two maskless calls merged by their log-sum-exp). Hold the model's lock."""
 
     def __init__(self, model: Any, chunk_tokens: int = 0) -> None:
         self.model, self.chunk_tokens = model, int(chunk_tokens)
@@ -35,54 +35,51 @@ class PrefixBuilder:
         """Prompt tokens prefilled."""
         self.rows = 0
         """Visual feature rows used."""
-        self._fed: list[Any] = []
+        self._ids: Any = None
+        self._mask: Any = None
+        self._visual: list[int] = []
         self._positions: Any = None
         self._deltas: Any = None
 
-    def _prompt(self, inputs: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """(ids, video-token mask, positions) of `inputs`, checked to continue what was fed before."""
+    def set_prompt(self, inputs: dict[str, Any]) -> None:
+        """The whole prompt (input_ids, mm_token_type_ids, video_grid_thw); ValueError when its first tokens are not
+        the ones already prefilled."""
         import torch
 
-        core = self.model.model
         ids = inputs["input_ids"]
-        if self.done:
-            fed = torch.cat(self._fed, dim=1)
-            if ids.shape[1] < self.done or not torch.equal(ids[:, :self.done], fed.to(ids.device)):
-                raise ValueError("the prompt of the video so far does not continue the tokens already prefilled")
+        if self.done and (ids.shape[1] < self.done or
+                          not torch.equal(ids[:, :self.done], self._ids[:, :self.done].to(ids.device))):
+            raise ValueError("the prompt of the video so far does not continue the tokens already prefilled")
         mask = ids == self.model.config.video_token_id
-        positions, deltas = core.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                video_grid_thw=inputs["video_grid_thw"],
-                                                attention_mask=torch.ones_like(ids))
-        self._deltas = deltas
-        return ids, mask, positions
+        positions, deltas = self.model.model.get_rope_index(
+            ids, mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+            attention_mask=torch.ones_like(ids))
+        visual = torch.nonzero(mask[0]).flatten().tolist()
+        if len(visual) < self.rows:
+            raise ValueError(f"the prompt has {len(visual)} video tokens, {self.rows} are prefilled already")
+        self._ids, self._mask, self._visual, self._positions, self._deltas = ids, mask, visual, positions, deltas
 
-    def feed(self, inputs: dict[str, Any], pooler: Any, deepstack: list[Any], final: bool = False) -> None:
-        """Prefill the prompt `inputs` up to its last visual token (with `final`: to its end), the visual tokens
-        not prefilled yet taking `pooler` (their rows, in order) and `deepstack`."""
-        import torch
-
-        ids, mask, positions = self._prompt(inputs)
-        visual = torch.nonzero(mask[0]).flatten()
+    def feed(self, pooler: Any, deepstack: list[Any], final: bool = False) -> None:
+        """Prefill the prompt up to the last of the next `pooler.shape[0]` visual tokens (with `final`: to the
+        prompt's end, every visual token then given), those tokens taking `pooler`'s rows and `deepstack`."""
+        ids = self._ids
         rows = int(pooler.shape[0])
-        if self.rows + rows != int(visual.numel()):
-            raise InvalidRequest(f"The prompt has {int(visual.numel())} video tokens, the features "
-                                 f"{self.rows + rows}.")
-        end = int(ids.shape[1]) if final or not rows else int(visual[-1]) + 1
+        total = len(self._visual)
+        if self.rows + rows > total or (final and self.rows + rows != total):
+            raise InvalidRequest(f"The prompt has {total} video tokens, the features {self.rows + rows}.")
+        end = int(ids.shape[1]) if final else (self._visual[self.rows + rows - 1] + 1 if rows else self.done)
         step = (end - self.done) if self.chunk_tokens <= 0 else self.chunk_tokens
         start, taken = self.done, 0
         while start < end:
             stop = min(end, start + max(1, step))
-            used = int(mask[:, start:stop].sum())
-            self._forward(ids, mask, positions, start, stop, pooler[taken:taken + used],
-                          [d[taken:taken + used] for d in deepstack])
+            used = sum(1 for v in self._visual[self.rows + taken:self.rows + rows] if v < stop)
+            self._forward(start, stop, pooler[taken:taken + used], [d[taken:taken + used] for d in deepstack])
             taken += used
             start = stop
-        self._fed.append(ids[:, self.done:end])
         self.rows += rows
         self.done = end
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, start: int, stop: int, pooler: Any,
-                 deepstack: list[Any]) -> None:
+    def _forward(self, start: int, stop: int, pooler: Any, deepstack: list[Any]) -> None:
         import inspect
 
         import torch
@@ -92,9 +89,9 @@ class PrefixBuilder:
         core = self.model.model
         lm = core.language_model
         with torch.inference_mode():
-            emb = core.get_input_embeddings()(ids[:, start:stop])
-            part = mask[:, start:stop]
-            visual = int(part.sum())
+            emb = core.get_input_embeddings()(self._ids[:, start:stop])
+            part = self._mask[:, start:stop]
+            visual = int(pooler.shape[0])
             if visual:
                 emb = emb.masked_scatter(part[..., None].expand_as(emb), pooler.to(emb.device, emb.dtype))
             deep = {"visual_pos_masks": part,
@@ -104,16 +101,17 @@ class PrefixBuilder:
             switch = chunked_attention(lm) if self.kv is not None else contextlib.nullcontext()
             with switch:
                 out = lm(inputs_embeds=emb, attention_mask=torch.ones(1, stop, dtype=torch.long, device=emb.device),
-                         position_ids=positions[..., start:stop], use_cache=True, **past,
+                         position_ids=self._positions[..., start:stop], use_cache=True, **past,
                          **(deep if deepstack and visual else {}))
             got = getattr(out, "cache", None)
             self.kv = got if got is not None else out.past_key_values
 
-    def finish(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
-        """Prefill the rest of the whole prompt `inputs` (its every visual token fed): (KV cache, rope deltas); sets
-        the model's rope deltas."""
-        if self.done < int(inputs["input_ids"].shape[1]) or self.kv is None:
-            empty = self.model.model.get_input_embeddings().weight[:0]
-            self.feed(inputs, empty, [], final=True)
+    def finish(self) -> tuple[Any, Any]:
+        """Prefill the rest of the prompt (its every visual token fed): (KV cache, rope deltas); sets the model's
+        rope deltas."""
+        if self.done < int(self._ids.shape[1]) or self.kv is None:
+            self.feed(self._ids.new_zeros(0), [], final=True)
+        elif self.rows != len(self._visual):
+            raise InvalidRequest(f"The prompt has {len(self._visual)} video tokens, the features {self.rows}.")
         self.model.model.rope_deltas = self._deltas
         return self.kv, self._deltas

@@ -29,40 +29,59 @@ log = logging.getLogger(__name__)
 
 
 class PrefixStream:
-    """The kept prefix `key` (text `prefix_text`) of a video being ingested, prefilled part by part."""
+    """The kept prefix `key` (text `prefix_text`) of a video being ingested (planned by `meta`), prefilled part by
+    part. The prompt's tokens are made once from the plan, and again only when a part's real frame numbers differ
+    from the plan's (a key frame taken for the frame asked for), so that its timestamps are the ones decoded."""
 
-    def __init__(self, runner: Any, key: str, prefix_text: str, lock: Any, chunk_tokens: int = 0) -> None:
-        self.runner, self.key, self.prefix_text, self.lock = runner, key, prefix_text, lock
+    def __init__(self, runner: Any, key: str, prefix_text: str, lock: Any, meta: FeatureMeta,
+                 chunk_tokens: int = 0) -> None:
+        self.runner, self.key, self.prefix_text, self.lock, self.meta = runner, key, prefix_text, lock, meta
         self.builder = PrefixBuilder(runner.model, chunk_tokens)
+        self.frames = list(meta.frame_indices)
+        """The frame numbers the prompt's tokens were made from: the real ones so far, the plan's after them."""
         self.groups = 0
         """Temporal groups of the video prefilled so far."""
         self.seconds = 0.0
+        self.prompts = 0
+        """Times the prompt's tokens were made (1 when every part came at its planned frames)."""
+        self._inputs: dict[str, Any] | None = None
 
-    def _inputs(self, meta: FeatureMeta) -> dict[str, Any]:
-        return prompt_inputs(self.runner.processor, self.prefix_text, meta, self.runner.device)
+    def _prompt(self) -> None:
+        """Make the prompt's tokens of `frames` (on the CPU, outside the lock) and hand them to the builder."""
+        inputs = prompt_inputs(self.runner.processor, self.prefix_text,
+                               replace(self.meta, frame_indices=list(self.frames)), "cpu")
+        self.prompts += 1
+        with self.lock:
+            inputs = {k: v.to(self.runner.device) for k, v in inputs.items()}
+            self.builder.set_prompt(inputs)
+        self._inputs = inputs
 
-    def feed(self, meta: FeatureMeta, groups: int, pooler: Any, deepstack: list[Any]) -> None:
-        """The next part: `meta` is the whole video's plan with the real frame numbers of the parts so far, which
-        end at temporal group `groups`; `pooler`, `deepstack`: that part's feature rows."""
+    def feed(self, frames: list[int], groups: int, pooler: Any, deepstack: list[Any]) -> None:
+        """The next part: `frames`, the real frame numbers of the parts so far (they end at temporal group
+        `groups`); `pooler`, `deepstack`: that part's feature rows."""
         import time
 
         start = time.perf_counter()
-        t = meta.temporal_patch
-        so_far = replace(meta, grid=[groups, *meta.grid[1:]], frame_indices=list(meta.frame_indices[:groups * t]))
-        inputs = self._inputs(so_far)
+        if self._inputs is None or list(frames) != self.frames[:len(frames)]:
+            self.frames = list(frames) + self.frames[len(frames):]
+            self._prompt()
         with self.lock:
-            self.builder.feed(inputs, pooler, deepstack)
+            self.builder.feed(pooler, deepstack)
         self.groups = groups
         self.seconds += time.perf_counter() - start
 
     def finish(self, meta: FeatureMeta) -> Prefix:
-        """The whole prefix of the video planned by `meta`, kept in the runner's prefix store."""
+        """The whole prefix of the video as ingested (`meta`), kept in the runner's prefix store."""
         import time
 
         start = time.perf_counter()
-        inputs = self._inputs(meta)
+        if self._inputs is None or list(meta.frame_indices) != self.frames:
+            self.frames = list(meta.frame_indices)
+            self._prompt()
+        inputs = self._inputs
+        assert inputs is not None
         with self.lock:
-            kv, rope = self.builder.finish(inputs)
+            kv, rope = self.builder.finish()
         model = self.runner.model
         name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         entry = Prefix(key=self.key, input_ids=inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
@@ -71,17 +90,17 @@ class PrefixStream:
         self.builder.kv = None
         self.runner.prefixes.put(entry)
         self.seconds += time.perf_counter() - start
-        log.info("prefix %s prefilled during the ingest (%d tokens, %.2f s of model time)", self.key[:12],
-                 int(inputs["input_ids"].shape[1]), self.seconds)
+        log.info("prefix %s prefilled during the ingest (%d tokens, %.2f s, prompt made %d times)", self.key[:12],
+                 int(inputs["input_ids"].shape[1]), self.seconds, self.prompts)
         return entry
 
     def drop(self) -> None:
         self.builder.kv = None
 
 
-def stream_prefix(runner: Any, messages: list[Any]) -> PrefixStream | None:
+def stream_prefix(runner: Any, messages: list[Any], meta: FeatureMeta) -> PrefixStream | None:
     """A `PrefixStream` that prefills the kept prefix of `messages` (one video, kept through the visual memory) while
-    that video is ingested, or None: the runner keeps no prefixes, or this one is kept already (in any tier)."""
+    that video (planned by `meta`) is ingested, or None: the runner keeps no prefixes, or this one is kept already (in any tier)."""
     if runner.settings.prefix_cache_gb <= 0 or runner.features is None:
         return None
     text, parts = runner.render(messages)
@@ -94,4 +113,4 @@ def stream_prefix(runner: Any, messages: list[Any]) -> PrefixStream | None:
     disk = runner.prefixes.disk
     if runner.prefixes.tier_of(key) is not None or (disk is not None and disk.contains(key)):
         return None
-    return PrefixStream(runner, key, prefix_text, runner.features.lock, runner.features.chunk_tokens)
+    return PrefixStream(runner, key, prefix_text, runner.features.lock, meta, runner.features.chunk_tokens)

@@ -129,3 +129,44 @@ def test_a_write_copies_nothing_while_the_model_runs(tiny_model_dir: Path, tmp_p
         assert path.is_file()
     finally:
         engine.close()
+
+
+def test_the_checksum_sees_a_flipped_bit_swapped_words_and_a_cut() -> None:
+    import torch
+
+    from core.vlm.prefix_disk import SUM_WORDS, sum64
+
+    torch.manual_seed(0)
+    t = torch.randn(3, SUM_WORDS // 2 + 7, dtype=torch.bfloat16)  # more than one step of words, and an odd tail
+    base = sum64(t)
+    assert base == sum64(t.clone()) == sum64(t.t().contiguous().t())  # the bytes, whatever the layout
+    raw = t.clone().view(torch.int16)
+    for index in (0, 1, SUM_WORDS + 3, raw.numel() - 1):
+        for bit in (0, 7, 15):
+            flipped = raw.clone().view(-1)
+            flipped[index] ^= 1 << bit
+            assert sum64(flipped.view(torch.bfloat16)) != base, (index, bit)
+    swapped = t.clone().view(-1).view(torch.uint8)
+    a, b = swapped[20:24].clone(), swapped[36:40].clone()
+    assert not torch.equal(a, b)
+    swapped[20:24], swapped[36:40] = b, a  # 32-bit words 5 and 9 change places
+    assert sum64(swapped) != base
+    assert sum64(t.view(-1)[:-1]) != base
+    assert sum64(torch.zeros(4, dtype=torch.uint8)) != sum64(torch.zeros(8, dtype=torch.uint8))
+
+
+def test_a_file_of_the_older_format_is_a_reported_miss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    first = _engine(tiny_model_dir, tmp_path)
+    text, _ = _ask(first, 3, "What is it?")
+    first.close()
+    (path,) = (tmp_path / "prefixes").glob("*.kv")
+    data = bytearray(path.read_bytes())
+    data[:7] = b"VLSKV1\n"
+    path.write_bytes(bytes(data))
+    again = _engine(tiny_model_dir, tmp_path)
+    try:
+        text2, reused = _ask(again, 3, "What is it?")
+        assert text2 == text and reused == 0  # computed again
+        assert any("older VLScope" in p for p in again.prefixes.disk.problems)
+    finally:
+        again.close()

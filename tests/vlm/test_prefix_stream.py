@@ -21,7 +21,7 @@ from core.cache import ResultCache
 from core.errors import Cancelled
 from core.media.sampling import SamplingPlan
 from core.settings import Settings
-from core.vlm import GenerationParams
+from core.vlm import GenerationParams, InvalidRequest
 from core.vlm import features as F
 from core.vlm import prefixstream
 from core.vlm.chunk_attention import attend_chunk, chunked_attention
@@ -63,12 +63,18 @@ def _qa(engine: LocalEngine, video: Path) -> VideoQA:
 @pytest.fixture
 def feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The temporal groups reached by each part the prefix stream was fed."""
-    got: list[int] = []
+    class Got(list):
+        streams: list = []
+
+    got = Got()
+    got.streams = []
     real = prefixstream.PrefixStream.feed
 
-    def feed(self, meta, groups, pooler, deepstack):  # type: ignore[no-untyped-def]
+    def feed(self, frames, groups, pooler, deepstack):  # type: ignore[no-untyped-def]
         got.append(groups)
-        return real(self, meta, groups, pooler, deepstack)
+        if self not in got.streams:
+            got.streams.append(self)
+        return real(self, frames, groups, pooler, deepstack)
 
     monkeypatch.setattr(prefixstream.PrefixStream, "feed", feed)
     return got
@@ -105,6 +111,7 @@ def test_the_switch_is_undone_and_leaves_other_attentions_alone() -> None:
 
 def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         tiny_model_dir: Path, tmp_path: Path, video: Path, feeds: list[int]) -> None:
+    streams = feeds.streams  # type: ignore[attr-defined]
     fresh = _engine(tiny_model_dir, None)
     try:
         expected = "".join(_qa(fresh, video).stream_answer(QUESTION, GREEDY(12), refine=False))
@@ -116,6 +123,7 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         text = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
         result = qa.last_result
         assert feeds == [2, 4, 6, 8, 10, 12]  # 24 frames, 12 groups, parts of 2 groups: each fed as it was encoded
+        assert len(streams) == 1 and streams[0].prompts == 1  # every part at its planned frames: tokens made once
         assert engine.feature_memory.last_ingest.parts == 6
         assert result.reused_prefix  # the question prefilled its own words only
         assert text == expected
@@ -177,10 +185,52 @@ def test_a_prompt_that_does_not_continue_the_prefilled_tokens_is_refused(tiny_mo
         n = first.grid[0] * first.tokens_per_group
         builder = F.PrefixBuilder(engine.model)
         with engine.generation_lock:
-            builder.feed(F.prompt_inputs(engine.processor, text, first, engine.model.device), features.pooler[:n],
-                         [d[:n] for d in features.deepstack])
+            builder.set_prompt(F.prompt_inputs(engine.processor, text, first, engine.model.device))
+            builder.feed(features.pooler[:n], [d[:n] for d in features.deepstack])
             other = F.prompt_inputs(engine.processor, "<|im_start|>system\nx" + text, meta, engine.model.device)
             with pytest.raises(ValueError, match="does not continue"):
-                builder.finish(other)
+                builder.set_prompt(other)
+            with pytest.raises(InvalidRequest, match="video tokens"):
+                builder.feed(features.pooler, features.deepstack)  # more rows than the prompt has video tokens
+    finally:
+        engine.close()
+
+
+def _same_kv(a: object, b: object) -> None:
+    for one, other in zip(a.layers, b.layers):  # type: ignore[attr-defined]
+        assert one.keys.shape == other.keys.shape
+        assert float((one.keys - other.keys).abs().max()) < 1e-4
+        assert float((one.values - other.values).abs().max()) < 1e-4
+
+
+def test_a_part_decoded_at_other_frames_than_planned_gets_its_own_timestamps(tiny_model_dir: Path, tmp_path: Path,
+                                                                             video: Path) -> None:
+    """A plan that takes key frames may decode another frame than the one planned: the prompt's tokens are made
+    again from the real frame numbers, and the prefix is the one-pass prefix of the video as decoded."""
+    from dataclasses import replace
+
+    from core.vlm.featureparts import split_parts
+
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        qa = _qa(engine, video)
+        key = qa.source.content_key()
+        engine.feature_memory.ingest(key, qa.source.ingest_input())  # no prefix asked for
+        features = engine.feature_memory.load(key, engine.model.device)
+        meta = features.meta
+        real = list(meta.frame_indices)
+        planned = replace(meta, frame_indices=real[:-2] + [real[-2] - 4, real[-1] - 3])
+        stream = prefixstream.stream_prefix(engine._runner, qa.prefix_messages(meta, key), planned)
+        assert stream is not None
+        for part, (g0, g1) in zip(split_parts(features, 2), [(g, g + 2) for g in range(0, 12, 2)]):
+            stream.feed(real[:g1 * 2], g1, part.pooler, part.deepstack)
+        entry = stream.finish(meta)
+        assert stream.prompts == 2  # the plan's tokens, then the last part's real timestamps
+        expected = F.prompt_inputs(engine.processor, stream.prefix_text, meta, engine.model.device)
+        assert torch.equal(entry.input_ids, expected["input_ids"])
+        with engine.generation_lock:
+            kv, _ = F.prefill(engine.model, expected, features)
+        _same_kv(kv, entry.kv)
+        assert engine.prefixes.tier_of(entry.key) == "device"
     finally:
         engine.close()
