@@ -66,9 +66,8 @@ class FastDecoder(DecodeLoops):
                 self.step_name = "lean"
             else:
                 log.info("fast decoding uses transformers' forward per step: %s", self.step_fallback)
-        self.compile_step = compile_step
-        self.use_cuda_graph = use_cuda_graph
-        self._graph: Any = None
+        self.compile_step, self.use_cuda_graph = compile_step, use_cuda_graph
+        self._graph: Any = None  # and the greedy loop's, below
         self._greedy_graph: Any = None
         self._mask: Any = None
         self._compiled: Any = None  # None: not decided yet; False: eager; else the compiled step
