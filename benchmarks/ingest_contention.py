@@ -6,6 +6,7 @@ in one process, with one part of the pipeline taken away at a time (issue 14; ra
   C  B with the store a no-op (no serialising, no disk writes meanwhile)
   D  B with the frames preprocessed on the CPU
   E  B with every frame decoded before the ingest starts (no decoding meanwhile)
+  F  B with the prefix's cache grown by concatenation at every part (as before its buffers were made once)
 
     python3 -u benchmarks/ingest_contention.py --folder /tmp/m4b --video talk-10min-720p.mp4
 """
@@ -42,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", default="/tmp/m4b")
     ap.add_argument("--video", required=True)
-    ap.add_argument("--only", default="ABCDE")
+    ap.add_argument("--only", default="ABCDEF")
     ap.add_argument("--ready", action="store_true", help="the model folder is ready (e.g. a tiny model, to try this)")
     args = ap.parse_args()
     import torch
@@ -53,6 +54,7 @@ def main() -> None:
     from core.cache import hash_file
     from core.settings import Settings
     from core.vlm import ingest as ingest_module
+    from core.vlm import prefixbuild
 
     if not args.ready:
         random_model_folder(args.folder, "4b")
@@ -70,7 +72,7 @@ def main() -> None:
     choice = runtime.video.plan(info)
     qa = runtime.video.questions(video, choice.plan, sha, info)
     memory = runtime.engine.feature_memory
-    real_store, real_pixels = memory.store, ingest_module.video_pixels
+    real_store, real_pixels, real_filled = memory.store, ingest_module.video_pixels, prefixbuild._filled_cache
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}; plan {choice.estimate.frames} frames "
           f"{choice.estimate.frame_width}x{choice.estimate.frame_height}", flush=True)
     rows = []
@@ -83,6 +85,7 @@ def main() -> None:
         memory.store = _NoStore() if variant == "C" else real_store
         if variant == "D":
             ingest_module.video_pixels = lambda processor, part, **kw: real_pixels(processor, part, as_given=True)
+        prefixbuild._filled_cache = (lambda model, total: None) if variant == "F" else real_filled
         prefix_of = None if variant == "A" else (lambda meta, key=key: qa.prefix_messages(meta, key))
         sync()
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from core.ocr.base import EngineOutput, OcrEngine
-from core.ocr.rapid import run_rapidocr, shared_rapidocr
+from core.ocr.rapid import NARROW, run_rapidocr, shared_rapidocr
 from core.ocr.scripts import LANGUAGES, OSD_SCRIPTS, detect_script, lang_parts, order_lines, strip_direction_marks
 from core.ocr.types import OcrError, OcrLine
 
@@ -79,7 +79,7 @@ class RapidOcrEngine(OcrEngine):
 
             img, ratio_h, ratio_w = reduce_max_side(img, max_side)
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-        r = run_rapidocr(bgr, det=det, cls=cls, rec=rec)
+        r = run_rapidocr(bgr, det=det, cls=cls, rec=rec, narrow=NARROW)
         if (ratio_h, ratio_w) != (1.0, 1.0) and getattr(r, "boxes", None) is not None:
             r.boxes = np.asarray(r.boxes, dtype=np.float64) * np.array([ratio_w, ratio_h])
         return r

@@ -97,6 +97,8 @@ class PrefixBuilder:
             deep = {"visual_pos_masks": part,
                     "deepstack_visual_embeds": [d.to(emb.device, emb.dtype) for d in deepstack]}
             name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+            if self.kv is None:
+                self.kv = _filled_cache(self.model, int(self._ids.shape[1]))
             past = {} if self.kv is None else {name: self.kv}
             switch = chunked_attention(lm) if self.kv is not None else contextlib.nullcontext()
             with switch:
@@ -113,5 +115,69 @@ class PrefixBuilder:
             self.feed(self._ids.new_zeros(0), [], final=True)
         elif self.rows != len(self._visual):
             raise InvalidRequest(f"The prompt has {len(self._visual)} video tokens, the features {self.rows}.")
+        self.kv = _plain(self.kv)
         self.model.model.rope_deltas = self._deltas
         return self.kv, self._deltas
+
+
+def _filled_cache(model: Any, total: int) -> Any:
+    """A DynamicCache whose layers write into key and value buffers made once for the whole prompt of `total`
+    tokens: a cache grown by concatenation allocates every layer again at every chunk (and the GPU's allocator then
+    maps memory while the model runs). None where the language model has layers other than full attention
+    (Qwen3.5's linear attention keeps its own states): the model then makes its own cache."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    text = getattr(model.config, "text_config", model.config)
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if kinds != {"full_attention"}:
+        return None
+
+    class FilledLayer(DynamicLayer):
+        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+            super().lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self.buffers = (key_states.new_empty(b, h, total, d),
+                            value_states.new_empty(b, h, total, value_states.shape[-1]))
+            self.filled = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.filled + int(key_states.shape[-2])
+            if end > total:
+                raise ValueError(f"{end} tokens for a prompt of {total}")
+            keys, values = self.buffers
+            keys[:, :, self.filled:end].copy_(key_states)
+            values[:, :, self.filled:end].copy_(value_states)
+            self.filled = end
+            self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.filled if self.is_initialized else 0
+
+    kv = DynamicCache()
+    kv.layers = [FilledLayer() for _ in range(int(text.num_hidden_layers))]
+    return kv
+
+
+def _plain(kv: Any) -> Any:
+    """The prefix's cache as a plain DynamicCache (what the prefix tiers, the disk tier and decoding take): a filled
+    cache's buffers become its layers' keys and values, without a copy."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(kv, "layers", None) or []
+    if not layers or not all(hasattr(layer, "buffers") for layer in layers):
+        return kv
+    plain = DynamicCache()
+    plain.layers = []
+    for layer in layers:
+        keys, values = layer.buffers
+        one = DynamicLayer()
+        one.lazy_initialization(keys[:, :, :0], values[:, :, :0])
+        one.keys, one.values = keys[:, :, :layer.filled], values[:, :, :layer.filled]
+        plain.layers.append(one)
+        layer.buffers = None
+    return plain

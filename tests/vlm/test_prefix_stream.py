@@ -23,7 +23,7 @@ from core.media.sampling import SamplingPlan
 from core.settings import Settings
 from core.vlm import GenerationParams, InvalidRequest
 from core.vlm import features as F
-from core.vlm import prefixstream
+from core.vlm import prefix_disk, prefixstream
 from core.vlm.chunk_attention import attend_chunk, chunked_attention
 from core.vlm.featureparts import part_meta
 from core.vlm.local import LocalEngine
@@ -134,6 +134,7 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         with engine.generation_lock:
             kv, deltas = F.prefill(engine.model, inputs, features)
         assert torch.equal(deltas, entry.rope_deltas)
+        assert prefix_disk._names_of(entry) is not None  # a plain cache: the disk tier keeps it for a restart
         for one, streamed in zip(kv.layers, entry.kv.layers):
             assert one.keys.shape == streamed.keys.shape
             assert float((one.keys - streamed.keys).abs().max()) < 1e-4
@@ -234,3 +235,26 @@ def test_a_part_decoded_at_other_frames_than_planned_gets_its_own_timestamps(tin
         assert engine.prefixes.tier_of(entry.key) == "device"
     finally:
         engine.close()
+
+
+def test_the_cache_is_filled_in_place_only_for_full_attention_models() -> None:
+    from types import SimpleNamespace
+
+    from core.vlm.prefixbuild import _filled_cache, _plain
+
+    full = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(num_hidden_layers=2, layer_types=None)))
+    kv = _filled_cache(full, 10)
+    k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    for layer in range(2):
+        kv.update(k, v, layer)
+        kv.update(k * 2, v * 2, layer)
+    assert kv.get_seq_length() == 8
+    plain = _plain(kv)
+    assert type(plain.layers[0]).__name__ == "DynamicLayer"
+    assert torch.equal(plain.layers[1].keys, torch.cat([k, k * 2], dim=2))
+    with pytest.raises(ValueError, match="12 tokens for a prompt of 10"):
+        kv2 = _filled_cache(full, 10)
+        kv2.update(torch.randn(1, 2, 12, 8), torch.randn(1, 2, 12, 8), 0)
+    linear = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(
+        num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"])))
+    assert _filled_cache(linear, 10) is None  # Qwen3.5: the model makes its own cache
