@@ -384,6 +384,7 @@ def main() -> int:
     results["copy_bandwidth_tbs"] = bw / 1e12
 
     f, r, u = results["vlscope_fresh"], results["vlscope_restart"], results.get("usual_recipe", {})
+    streamed = ((f.get("ingest") or {}).get("phases_s") or {}).get("prefill")
     rows = [
         ("first answer, fresh video (s)", f.get("first_answer_ttft_s"), u.get("first_answer_ttft_s"), "13.7", "<= 6"),
         ("follow-up, time to first token (s)", f.get("follow_up_ttft_s"), u.get("follow_up_ttft_s"), "4.3", "<= 0.3"),
@@ -392,7 +393,12 @@ def main() -> int:
         ("peak GPU memory, default plan (GiB)", f.get("peak_first_answer_gib"), u.get("peak_gpu_gib"), "30.5",
          "<= 20"),
         ("peak GPU memory, all questions (GiB)", f.get("peak_gpu_gib"), None, "", "(two prefixes kept)"),
-        ("prefill of the video (s)", (f.get("prefill_ms") or 0) / 1000, u.get("first_token_s"), "3.0", "<= 1.5"),
+        # with the prefix prefilled part by part during the ingest, the first answer's own prefill is its question
+        # only: the video's prefill is then the stream's model time in the ingest
+        ("prefill of the video (s)" + (", during the ingest" if streamed is not None else ""),
+         streamed if streamed is not None else (f.get("prefill_ms") or 0) / 1000, u.get("first_token_s"), "3.0",
+         "<= 1.5"),
+        ("the first answer's own prefill (s)", (f.get("prefill_ms") or 0) / 1000, None, "", ""),
         ("decode after a short prompt (tokens/s)", f.get("decode_short_tps"), None, "299", ">= 400"),
         ("decode after the video prompt (tokens/s)", f.get("decode_long_tps"), None, "190", ">= 300"),
     ]
