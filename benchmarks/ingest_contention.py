@@ -61,7 +61,7 @@ def main() -> None:
 
     def sync() -> None:
         if torch.cuda.is_available():
-            sync()
+            torch.cuda.synchronize()
 
     runtime = Runtime.build(Settings(model=args.folder, cache_dir=Path(tempfile.mkdtemp())))
     runtime.engine.load()

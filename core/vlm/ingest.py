@@ -125,8 +125,10 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
                 pixels, made = video_pixels(memory.processor, part, as_given=True, device=prep_device)
                 phases["preprocess"] += time.perf_counter() - mark
                 hand((i, pixels, made))
+            decoded.set()
             hand(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the ingest's thread
+            decoded.set()
             hand(exc)
 
     saved: queue.Queue[Any] = queue.Queue()
@@ -137,6 +139,8 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     def store() -> None:
         while (item := saved.get()) is not None:
             i, f = item
+            while busy.is_set():  # the prefix is prefilled: serialising beside it slowed it by 40%
+                time.sleep(0.01)
             mark = time.perf_counter()
             try:
                 memory.store.put_bytes(keys[i], to_bytes(f))
@@ -153,23 +157,36 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
                 log.warning("visual features of %s not stored: %s", cache_key, exc)
 
     fed = [0]  # parts handed to the prefix stream, in order
+    decoded = threading.Event()  # the reader is done: no decoding beside the model's thread any more
+    busy = threading.Event()  # the prefix stream is prefilling (the writer waits meanwhile)
 
-    def pump() -> None:  # the prefix stream takes the parts in order, as soon as each is there
+    def pump(force: bool = False) -> None:
+        """Hand the prefix stream the parts there, in order, each on its own (the same chunks whatever the timing,
+        so the same numbers). Not while frames are still decoded (unless `force`): beside the decoding threads the
+        prefill ran at half speed (GIL), and the GPU has the time once the decoding is done
+        (benchmarks/ingest_contention.py)."""
         nonlocal stream
-        while stream is not None and fed[0] < len(spans) and (fed[0] in held or fed[0] in encoded):
-            i = fed[0]
-            part = held[i] if i in held else encoded[i]
-            frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
-            try:
-                stream.feed(frames, spans[i][1], part.pooler, part.deepstack)
-            except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
-                log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
-                stream.drop()
-                stream = None
-            fed[0] += 1
+        if stream is None or not (force or decoded.is_set()):
+            return
+        busy.set()
+        try:
+            while stream is not None and fed[0] < len(spans) and (fed[0] in held or fed[0] in encoded):
+                i = fed[0]
+                part = held[i] if i in held else encoded[i]
+                frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
+                try:
+                    stream.feed(frames, spans[i][1], part.pooler, part.deepstack)
+                except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
+                    log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
+                    stream.drop()
+                    stream = None
+                fed[0] += 1
+        finally:
+            busy.clear()
 
     reader = threading.Thread(target=prepare, name="vlscope-ingest-read", daemon=True)
-    writer = threading.Thread(target=store, name="vlscope-ingest-store", daemon=True)
+    # not a daemon: a process that ends after an ingest waits for its parts and manifest to be stored
+    writer = threading.Thread(target=store, name="vlscope-ingest-store")
     encoded: dict[int, VisualFeatures] = {}
     reader.start()
     writer.start()
@@ -205,14 +222,19 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
         meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
         meta.check()
         complete.append(meta)
+        pump(force=True)
         if stream is not None:
+            busy.set()
             try:
                 stream.finish(meta)
                 phases["prefill"] = stream.seconds
             except Exception as exc:  # noqa: BLE001 - as in pump
                 log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
+            finally:
+                busy.clear()
             stream = None
     finally:
+        busy.clear()
         if stream is not None:  # cancelled, or the ingest failed: no partial prefix is kept
             stream.drop()
         stop.set()

@@ -198,6 +198,9 @@ class LocalEngine(Engine):
         disk = getattr(self.prefixes, "disk", None)
         if disk is not None:
             disk.wait()  # a prefix being written to the disk tier is finished (the next process reads it)
+        memory = self._runner.features if self._runner is not None else None
+        if memory is not None:
+            memory.wait()  # and the visual features an ingest is still storing (the manifest is written last)
         with self._scheduler.lock:
             if self._runner is not None:
                 self._runner.fast = None

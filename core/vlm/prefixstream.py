@@ -3,9 +3,10 @@
 The first question about a new video waited for the whole ingest (decode, preprocess, vision tower), then for the
 language model over the whole prefix: 4.1 s + 3.2 s on the H200 for the 10-minute video. The prefix (system prompt,
 the video's timestamps and visual tokens) does not depend on the question, so an ingest told which prompt its video
-goes into (`FeatureMemory.ingest(..., prefix_of=...)`) hands each encoded part to a `PrefixStream`: the language
-model prefills that part's tokens (`core.vlm.features.PrefixBuilder`) while the next parts are decoded. When the
-ingest ends, the prefix is complete and kept (`PrefixStore`, and its disk tier), and the question finds it there.
+goes into (`FeatureMemory.ingest(..., prefix_of=...)`) hands the encoded parts to a `PrefixStream`, in order, once
+the frames are decoded (beside the decoding threads the prefill ran at half speed): the language model prefills
+their tokens (`core.vlm.prefixbuild.PrefixBuilder`) while the last parts are still encoded. When the ingest ends,
+the prefix is complete and kept (`PrefixStore`, and its disk tier), and the question finds it there.
 
 The token ids of the video so far are rebuilt from the plan of the parts encoded (their real frame numbers give the
 timestamps), and each rebuild is checked to continue what was prefilled; anything that does not fit drops the
@@ -113,4 +114,5 @@ def stream_prefix(runner: Any, messages: list[Any], meta: FeatureMeta) -> Prefix
     disk = runner.prefixes.disk
     if runner.prefixes.tier_of(key) is not None or (disk is not None and disk.contains(key)):
         return None
-    return PrefixStream(runner, key, prefix_text, runner.features.lock, meta, runner.features.chunk_tokens)
+    tokens = meta.grid[0] * (meta.tokens_per_group + 12) + 64  # the visual tokens, each group's timestamp, the rest
+    return PrefixStream(runner, key, prefix_text, runner.features.lock, meta, runner.features.chunk_for(tokens))

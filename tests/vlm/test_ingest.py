@@ -198,3 +198,29 @@ def test_a_cancelled_ingest_keeps_its_parts_and_a_damaged_part_is_encoded_again(
         assert (manifest["parts"], manifest["chunk_groups"], manifest["meta"]["grid"][0]) == (6, 2, 12)
     finally:
         e.close()
+
+
+def test_closing_the_engine_waits_for_the_ingest_to_be_stored(tiny_model_dir: Path, tmp_path: Path,
+                                                             video: Path) -> None:
+    """Found by a flaky test: the engine closed (a CLI run ending) while the writer still stored the last parts,
+    and the manifest was never written. Slow writes make it certain."""
+    import time
+
+    from core.vlm import ingest as ingest_module
+
+    folder = tmp_path / "results"
+    e = _engine(tiny_model_dir, folder)
+    real = ingest_module.to_bytes
+
+    def slow(features):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        return real(features)
+
+    ingest_module.to_bytes = slow
+    try:
+        e.feature_memory.ingest("clip-close", MediaFrameSource(video, plan=PLAN).ingest_input())
+    finally:
+        e.close()
+        ingest_module.to_bytes = real
+    stages = [x.stage for x in ResultCache(folder).entries()]
+    assert stages.count(PART_STAGE) == 6 and STAGE in stages

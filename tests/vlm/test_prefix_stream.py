@@ -122,7 +122,8 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         qa = _qa(engine, video)
         text = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
         result = qa.last_result
-        assert feeds == [2, 4, 6, 8, 10, 12]  # 24 frames, 12 groups, parts of 2 groups: each fed as it was encoded
+        # 24 frames, 12 groups, parts of 2 groups: each fed in order (once the frames are decoded)
+        assert feeds == [2, 4, 6, 8, 10, 12]
         assert len(streams) == 1 and streams[0].prompts == 1  # every part at its planned frames: tokens made once
         assert engine.feature_memory.last_ingest.parts == 6
         assert result.reused_prefix  # the question prefilled its own words only
@@ -142,7 +143,7 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         # a follow-up reuses the same prefix; a second ingest of the stored video builds nothing
         again = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
         assert again == expected and qa.last_result.reused_prefix
-        assert len(feeds) == 6
+        assert len(feeds) == 6  # nothing fed again
     finally:
         engine.close()
 
@@ -162,12 +163,13 @@ def test_a_cancelled_ingest_keeps_no_partial_prefix(tiny_model_dir: Path, tmp_pa
         with pytest.raises(Cancelled):
             engine.feature_memory.ingest(key, qa.source.ingest_input(), stop_after_two, cancel,
                                          prefix_of=lambda meta: qa.prefix_messages(meta, key))
-        assert feeds == [2, 4]  # the stream had two parts when the ingest stopped
+        assert feeds in ([], [2], [2, 4])  # at most the two parts encoded when the ingest stopped
         assert len(engine.prefixes) == 0
         # the ingest resumes at its stored parts; the prefix is then prefilled from all six
+        before = len(feeds)
         engine.feature_memory.ingest(key, qa.source.ingest_input(),
                                      prefix_of=lambda meta: qa.prefix_messages(meta, key))
-        assert feeds[2:] == [2, 4, 6, 8, 10, 12] and len(engine.prefixes) == 1
+        assert feeds[before:] == [2, 4, 6, 8, 10, 12] and len(engine.prefixes) == 1
     finally:
         engine.close()
 
