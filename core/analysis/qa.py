@@ -308,7 +308,7 @@ class VideoQA:
     def _ingest(self, memory: Any, key: str, whole: bool = False) -> Any:
         """The plan of the overview's features after a pipelined ingest (`FeatureMemory.ingest`), or None where the
         source cannot stream its frames (the decoded frames are then encoded when the question runs). `whole`: the
-        kept prefix of a question about the whole video is prefilled as the parts are encoded."""
+        kept prefix of a question about the whole video is prefilled during the ingest."""
         make = getattr(self.source, "ingest_input", None)
         if make is None:
             return None

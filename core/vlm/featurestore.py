@@ -106,7 +106,8 @@ class FeatureMemory:
         """Temporal groups per stored part (and per vision-tower call of an ingest)."""
         self.chunk_tokens = 0  # the prefill's chunk (setting `prefill_chunk_tokens`; 0: the whole prefix at once)
         self.start_prefix: Any = None
-        """`core.vlm.prefixstream.stream_prefix` of the runner: (messages, plan) -> a `PrefixStream` (or None), for an ingest given `prefix_of`."""
+        """`core.vlm.prefixstream.stream_prefix` of the runner: (messages, plan) -> a `PrefixStream` (or None), for
+        an ingest given `prefix_of`."""
 
     def save_later(self, cache_key: str, features: VisualFeatures) -> None:
         """`save` in a background thread, off the first answer's path (reads of `cache_key` wait for it; the

@@ -62,9 +62,9 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     list is held. Each part is stored as soon as it is encoded, and the manifest last, so an ingest that is
     killed or cancelled resumes at its last stored part (`reuse=False` encodes every part again). With `keep`,
     the video's features stay held for the next `load` (the question that asked for the ingest). With `prefix_of`
-    (the plan -> the messages the video goes into), the language model prefills their kept prefix part by part
-    as the parts are encoded (`core.vlm.prefixstream`), so the question after the ingest prefills its own words
-    only."""
+    (the plan -> the messages the video goes into), the language model prefills their kept prefix part by part,
+    in order, once the frames are decoded (`core.vlm.prefixstream`), so the question after the ingest prefills
+    its own words only."""
     started = time.perf_counter()
     vp = memory.processor.video_processor
     t, patch, merge = int(vp.temporal_patch_size), int(vp.patch_size), int(vp.merge_size)
