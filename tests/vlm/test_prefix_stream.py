@@ -260,3 +260,17 @@ def test_the_cache_is_filled_in_place_only_for_full_attention_models() -> None:
     linear = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(
         num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"])))
     assert _filled_cache(linear, 10) is None  # Qwen3.5: the model makes its own cache
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_chunk_attention_on_the_gpu_matches_one_masked_call() -> None:
+    """The CUDA kernels (cuDNN, else flash) with their log-sum-exp, bf16, the 4B's heads."""
+    torch.manual_seed(0)
+    dev = "cuda"
+    q = torch.randn(1, 32, 384, 128, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(1, 8, 2048, 128, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(1, 8, 2048, 128, device=dev, dtype=torch.bfloat16)
+    mask = torch.ones(384, 2048, dtype=torch.bool, device=dev).tril(2048 - 384)
+    expected = TF.scaled_dot_product_attention(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1),
+                                               attn_mask=mask)
+    assert float((attend_chunk(q, k, v).float() - expected.float()).abs().max()) < 2e-2
