@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 NAME = "vlscope_chunked"
 _kernel: dict[str, str] = {}
-"""The CUDA call that worked, once known ("cudnn", "flash" or "math")."""
+"""The CUDA call that worked first ("cudnn", "flash" or "math"): tried first after that, the others if it refuses."""
 
 
 def _lse_math(q: Any, k: Any, v: Any, causal: bool, scale: float) -> tuple[Any, Any]:
@@ -49,7 +49,8 @@ def attend_lse(q: Any, k: Any, v: Any, causal: bool, scale: float | None = None)
     b, h, n = q.shape[0], q.shape[1], q.shape[2]
     if not q.is_cuda:
         return _lse_math(q, k, v, causal, scale)
-    for kind in ([_kernel["cuda"]] if "cuda" in _kernel else ["cudnn", "flash", "math"]):
+    known = _kernel.get("cuda")
+    for kind in ([known] if known else []) + [k for k in ("cudnn", "flash", "math") if k != known]:
         try:
             if kind == "cudnn":
                 out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
@@ -60,10 +61,11 @@ def attend_lse(q: Any, k: Any, v: Any, causal: bool, scale: float | None = None)
                 out = _lse_math(q, k, v, causal, scale)
             _kernel.setdefault("cuda", kind)
             return out[0], out[1].float().reshape(b, h, n)
-        except (RuntimeError, NotImplementedError) as exc:
-            if "cuda" in _kernel:
+        except (RuntimeError, NotImplementedError) as exc:  # this call's shape, or the machine: the next kernel
+            if type(exc).__name__ == "OutOfMemoryError":
                 raise
-            log.info("chunked attention: %s not usable here (%s)", kind, str(exc).splitlines()[0][:200])
+            log.info("chunked attention: %s not usable for %s (%s)", kind, tuple(q.shape),
+                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
     raise RuntimeError("no attention kernel")  # pragma: no cover - math always works
 
 
