@@ -113,8 +113,6 @@ def chunked_attention_forward(module: Any, query: Any, key: Any, value: Any, att
     """transformers' attention interface: (B, Lq, H, D) output of `attend_chunk` (one token: plain attention)."""
     if query.shape[0] != 1:
         raise ValueError("chunked attention is for one prompt at a time")
-    if _KEYS[0] is not None:  # a static cache: its slots past the prompt are empty
-        key, value = key[:, :, :_KEYS[0]], value[:, :, :_KEYS[0]]
     if query.shape[2] == 1:
         groups = query.shape[1] // key.shape[1]
         out, _ = attend_lse(query, _heads(key, groups), _heads(value, groups), False, scaling)
@@ -129,15 +127,10 @@ def _register() -> None:
     AttentionInterface.register(NAME, chunked_attention_forward)
 
 
-_KEYS: list[int | None] = [None]
-"""The keys in use of a static cache (its first ones), while `chunked_attention(..., keys=n)` is open."""
-
-
 @contextlib.contextmanager
-def chunked_attention(language_model: Any, keys: int | None = None) -> Iterator[bool]:
+def chunked_attention(language_model: Any) -> Iterator[bool]:
     """While it is open, `language_model` attends with `chunked_attention_forward` (yields True), unless its
     attention is one that handles chunks itself (flash_attention_2 and others: yields False, nothing changed).
-    `keys`: a static cache's keys in use (the prompt so far, the new tokens included); the rest are empty slots.
     Hold the model's lock: the switch is seen by any forward of the model meanwhile."""
     config = getattr(language_model, "config", None)
     before = getattr(config, "_attn_implementation", None)
@@ -146,9 +139,7 @@ def chunked_attention(language_model: Any, keys: int | None = None) -> Iterator[
         return
     _register()
     config._attn_implementation = NAME
-    _KEYS[0] = keys
     try:
         yield True
     finally:
         config._attn_implementation = before
-        _KEYS[0] = None
