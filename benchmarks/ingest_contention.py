@@ -7,6 +7,12 @@ in one process, with one part of the pipeline taken away at a time (issue 14; ra
   D  B with the frames preprocessed on the CPU
   E  B with every frame decoded before the ingest starts (no decoding meanwhile)
   F  B with the prefix's cache grown by concatenation at every part (as before its buffers were made once)
+  G  B with the frames decoded in threads of this process, the prefix fed once they are decoded (before the
+     worker processes of core.media.decodeproc)
+  H  B with the prefix fed once the frames are decoded (decoded in worker processes all the same)
+
+B is what the first question does by default: a 10-minute video is decoded in worker processes and each part is
+prefilled as it comes.
 
     python3 -u benchmarks/ingest_contention.py --folder /tmp/m4b --video talk-10min-720p.mp4
 """
@@ -43,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", default="/tmp/m4b")
     ap.add_argument("--video", required=True)
-    ap.add_argument("--only", default="ABCDEF")
+    ap.add_argument("--only", default="ABCDEFGH")
     ap.add_argument("--ready", action="store_true", help="the model folder is ready (e.g. a tiny model, to try this)")
     args = ap.parse_args()
     import torch
@@ -78,7 +84,10 @@ def main() -> None:
     rows = []
     for variant in args.only:
         key = f"{qa.source.content_key()}-{variant}-{time.time()}"
+        qa.source.decode_processes = False if variant == "G" else None
         source = qa.source.ingest_input()
+        if variant == "H":
+            source.read_apart = False
         if variant == "E":
             frames = list(source.read(source.frame_indices, None))
             source.read = lambda numbers, cancel, frames=frames: iter(frames)

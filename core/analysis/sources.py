@@ -28,6 +28,9 @@ READ_WORKERS = min(8, os.cpu_count() or 1)
 """Threads decoding stretches of a video at once for an ingest."""
 MIN_STRETCH = 64
 """Frames a decoding thread takes at least (each stretch starts with a seek and decodes from a key frame)."""
+PROCESS_MIN_WALK = 3000
+"""Source frames an ingest's decoding walks through (about 100 s at 30 fps) from which its stretches are decoded in
+worker processes (`core.media.decodeproc`): below it, starting them costs more than the GIL they spare the model."""
 
 
 def _resize(frames: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
@@ -50,6 +53,8 @@ class MediaFrameSource:
         self.input_hash = input_hash or hash_file(self.path)
         self._lock = threading.Lock()
         self.read_workers = READ_WORKERS
+        self.decode_processes: bool | None = None
+        """Decode an ingest's stretches in worker processes: None decides by the length walked (PROCESS_MIN_WALK)."""
 
     def duration(self) -> float:
         return float(self.info.duration)
@@ -83,12 +88,14 @@ class MediaFrameSource:
         from core.vlm.ingest import IngestInput
 
         schedule = schedule_frames(self.info, self.plan)
+        indices = list(schedule.indices)
+        pool = self._decoder_pool(indices[-1] - indices[0] if indices else 0)
 
         def read(numbers: list[int], cancel: threading.Event | None) -> Any:
             if not numbers:
                 return
             last: Any = None
-            got = self._frames(schedule, sorted(set(numbers)), cancel)
+            got = self._frames(schedule, sorted(set(numbers)), cancel, pool)
             for n in numbers:  # one frame per number asked for, in order (a repeated number repeats its frame)
                 if last is None or last[2] != n:
                     frame = next(got, None)
@@ -97,13 +104,15 @@ class MediaFrameSource:
                     last = (frame.index, frame.image, n)
                 yield last[0], last[1]
 
-        return IngestInput(list(schedule.indices), float(schedule.source_fps), int(schedule.total_frames),
+        return IngestInput(indices, float(schedule.source_fps), int(schedule.total_frames),
                            (int(schedule.height), int(schedule.width)), read, self.plan.total_pixels,
-                           self.plan.min_pixels)
+                           self.plan.min_pixels, read_apart=pool is not None)
 
-    def _frames(self, schedule: Any, wanted: list[int], cancel: threading.Event | None) -> Iterator[Any]:
+    def _frames(self, schedule: Any, wanted: list[int], cancel: threading.Event | None,
+                pool: Any = None) -> Iterator[Any]:
         """The frames `wanted` (increasing frame numbers) of `schedule`, in order, decoded in stretches by
-        `read_workers` threads at once (each seeks to its stretch; PyAV decodes without holding the GIL)."""
+        `read_workers` threads at once (each seeks to its stretch), each in a worker process of `pool` when given
+        (a `core.media.decodeproc.DecoderPool`: PyAV's loop over every frame then holds another GIL)."""
         fps = schedule.source_fps
         workers = max(1, min(self.read_workers, -(-len(wanted) // MIN_STRETCH)))
         size = max(MIN_STRETCH, -(-len(wanted) // (2 * workers)))
@@ -111,19 +120,32 @@ class MediaFrameSource:
 
         def decode(targets: list[int]) -> list[Any]:
             sub = replace(schedule, indices=targets, times=[i / fps for i in targets])
-            return list(iter_samples(self.info, sub, cancel=cancel, backend="pyav"))
+            return list(iter_samples(self.info, sub, cancel=cancel, backend="pyav", processes=pool))
 
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlscope-read")
+        threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlscope-read")
         pending: deque[Future[list[Any]]] = deque()
         try:
             for stretch in stretches:
-                pending.append(pool.submit(decode, stretch))
+                pending.append(threads.submit(decode, stretch))
                 if len(pending) > workers:  # at most `workers` stretches ahead of the one handed out
                     yield from pending.popleft().result()
             while pending:
                 yield from pending.popleft().result()
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    def _decoder_pool(self, walk: int) -> Any:
+        """The worker processes an ingest decodes in (`decode_processes`), or None: threads here."""
+        wanted = self.decode_processes if self.decode_processes is not None else walk >= PROCESS_MIN_WALK
+        if not wanted:
+            return None
+        from core.media.decodeproc import shared_pool
+
+        pool = shared_pool()
+        if not pool.usable():
+            return None
+        pool.warm(self.read_workers)
+        return pool
 
     def window(self, start: float, end: float, fps: float, like: Clip | None = None) -> Clip:
         """[start, end] at `fps`, at most the plan's max frames; frames resized like `like` when given."""

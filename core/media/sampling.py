@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -267,11 +268,12 @@ class SampledVideo:
 def iter_samples(info: VideoInfo, schedule: FrameSchedule, stall_s: float = 60.0, total_s: float | None = None,
                  cancel: threading.Event | None = None, size: tuple[int, int] | None = None,
                  backend: str = "auto", warnings: list[str] | None = None,
-                 report: DecodeReport | None = None) -> Iterator[SampledFrame]:
+                 report: DecodeReport | None = None, processes: Any = None) -> Iterator[SampledFrame]:
     """Stream the scheduled frames (RGB, `size` or the schedule's size) in order, under a watchdog.
 
     Damaged packets are skipped (the seconds lost go to `report` and a message to `warnings`); a
-    decode that stalls mid-file ends the stream early with a message in `warnings`.
+    decode that stalls mid-file ends the stream early with a message in `warnings`. With `processes` (a
+    `core.media.decodeproc.DecoderPool`), PyAV decodes in one of its worker processes instead of a thread here.
     """
     size = size or (schedule.width, schedule.height)
     targets = list(schedule.indices)
@@ -279,14 +281,20 @@ def iter_samples(info: VideoInfo, schedule: FrameSchedule, stall_s: float = 60.0
     report = report if report is not None else DecodeReport()
     if info.truncated:
         report.readable_end = info.duration
+    select: Any = pyav_select
+    if processes is not None:
+        from core.media.decodeproc import process_select
+
+        select = partial(process_select, processes)
     if schedule.mode == "keyframes":
-        producer = pyav_select(info.path, fps, info.start_time, info.rotation, targets, size, key_frames_only=True,
-                               from_time=targets[0] / fps if targets else None, report=report)
-    elif backend in ("auto", "opencv") and not info.variable_frame_rate and info.start_time == 0 and _opencv_ok():
+        producer = select(info.path, fps, info.start_time, info.rotation, targets, size, key_frames_only=True,
+                          from_time=targets[0] / fps if targets else None, report=report)
+    elif (processes is None and backend in ("auto", "opencv") and not info.variable_frame_rate
+          and info.start_time == 0 and _opencv_ok()):
         producer = opencv_select(info.path, fps, targets, size, rotation=info.rotation, report=report)
     else:
-        producer = pyav_select(info.path, fps, info.start_time, info.rotation, targets, size,
-                               from_time=targets[0] / fps if targets else None, report=report)
+        producer = select(info.path, fps, info.start_time, info.rotation, targets, size,
+                          from_time=targets[0] / fps if targets else None, report=report)
     watched = Watched(producer, stall_s=stall_s, total_s=total_s, cancel=cancel, what=f"decoding {info.path}")
     target_times = [i / fps for i in targets]
     ti = 0

@@ -23,6 +23,11 @@ from core.vlm.types import VideoPart
 
 log = logging.getLogger(__name__)
 
+STORE_HOLD_S = 15.0
+"""While a prefix is prefilled during the ingest (a question waits), encoded parts are stored after it, or once the
+ingest has run this long: serialising and writing ~1 GB beside the prefill slowed a 10-minute video's ingest by 1-2 s
+(benchmarks/ingest_contention.py); a long ingest still stores as it goes, so a killed one resumes."""
+
 
 @dataclass
 class IngestInput:
@@ -37,6 +42,8 @@ class IngestInput:
     read: Callable[[list[int], CancelToken | None], Iterator[tuple[int, Any]]]
     max_pixels_total: int | None = None
     min_pixels_total: int | None = None
+    read_apart: bool = False
+    """`read` decodes in other processes (`core.media.decodeproc`): the prefix may be prefilled beside it."""
 
 
 @dataclass
@@ -139,7 +146,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     def store() -> None:
         while (item := saved.get()) is not None:
             i, f = item
-            while busy.is_set():  # the prefix is prefilled: serialising beside it slowed it by 40%
+            while streaming.is_set() and time.perf_counter() < started + STORE_HOLD_S:
                 time.sleep(0.01)
             mark = time.perf_counter()
             try:
@@ -149,6 +156,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             phases["store"] += time.perf_counter() - mark
         if failures:
             log.warning("visual features of %s not all stored: %s", cache_key, "; ".join(failures))
+            memory.forget(cache_key)
         elif complete:
             try:
                 memory._put_manifest(cache_key, complete[0], len(spans))
@@ -158,31 +166,30 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
 
     fed = [0]  # parts handed to the prefix stream, in order
     decoded = threading.Event()  # the reader is done: no decoding beside the model's thread any more
-    busy = threading.Event()  # the prefix stream is prefilling (the writer waits meanwhile)
+    streaming = threading.Event()  # a prefix is prefilled during this ingest: the parts are stored after it
+    if stream is not None:
+        streaming.set()
 
     def pump(force: bool = False) -> None:
         """Hand the prefix stream the parts there, in order, each on its own (the same chunks whatever the timing,
-        so the same numbers). Not while frames are still decoded (unless `force`): beside the decoding threads the
-        prefill ran at half speed (GIL), and the GPU has the time once the decoding is done
-        (benchmarks/ingest_contention.py)."""
+        so the same numbers). Not while frames are still decoded in this process (unless `force`): beside the
+        decoding threads the prefill ran at half speed (GIL), and the GPU has the time once the decoding is done
+        (benchmarks/ingest_contention.py). Decoded in worker processes (`read_apart`), a part goes as it comes."""
         nonlocal stream
-        if stream is None or not (force or decoded.is_set()):
+        if stream is None or not (force or video.read_apart or decoded.is_set()):
             return
-        busy.set()
-        try:
-            while stream is not None and fed[0] < len(spans) and (fed[0] in held or fed[0] in encoded):
-                i = fed[0]
-                part = held[i] if i in held else encoded[i]
-                frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
-                try:
-                    stream.feed(frames, spans[i][1], part.pooler, part.deepstack)
-                except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
-                    log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
-                    stream.drop()
-                    stream = None
-                fed[0] += 1
-        finally:
-            busy.clear()
+        while stream is not None and fed[0] < len(spans) and (fed[0] in held or fed[0] in encoded):
+            i = fed[0]
+            part = held[i] if i in held else encoded[i]
+            frames = [n for j in range(i + 1) for n in (held[j] if j in held else encoded[j]).meta.frame_indices]
+            try:
+                stream.feed(frames, spans[i][1], part.pooler, part.deepstack)
+            except Exception as exc:  # noqa: BLE001 - the prefix is a saving: the question prefills it then
+                log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
+                stream.drop()
+                stream = None
+                streaming.clear()
+            fed[0] += 1
 
     reader = threading.Thread(target=prepare, name="vlscope-ingest-read", daemon=True)
     # not a daemon: a process that ends after an ingest waits for its parts and manifest to be stored
@@ -222,19 +229,17 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
         meta = replace(meta, frame_indices=[n for i in range(len(spans)) for n in metas[i].frame_indices])
         meta.check()
         complete.append(meta)
+        memory._note(cache_key, meta)  # known now: a follow-up's lookup does not wait for the parts to be written
         pump(force=True)
         if stream is not None:
-            busy.set()
             try:
                 stream.finish(meta)
                 phases["prefill"] = stream.seconds
             except Exception as exc:  # noqa: BLE001 - as in pump
                 log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
-            finally:
-                busy.clear()
             stream = None
     finally:
-        busy.clear()
+        streaming.clear()
         if stream is not None:  # cancelled, or the ingest failed: no partial prefix is kept
             stream.drop()
         stop.set()

@@ -93,8 +93,10 @@ def test_the_switch_is_undone_and_leaves_other_attentions_alone() -> None:
         assert not on and Model.config._attn_implementation == "flash_attention_2"
 
 
+@pytest.mark.parametrize("apart", [False, True], ids=["decoded-in-threads", "decoded-in-processes"])
 def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
-        tiny_model_dir: Path, tmp_path: Path, video: Path, feeds: list[int]) -> None:
+        tiny_model_dir: Path, tmp_path: Path, video: Path, feeds: list[int], apart: bool) -> None:
+    """Decoded in worker processes, each part is fed as it comes (not after the decoding): the same prefix."""
     streams = feeds.streams  # type: ignore[attr-defined]
     fresh = _engine(tiny_model_dir, None)
     try:
@@ -104,9 +106,11 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
     engine = _engine(tiny_model_dir, tmp_path / "results")
     try:
         qa = _qa(engine, video)
+        qa.source.decode_processes = apart
+        assert qa.source.ingest_input().read_apart is apart
         text = "".join(qa.stream_answer(QUESTION, GREEDY(12), refine=False))
         result = qa.last_result
-        # 24 frames, 12 groups, parts of 2 groups: each fed in order (once the frames are decoded)
+        # 24 frames, 12 groups, parts of 2 groups: each fed in order
         assert feeds == [2, 4, 6, 8, 10, 12]
         assert len(streams) == 1 and streams[0].prompts == 1  # every part at its planned frames: tokens made once
         assert engine.feature_memory.last_ingest.parts == 6
@@ -155,6 +159,57 @@ def test_a_cancelled_ingest_keeps_no_partial_prefix(tiny_model_dir: Path, tmp_pa
                                      prefix_of=lambda meta: qa.prefix_messages(meta, key))
         assert feeds[before:] == [2, 4, 6, 8, 10, 12] and len(engine.prefixes) == 1
     finally:
+        engine.close()
+
+
+def test_the_parts_are_stored_once_the_prefix_is_prefilled(tiny_model_dir: Path, tmp_path: Path, video: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the features beside the prefill slowed the first answer: while a question waits, they are stored
+    after its prefix (and all of them: a restart finds the video)."""
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        events: list[str] = []
+        store = engine.feature_memory.store
+        put = store.put_bytes
+        monkeypatch.setattr(store, "put_bytes", lambda key, blob: (events.append("stored"), put(key, blob))[1])
+        finish = prefixstream.PrefixStream.finish
+        monkeypatch.setattr(prefixstream.PrefixStream, "finish",
+                            lambda self, meta: (finish(self, meta), events.append("prefilled"))[0])
+        qa = _qa(engine, video)
+        "".join(qa.stream_answer(QUESTION, GREEDY(4), refine=False))
+        engine.feature_memory.wait()
+        assert events == ["prefilled"] + ["stored"] * 7  # six parts, then the manifest
+        assert engine.feature_memory.lookup(qa.source.content_key()) is not None
+    finally:
+        engine.close()
+
+
+def test_a_follow_up_does_not_wait_for_the_parts_to_be_written(tiny_model_dir: Path, tmp_path: Path, video: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    gate = threading.Event()  # the store writes nothing until the test opens it
+    try:
+        store = engine.feature_memory.store
+        put = store.put_bytes
+        monkeypatch.setattr(store, "put_bytes", lambda key, blob: (gate.wait(60), put(key, blob))[1])
+        qa = _qa(engine, video)
+        "".join(qa.stream_answer(QUESTION, GREEDY(4), refine=False))
+        got: dict = {}
+
+        def follow_up() -> None:
+            got["text"] = "".join(qa.stream_answer("And after that?", GREEDY(4), refine=False))
+            got["reused"] = qa.last_result.reused_prefix
+
+        asker = threading.Thread(target=follow_up)
+        asker.start()
+        asker.join(30)
+        assert not asker.is_alive() and got["reused"]  # answered from the kept prefix, nothing stored yet
+        gate.set()
+        engine.feature_memory.wait()
+        engine.feature_memory.forget(qa.source.content_key())
+        assert engine.feature_memory.lookup(qa.source.content_key()) is not None  # and then stored
+    finally:
+        gate.set()
         engine.close()
 
 
