@@ -199,6 +199,11 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     writer.start()
     try:
         report(progress, 0.0, f"{len(held)} of {len(spans)} parts already stored", "ingest")
+        if stream is not None and not held:  # while the first frames are decoded (a resumed ingest has parts now)
+            try:
+                stream.warm()
+            except Exception as exc:  # noqa: BLE001 - a saving: the chunks then build their plans as they come
+                log.warning("the prefix's attention plans not built ahead: %s", exc)
         pump()
         while todo:
             raise_if_cancelled(cancel)

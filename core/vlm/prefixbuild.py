@@ -6,9 +6,14 @@ to the first layers' hidden states at the visual positions, M-RoPE positions fro
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from typing import Any
 
 from core.vlm.base import InvalidRequest
+
+STREAM_CHUNK = 4096
+"""Tokens per chunk of a prefix prefilled during an ingest where one pass would fit (the chunks of an aligned
+`PrefixBuilder`): the same shapes for every video, so the attention's plans are built once (`PrefixBuilder.warm`)."""
 
 
 def prefill(model: Any, inputs: dict[str, Any], features: Any, chunk_tokens: int = 0) -> tuple[Any, Any]:
@@ -26,15 +31,21 @@ class PrefixBuilder:
     or all at once (`prefill`). `set_prompt` gives the whole prompt's inputs (again when they change: the token ids
     already prefilled must stay); each `feed` gives the next visual tokens' feature rows, and the prompt is
     prefilled up to the last of them. `finish` prefills the rest. Chunks after the first attend through
-    `core.vlm.chunk_attention` (two maskless calls merged by their log-sum-exp). Hold the model's lock."""
+    `core.vlm.chunk_attention` (two maskless calls merged by their log-sum-exp). With `aligned`, a feed prefills
+    whole chunks of `chunk_tokens` only (the rest waits for the next feed), so the chunks are the same for every
+    video whatever its parts: cuDNN builds a plan per new attention shape (~80 ms on the H200), and a part per chunk
+    made two new shapes a part. Hold the model's lock."""
 
-    def __init__(self, model: Any, chunk_tokens: int = 0) -> None:
-        self.model, self.chunk_tokens = model, int(chunk_tokens)
+    def __init__(self, model: Any, chunk_tokens: int = 0, aligned: bool = False) -> None:
+        self.model, self.chunk_tokens, self.aligned = model, int(chunk_tokens), bool(aligned)
         self.kv: Any = None
         self.done = 0
         """Prompt tokens prefilled."""
         self.rows = 0
-        """Visual feature rows used."""
+        """Visual feature rows given."""
+        self.used = 0
+        """Visual feature rows prefilled (the others are held for the next chunk)."""
+        self._held: tuple[Any, list[Any]] | None = None
         self._ids: Any = None
         self._mask: Any = None
         self._visual: list[int] = []
@@ -62,22 +73,70 @@ class PrefixBuilder:
     def feed(self, pooler: Any, deepstack: list[Any], final: bool = False) -> None:
         """Prefill the prompt up to the last of the next `pooler.shape[0]` visual tokens (with `final`: to the
         prompt's end, every visual token then given), those tokens taking `pooler`'s rows and `deepstack`."""
+        import torch
+
         ids = self._ids
         rows = int(pooler.shape[0])
         total = len(self._visual)
         if self.rows + rows > total or (final and self.rows + rows != total):
             raise InvalidRequest(f"The prompt has {total} video tokens, the features {self.rows + rows}.")
-        end = int(ids.shape[1]) if final else (self._visual[self.rows + rows - 1] + 1 if rows else self.done)
+        if self._held is not None:  # rows given before, not prefilled yet: they come first
+            held, held_deep = self._held
+            self._held = None
+            if rows:
+                pooler = torch.cat([held, pooler.to(held.device)])
+                deepstack = [torch.cat([a, b.to(a.device)]) for a, b in zip(held_deep, deepstack)]
+            else:
+                pooler, deepstack = held, held_deep
+        self.rows += rows
+        end = int(ids.shape[1]) if final else (self._visual[self.rows - 1] + 1 if self.rows else self.done)
         step = (end - self.done) if self.chunk_tokens <= 0 else self.chunk_tokens
+        if self.aligned and not final and self.chunk_tokens > 0:
+            end = self.done + (end - self.done) // step * step
         start, taken = self.done, 0
         while start < end:
             stop = min(end, start + max(1, step))
-            used = sum(1 for v in self._visual[self.rows + taken:self.rows + rows] if v < stop)
+            used = bisect_left(self._visual, stop) - self.used - taken
             self._forward(start, stop, pooler[taken:taken + used], [d[taken:taken + used] for d in deepstack])
             taken += used
             start = stop
-        self.rows += rows
+        self.used += taken
         self.done = end
+        if taken < int(pooler.shape[0]):
+            self._held = (pooler[taken:], [d[taken:] for d in deepstack])
+
+    def chunk_shapes(self) -> list[tuple[int, int]]:
+        """(queries, keys) of every chunk of this prompt, aligned: each chunk against the keys up to its end."""
+        total, step = int(self._ids.shape[1]), self.chunk_tokens
+        if not self.aligned or step <= 0 or total <= step:
+            return []
+        shapes = [(step, end) for end in range(step, total + 1, step)]
+        if total % step:
+            shapes.append((total % step, total))
+        return shapes
+
+    def warm(self) -> list[tuple[int, int]]:
+        """Build the attention plans of `chunk_shapes` before the first part comes (on CUDA; the caller waits for
+        the first frames meanwhile anyway): the past keys are read from a buffer of the prompt's length, as the
+        filled cache gives them, so the strides, which cuDNN's plans depend on too, are the real ones."""
+        import torch
+
+        from core.vlm.chunk_attention import attend_chunk
+
+        shapes = self.chunk_shapes()
+        device = self._ids.device
+        if not shapes or device.type != "cuda":
+            return shapes
+        text = getattr(self.model.config, "text_config", self.model.config)
+        heads, kv_heads = int(text.num_attention_heads), int(text.num_key_value_heads)
+        dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+        dtype = next(self.model.model.language_model.parameters()).dtype
+        with torch.inference_mode():
+            keys = torch.zeros(1, kv_heads, int(self._ids.shape[1]), dim, device=device, dtype=dtype)
+            for queries, end in shapes:
+                q = torch.zeros(1, queries, heads, dim, device=device, dtype=dtype).transpose(1, 2)
+                attend_chunk(q, keys[:, :, :end], keys[:, :, :end], dim ** -0.5)
+        return shapes
 
     def _forward(self, start: int, stop: int, pooler: Any, deepstack: list[Any]) -> None:
         import inspect
@@ -113,7 +172,7 @@ class PrefixBuilder:
         rope deltas."""
         if self.done < int(self._ids.shape[1]) or self.kv is None:
             self.feed(self._ids.new_zeros(0), [], final=True)
-        elif self.rows != len(self._visual):
+        elif self.rows != len(self._visual) or self._held is not None:
             raise InvalidRequest(f"The prompt has {len(self._visual)} video tokens, the features {self.rows}.")
         self.kv = _plain(self.kv)
         self.model.model.rope_deltas = self._deltas

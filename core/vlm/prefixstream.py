@@ -24,7 +24,7 @@ from core.vlm.features import FeatureMeta, prompt_inputs
 from core.vlm.featurestore import uses_features
 from core.vlm.loading import dtype_name
 from core.vlm.prefix import Prefix, cache_nbytes, split_prefix
-from core.vlm.prefixbuild import PrefixBuilder
+from core.vlm.prefixbuild import STREAM_CHUNK, PrefixBuilder
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class PrefixStream:
     def __init__(self, runner: Any, key: str, prefix_text: str, lock: Any, meta: FeatureMeta,
                  chunk_tokens: int = 0) -> None:
         self.runner, self.key, self.prefix_text, self.lock, self.meta = runner, key, prefix_text, lock, meta
-        self.builder = PrefixBuilder(runner.model, chunk_tokens)
+        self.builder = PrefixBuilder(runner.model, chunk_tokens or STREAM_CHUNK, aligned=True)
         self.frames = list(meta.frame_indices)
         """The frame numbers the prompt's tokens were made from: the real ones so far, the plan's after them."""
         self.groups = 0
@@ -56,6 +56,18 @@ class PrefixStream:
             inputs = {k: v.to(self.runner.device) for k, v in inputs.items()}
             self.builder.set_prompt(inputs)
         self._inputs = inputs
+
+    def warm(self) -> None:
+        """Before the first part: the prompt's tokens made, and the attention's plans built for its chunks (about
+        1 s of host work on the H200 for the 10-minute video, while the first frames are still being decoded)."""
+        import time
+
+        start = time.perf_counter()
+        if self._inputs is None:
+            self._prompt()
+        with self.lock:
+            self.builder.warm()
+        self.seconds += time.perf_counter() - start
 
     def feed(self, frames: list[int], groups: int, pooler: Any, deepstack: list[Any]) -> None:
         """The next part: `frames`, the real frame numbers of the parts so far (they end at temporal group

@@ -136,6 +136,47 @@ def test_the_first_question_finds_the_prefix_prefilled_during_the_ingest(
         engine.close()
 
 
+def test_aligned_chunks_straddle_the_parts_and_every_shape_is_warmed_ahead(
+        tiny_model_dir: Path, tmp_path: Path, video: Path, feeds: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of a fixed size whatever the parts (rows held over to the next feed): the same KV as one pass, and
+    the (queries, keys) of every chunked attention call are the ones `warm` lists before the first part."""
+    from core.vlm import chunk_attention
+
+    monkeypatch.setattr(prefixstream, "STREAM_CHUNK", 48)
+    calls: list[tuple[int, int]] = []
+    real = chunk_attention.attend_chunk
+
+    def attend(q, k, v, scale=None):  # type: ignore[no-untyped-def]
+        calls.append((int(q.shape[2]), int(k.shape[2])))
+        return real(q, k, v, scale)
+
+    monkeypatch.setattr(chunk_attention, "attend_chunk", attend)
+    warmed: list = []
+    real_warm = prefixstream.PrefixStream.warm
+    monkeypatch.setattr(prefixstream.PrefixStream, "warm",
+                        lambda self: (real_warm(self), warmed.extend(self.builder.chunk_shapes()))[0])
+    engine = _engine(tiny_model_dir, tmp_path / "results")
+    try:
+        qa = _qa(engine, video)
+        "".join(qa.stream_answer(QUESTION, GREEDY(4), refine=False))
+        assert qa.last_result.reused_prefix and feeds == [2, 4, 6, 8, 10, 12]
+        (entry,) = [kept.prefix for kept in engine.prefixes._items.values()]
+        total = int(entry.input_ids.shape[1])
+        layers = engine.model.config.text_config.num_hidden_layers
+        expected = [(48, end) for end in range(48, total + 1, 48)] + ([(total % 48, total)] if total % 48 else [])
+        assert warmed == expected and len(expected) >= 6  # several chunks of 48 over six parts
+        assert sorted(set(calls)) == sorted(expected) and len(calls) == len(expected) * layers
+        features = engine.feature_memory.load(qa.source.content_key(), engine.model.device)
+        inputs = {"input_ids": entry.input_ids, "mm_token_type_ids": entry.mm_token_type_ids, **entry.grids}
+        with engine.generation_lock:
+            kv, _ = F.prefill(engine.model, inputs, features)
+        for one, streamed in zip(kv.layers, entry.kv.layers):
+            assert float((one.keys - streamed.keys).abs().max()) < 1e-4
+            assert float((one.values - streamed.values).abs().max()) < 1e-4
+    finally:
+        engine.close()
+
+
 def test_a_cancelled_ingest_keeps_no_partial_prefix(tiny_model_dir: Path, tmp_path: Path, video: Path,
                                                     feeds: list[int]) -> None:
     engine = _engine(tiny_model_dir, tmp_path / "results")
