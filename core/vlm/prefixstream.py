@@ -3,9 +3,10 @@
 The first question about a new video waited for the whole ingest (decode, preprocess, vision tower), then for the
 language model over the whole prefix: 4.1 s + 3.2 s on the H200 for the 10-minute video. The prefix (system prompt,
 the video's timestamps and visual tokens) does not depend on the question, so an ingest told which prompt its video
-goes into (`FeatureMemory.ingest(..., prefix_of=...)`) hands the encoded parts to a `PrefixStream`, in order, once
-the frames are decoded (beside the decoding threads the prefill ran at half speed): the language model prefills
-their tokens (`core.vlm.prefixbuild.PrefixBuilder`) while the last parts are still encoded. When the ingest ends,
+goes into (`FeatureMemory.ingest(..., prefix_of=...)`) hands the encoded parts to a `PrefixStream`, in order, as
+they come when the frames are decoded in worker processes (else once they are all decoded: beside decoding threads
+the prefill ran at half speed): the language model prefills their tokens in aligned chunks
+(`core.vlm.prefixbuild.PrefixBuilder`, its attention plans built ahead by `warm`). When the ingest ends,
 the prefix is complete and kept (`PrefixStore`, and its disk tier), and the question finds it there.
 
 The token ids of the video so far are rebuilt from the plan of the parts encoded (their real frame numbers give the
