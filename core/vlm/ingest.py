@@ -2,8 +2,9 @@
 
 While the vision tower encodes one part (`FeatureMemory.chunk_groups` temporal groups), the next is preprocessed and
 the one after decoded (the reader's own thread); no whole-video frame list is held. Each part is stored as soon as
-it is encoded (a writer thread), the manifest last, so an ingest that is killed or cancelled resumes at its last
-stored part. `FeatureMemory.ingest` calls `ingest` here.
+it is encoded (a writer thread; while a question's prefix is prefilled, after it: `STORE_HOLD_S`), the manifest
+last, so an ingest that is killed or cancelled resumes at its last stored part. `FeatureMemory.ingest` calls
+`ingest` here.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
     list is held. Each part is stored as soon as it is encoded, and the manifest last, so an ingest that is
     killed or cancelled resumes at its last stored part (`reuse=False` encodes every part again). With `keep`,
     the video's features stay held for the next `load` (the question that asked for the ingest). With `prefix_of`
-    (the plan -> the messages the video goes into), the language model prefills their kept prefix part by part,
-    in order, once the frames are decoded (`core.vlm.prefixstream`), so the question after the ingest prefills
-    its own words only."""
+    (the plan -> the messages the video goes into), the language model prefills their kept prefix in order, as the
+    parts come when `video.read_apart` (else once the frames are decoded; `core.vlm.prefixstream`), so the question
+    after the ingest prefills its own words only; the parts are then stored after it (at most `STORE_HOLD_S`)."""
     started = time.perf_counter()
     vp = memory.processor.video_processor
     t, patch, merge = int(vp.temporal_patch_size), int(vp.patch_size), int(vp.merge_size)
