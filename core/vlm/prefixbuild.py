@@ -12,8 +12,8 @@ from typing import Any
 from core.vlm.base import InvalidRequest
 
 STREAM_CHUNK = 4096
-"""Tokens per chunk of a prefix prefilled during an ingest where one pass would fit (the chunks of an aligned
-`PrefixBuilder`): the same shapes for every video, so the attention's plans are built once (`PrefixBuilder.warm`)."""
+"""Tokens per chunk of a prefix prefilled during an ingest where one pass would fit: the same shapes for every
+video, so the attention's plans are built once (`PrefixBuilder.warm`)."""
 
 
 def prefill(model: Any, inputs: dict[str, Any], features: Any, chunk_tokens: int = 0) -> tuple[Any, Any]:
@@ -31,13 +31,13 @@ class PrefixBuilder:
     or all at once (`prefill`). `set_prompt` gives the whole prompt's inputs (again when they change: the token ids
     already prefilled must stay); each `feed` gives the next visual tokens' feature rows, and the prompt is
     prefilled up to the last of them. `finish` prefills the rest. Chunks after the first attend through
-    `core.vlm.chunk_attention` (two maskless calls merged by their log-sum-exp). With `aligned`, a feed prefills
-    whole chunks of `chunk_tokens` only (the rest waits for the next feed), so the chunks are the same for every
-    video whatever its parts: cuDNN builds a plan per new attention shape (~80 ms on the H200), and a part per chunk
-    made two new shapes a part. Hold the model's lock."""
+    `core.vlm.chunk_attention` (two maskless calls merged by their log-sum-exp). With `chunk_tokens`, a feed that is
+    not the last prefills whole chunks only (the rest waits for the next feed), so the chunks are the same for
+    every video whatever its parts: cuDNN builds a plan per new attention shape (~80 ms on the H200), and a part per
+    chunk made two new shapes a part. Hold the model's lock."""
 
-    def __init__(self, model: Any, chunk_tokens: int = 0, aligned: bool = False) -> None:
-        self.model, self.chunk_tokens, self.aligned = model, int(chunk_tokens), bool(aligned)
+    def __init__(self, model: Any, chunk_tokens: int = 0) -> None:
+        self.model, self.chunk_tokens = model, int(chunk_tokens)
         self.kv: Any = None
         self.done = 0
         """Prompt tokens prefilled."""
@@ -91,7 +91,7 @@ class PrefixBuilder:
         self.rows += rows
         end = int(ids.shape[1]) if final else (self._visual[self.rows - 1] + 1 if self.rows else self.done)
         step = (end - self.done) if self.chunk_tokens <= 0 else self.chunk_tokens
-        if self.aligned and not final and self.chunk_tokens > 0:
+        if not final and self.chunk_tokens > 0:
             end = self.done + (end - self.done) // step * step
         start, taken = self.done, 0
         while start < end:
@@ -106,9 +106,9 @@ class PrefixBuilder:
             self._held = (pooler[taken:], [d[taken:] for d in deepstack])
 
     def chunk_shapes(self) -> list[tuple[int, int]]:
-        """(queries, keys) of every chunk of this prompt, aligned: each chunk against the keys up to its end."""
+        """(queries, keys) of every chunk of this prompt fed part by part: each chunk against the keys up to its end."""
         total, step = int(self._ids.shape[1]), self.chunk_tokens
-        if not self.aligned or step <= 0 or total <= step:
+        if step <= 0 or total <= step:
             return []
         shapes = [(step, end) for end in range(step, total + 1, step)]
         if total % step:

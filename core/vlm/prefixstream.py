@@ -38,7 +38,7 @@ class PrefixStream:
     def __init__(self, runner: Any, key: str, prefix_text: str, lock: Any, meta: FeatureMeta,
                  chunk_tokens: int = 0) -> None:
         self.runner, self.key, self.prefix_text, self.lock, self.meta = runner, key, prefix_text, lock, meta
-        self.builder = PrefixBuilder(runner.model, chunk_tokens or STREAM_CHUNK, aligned=True)
+        self.builder = PrefixBuilder(runner.model, chunk_tokens or STREAM_CHUNK)
         self.frames = list(meta.frame_indices)
         """The frame numbers the prompt's tokens were made from: the real ones so far, the plan's after them."""
         self.groups = 0
