@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from core.analysis import qa as qa_module
@@ -24,6 +22,7 @@ from core.media.sampling import SamplingPlan
 from core.settings import Settings
 from core.vlm import GenerationParams
 from core.vlm.local import LocalEngine
+from tests.square_video import write_square_video
 
 GREEDY = GenerationParams.greedy_defaults
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,16 +33,7 @@ QUESTION = "What does the square do?"
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 s at 10 fps, 160x96: a white square crossing a background whose colour changes every second."""
-    path = tmp_path_factory.mktemp("video") / "square.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 96))
-    for i in range(400):
-        frame = np.zeros((96, 160, 3), np.uint8)
-        frame[:] = ((i // 10) * 6 % 256, 80, 200 - (i // 10) * 4)
-        x = 4 + (i * 140) // 400
-        frame[40:56, x:x + 16] = 255
-        writer.write(frame)
-    writer.release()
-    return path
+    return write_square_video(tmp_path_factory.mktemp("video") / "square.mp4", 400, 6, 4)
 
 
 def _engine(model: Path, folder: Path | None) -> LocalEngine:

@@ -23,7 +23,7 @@ from core.cache import ResultCache
 from core.media import Cancelled, SamplingPlan, probe_video, sample_video
 from core.media.avopen import open_input
 from core.media.text import TextParams
-from tests.media.conftest import ffmpeg, pattern, run_ffmpeg, write_video
+from tests.media.conftest import ffmpeg, run_ffmpeg, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,40 +131,6 @@ def test_break6_questions_past_the_readable_end_say_so(tiny_engine: Any, truncat
 
 
 # -- D7: a damaged packet in the middle --------------------------------------------------------
-
-def _mdat(data: bytes) -> tuple[int, int]:
-    """(start, size) of the mdat payload of an MP4, from its top-level boxes."""
-    pos = 0
-    while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        header = 8
-        if size == 1:
-            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
-        if kind == b"mdat":
-            return pos + header, size - header
-        pos += size
-    raise AssertionError("no mdat box")
-
-
-@pytest.fixture(scope="module")
-def damaged_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s at 25 fps, shots cut at 4.0 and 9.0 s, key frames every 1 s; 3% of the mdat at 45% overwritten."""
-    folder = tmp_path_factory.mktemp("damaged")
-    shots = [pattern(11), pattern(12), pattern(13)]
-
-    def frame(i: int) -> np.ndarray:
-        return np.roll(shots[0 if i < 100 else 1 if i < 225 else 2], i % 40, axis=1)
-
-    good = write_video(folder / "good.mp4", frame, 300, gop=25)
-    data = bytearray(good.read_bytes())
-    start, size = _mdat(bytes(data))
-    at = start + int(size * 0.45)
-    data[at:at + int(size * 0.03)] = np.random.default_rng(7).integers(0, 256, int(size * 0.03), dtype=np.uint8).tobytes()
-    bad = folder / "damaged.mp4"
-    bad.write_bytes(bytes(data))
-    return bad
-
 
 def test_break7_decoding_goes_on_after_a_damaged_packet(tmp_path: Path, damaged_mp4: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

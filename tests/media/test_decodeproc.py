@@ -19,7 +19,6 @@ from core.media.decodeproc import DecoderPool, WorkerFailed, process_select
 from core.media.probe import probe_video
 from core.media.sampling import SamplingPlan, iter_samples, schedule_frames
 from tests.media.conftest import pattern, write_video
-from tests.media.test_break_media import _mdat
 
 FPS = 25
 
@@ -88,20 +87,12 @@ def test_a_worker_that_dies_mid_stretch_is_reported_and_the_frames_before_are_ke
     assert len(pool) == 0
 
 
-def test_damage_found_in_a_worker_is_reported_as_in_the_thread_reader(tmp_path: Path, pool: DecoderPool) -> None:
-    shots = [pattern(21), pattern(22)]
-    good = write_video(tmp_path / "good.mp4", lambda i: np.roll(shots[i // 150], i % 40, axis=1), 300, gop=25)
-    data = bytearray(good.read_bytes())
-    start, size = _mdat(bytes(data))
-    at = start + int(size * 0.45)
-    data[at:at + int(size * 0.03)] = np.random.default_rng(3).integers(0, 256, int(size * 0.03),
-                                                                     dtype=np.uint8).tobytes()
-    bad = tmp_path / "damaged.mp4"
-    bad.write_bytes(bytes(data))
+def test_damage_found_in_a_worker_is_reported_as_in_the_thread_reader(damaged_mp4: Path, pool: DecoderPool) -> None:
     targets = list(range(0, 300, 5))
     here, apart = DecodeReport(), DecodeReport()
-    a = list(pyav_select(str(bad), float(FPS), 0.0, 0, targets, None, report=here)(threading.Event()))
-    b = list(process_select(pool, str(bad), float(FPS), 0.0, 0, targets, None, report=apart)(threading.Event()))
+    a = list(pyav_select(str(damaged_mp4), float(FPS), 0.0, 0, targets, None, report=here)(threading.Event()))
+    b = list(process_select(pool, str(damaged_mp4), float(FPS), 0.0, 0, targets, None,
+                            report=apart)(threading.Event()))
     assert here.damaged and here.bad_packets > 0
     assert apart.spans == here.spans and apart.bad_packets == here.bad_packets
     _same(a, b)
