@@ -188,7 +188,10 @@ def detect_gpu() -> tuple[int | None, str | None]:
 def _template_tokens(processor: Any, question: str) -> tuple[int, int]:
     """(tokens of the chat prompt around one video, of which the video placeholder) via the processor's template."""
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    from core.vlm.features import expand_video
+
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = expand_video(processor, text, processor.video_token)  # the wrapper the processor drops, dropped
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
     pad = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     return len(ids), sum(1 for i in ids if i == pad)

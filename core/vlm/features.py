@@ -296,6 +296,19 @@ class FeaturePrefill(dict):
         """How the request got its visual features: read from the store, or encoded now (and stored)."""
 
 
+def expand_video(processor: Any, text: str, expansion: str) -> str:
+    """`text` with its (first) video placeholder replaced by `expansion`, as the processor itself substitutes it.
+
+    The processor's own substitution, not a plain string replace: since transformers 5.25 the Qwen3-VL processor
+    also drops the chat template's `<|vision_start|>`/`<|vision_end|>` around the whole video (every frame pair
+    carries its own), where earlier versions kept it; a prompt built by hand would differ from the processor's by
+    those two tokens, and so would the model's answer."""
+    substitute = getattr(processor, "get_text_with_replacements", None)
+    if substitute is None:  # a processor older than the substitution API: a plain replace is what it does
+        return text.replace(processor.video_token, expansion, 1)
+    return substitute([text], videos_replacements=[expansion])[0][0]
+
+
 def prompt_inputs(processor: Any, prefix_text: str, meta: FeatureMeta, device: Any) -> dict[str, Any]:
     """The prefix's token ids from the plan alone: the processor's own `<t seconds>` + pads expansion, tokenised."""
     import torch
@@ -306,7 +319,6 @@ def prompt_inputs(processor: Any, prefix_text: str, meta: FeatureMeta, device: A
     video = VideoMetadata(total_num_frames=meta.total_frames, fps=meta.source_fps, width=w, height=h,
                           duration=meta.total_frames / meta.source_fps, frames_indices=list(meta.frame_indices))
     placeholder = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": [video]}, 0)
-    ids = processor.tokenizer([prefix_text.replace(processor.video_token, placeholder, 1)],
-                              return_tensors="pt")["input_ids"]
+    ids = processor.tokenizer([expand_video(processor, prefix_text, placeholder)], return_tensors="pt")["input_ids"]
     types = torch.tensor(processor.create_mm_token_type_ids(ids.tolist()), dtype=torch.long)
     return {"input_ids": ids.to(device), "mm_token_type_ids": types.to(device), "video_grid_thw": grid.to(device)}

@@ -100,6 +100,9 @@ class FeatureMemory:
         self._bad: set[str] = set()
         self._guard = threading.Lock()
         self._saving: dict[str, threading.Thread] = {}
+        self.hurry = threading.Event()
+        """Set while someone waits for a pending save (`wait`): an ingest's writer then stops yielding to requests."""
+        self._waiters = 0
         self._recent: dict[str, VisualFeatures] = {}
         self.chunk_groups = CHUNK_GROUPS
         self.last_ingest: Any = None
@@ -126,8 +129,16 @@ class FeatureMemory:
         """Wait until the pending saves (of `cache_key`, or all) are stored."""
         with self._guard:
             threads = [t for k, t in self._saving.items() if cache_key is None or k == cache_key]
-        for thread in threads:
-            thread.join()
+            self._waiters += 1
+            self.hurry.set()
+        try:
+            for thread in threads:
+                thread.join()
+        finally:
+            with self._guard:
+                self._waiters -= 1
+                if not self._waiters:
+                    self.hurry.clear()
         with self._guard:
             for k in [k for k, t in self._saving.items() if not t.is_alive()]:
                 del self._saving[k]

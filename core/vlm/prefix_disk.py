@@ -60,7 +60,7 @@ class DiskReport:
 
 _LINEAR_FIELDS = {"number_of_states", "conv_states", "recurrent_states", "is_conv_states_initialized",
                   "is_recurrent_states_initialized", "has_previous_state", "conv_kernel_size", "device", "dtype",
-                  "record_past"}
+                  "record_past", "cumulative_length_linear"}  # the last: transformers 5.25+, the tokens seen
 
 
 def _is_linear(layer: Any) -> bool:
@@ -350,6 +350,7 @@ def _cache_of(tensors: dict[str, Any]) -> Any:
     from transformers import DynamicCache
 
     kv = DynamicCache()
+    tokens = int(tensors["input_ids"].shape[-1]) if "input_ids" in tensors else 0
     layer = 0
     while f"k{layer}" in tensors or f"c{layer}" in tensors:
         if f"k{layer}" in tensors:
@@ -362,6 +363,9 @@ def _cache_of(tensors: dict[str, Any]) -> Any:
             state.lazy_initialization(conv_states=conv, recurrent_states=rec)
             state.conv_states[0], state.recurrent_states[0] = conv, rec  # the read tensors themselves, no copy
             state.has_previous_state[0] = True  # the next forward continues after the prefix
+            seen = getattr(state, "cumulative_length_linear", None)  # transformers 5.25+: the cache's length for
+            if seen is not None:  # a layer-0 linear layer; at 0 the question would be placed at position 0
+                seen.fill_(tokens)
             kv.layers.append(state)
         layer += 1
     return kv
