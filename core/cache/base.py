@@ -39,6 +39,28 @@ def _envelope(kind: bytes, payload: bytes) -> bytes:
     return _MAGIC + kind + hashlib.sha256(payload).digest() + payload
 
 
+class EnvelopeReader:
+    """The bytes of `_envelope(kind, payload)` read as a file, without joining them: the payload (e.g. a video
+    part's features, ~85 MB) is handed out as views. Joining copied it holding the interpreter's lock (~0.1 s a
+    part); sha256 lets go of it."""
+
+    def __init__(self, kind: bytes, payload: Any) -> None:
+        self._view = memoryview(payload).cast("B")
+        self._head = _MAGIC + kind + hashlib.sha256(self._view).digest()
+        self._at = -1  # -1: the head is next
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._view)
+
+    def read(self, n: int = -1) -> Any:
+        if self._at < 0:
+            self._at = 0
+            return self._head
+        end = len(self._view) if n < 0 else min(len(self._view), self._at + n)
+        chunk, self._at = self._view[self._at:end], end
+        return chunk if len(chunk) else b""
+
+
 def _open_envelope(blob: bytes, verified: bool = False) -> tuple[bytes, memoryview]:
     """(kind, payload) of a stored value, the payload a view into `blob` (no copy); CorruptEntry when it is not one
     or its checksum fails (`verified`: the reader checked it already, e.g. while fetching it: a large value is not
@@ -213,7 +235,10 @@ class CacheBackend:
         """Store raw bytes (thumbnails, exports)."""
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError("put_bytes takes bytes")
-        self._put(key, _KIND_BYTES, bytes(value), _current_user())
+        # a read-only buffer is stored as it is (no copy): a video part's features come as one (`to_buffer`)
+        payload = value if isinstance(value, bytes) or (isinstance(value, memoryview) and value.readonly) \
+            else bytes(value)
+        self._put(key, _KIND_BYTES, payload, _current_user())
 
 
 def hash_bytes(data: bytes) -> str:

@@ -42,6 +42,7 @@ from core.cache.base import (
     CacheKey,
     CacheStats,
     CorruptEntry,
+    EnvelopeReader,
     _envelope,
     _open_envelope,
 )
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 class CacheDamaged(UserError):
     """The cache folder cannot be used as it is (its database is not SQLite); the message names the fix."""
 
+
+STREAM_MIN_BYTES = 1 << 20
+"""Values at least this large are written to their file from views of the payload (`EnvelopeReader`)."""
 
 _VALUE_FILE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val$")
 """The only value file names diskcache makes (two levels of hex folders): anything else was planted."""
@@ -150,7 +154,8 @@ class SafeDisk(diskcache.Disk):
         return key
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
-        if read or type(value) is not bytes:
+        # bytes, or the envelope of a large payload read out as a file (its own value file, like large bytes)
+        if type(value) is not (EnvelopeReader if read else bytes):
             raise TypeError("cache values must be bytes (JSON is encoded before storing); pickle is never used")
         return super().store(value, read, key=key)
 
@@ -319,7 +324,10 @@ class ResultCache(CacheBackend):
     def _put(self, key: CacheKey, kind: bytes, payload: bytes, made_by: str | None) -> None:
         text = str(key)
         with self._cache.transact(retry=True):
-            self._cache.set(text, _envelope(kind, payload), tag=key.input_hash, retry=True)
+            if len(payload) < STREAM_MIN_BYTES:
+                self._cache.set(text, _envelope(kind, payload), tag=key.input_hash, retry=True)
+            else:  # written to its value file from views of the payload, never joined into one more copy
+                self._cache.set(text, EnvelopeReader(kind, payload), read=True, tag=key.input_hash, retry=True)
             if made_by:
                 self._sql(f"INSERT OR REPLACE INTO {_META_TABLE} (key, made_by) VALUES (?, ?)", (text, made_by))
             else:

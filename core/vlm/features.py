@@ -102,14 +102,44 @@ def frame_groups(indices: list[int], temporal: int) -> list[tuple[int, ...]]:
 
 
 # -- bytes ------------------------------------------------------------------------------------
-def to_bytes(features: VisualFeatures) -> bytes:
-    """safetensors bytes of the features with their plan in the header (no pickle)."""
-    from safetensors.torch import save
+_SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
-    tensors = {"pooler": features.pooler.detach().to("cpu").contiguous()}
+
+def to_buffer(features: VisualFeatures) -> memoryview:
+    """The features as safetensors bytes (their plan in the header; no pickle), in one read-only buffer.
+
+    Written here rather than by `safetensors.torch.save`, whose copies hold the interpreter's lock: about 0.27 s per
+    10-minute video part on the 2-core CI machine, during which the model's thread could launch no kernel (a
+    follow-up's first token waited for it). The tensors' bytes are copied by torch, which lets go of the lock
+    (`benchmarks/feature_store_gil.py`)."""
+    import torch
+
+    tensors = {"pooler": features.pooler.detach().to("cpu")}
     for k, layer in enumerate(features.deepstack):
-        tensors[f"deepstack.{k}"] = layer.detach().to("cpu").contiguous()
-    return save(tensors, metadata={"vlscope": json.dumps(asdict(features.meta))})
+        tensors[f"deepstack.{k}"] = layer.detach().to("cpu")
+    header: dict[str, Any] = {"__metadata__": {"vlscope": json.dumps(asdict(features.meta))}}
+    at = 0
+    for name, t in tensors.items():
+        kind = _SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if kind is None:
+            raise ValueError(f"visual features of dtype {t.dtype} cannot be stored")
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": kind, "shape": list(t.shape), "data_offsets": [at, at + n]}
+        at += n
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the tensors start 8-byte aligned, as safetensors writes them
+    base = 8 + len(text)
+    buf = torch.empty(base + at, dtype=torch.uint8)
+    buf[:base].copy_(torch.frombuffer(bytearray(struct.pack("<Q", len(text)) + text), dtype=torch.uint8))
+    for name, t in tensors.items():
+        start, end = header[name]["data_offsets"]
+        buf[base + start:base + end].copy_(t.contiguous().reshape(-1).view(torch.uint8))
+    return memoryview(buf.numpy()).toreadonly()
+
+
+def to_bytes(features: VisualFeatures) -> bytes:
+    """`to_buffer` as bytes (one more copy: the store takes the buffer)."""
+    return bytes(to_buffer(features))
 
 
 def read_header(blob: bytes) -> tuple[FeatureMeta, tuple[str, list[int]], int]:

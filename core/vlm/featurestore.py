@@ -28,7 +28,7 @@ from core.vlm.features import (
     from_bytes,
     prefill,
     prompt_inputs,
-    to_bytes,
+    to_buffer,
     video_pixels,
 )
 from core.vlm.featureparts import Manifest, assemble, check_part, group_spans, split_parts
@@ -265,7 +265,7 @@ class FeatureMemory:
         answer goes on)."""
         try:
             for index, part in enumerate(split_parts(features, self.chunk_groups)):
-                self.store.put_bytes(part_key(cache_key, self.material, index, self.chunk_groups), to_bytes(part))
+                self.store.put_bytes(part_key(cache_key, self.material, index, self.chunk_groups), to_buffer(part))
             self._put_manifest(cache_key, features.meta, len(group_spans(features.meta.grid[0], self.chunk_groups)))
         except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
             log.warning("visual features of %s not stored: %s", cache_key, exc)

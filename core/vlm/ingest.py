@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from core.events import CancelToken, Progress, raise_if_cancelled, report
 from core.vlm.base import InvalidRequest
 from core.vlm.featureparts import Manifest, assemble, check_part, group_spans, part_meta
-from core.vlm.features import FeatureMeta, VisualFeatures, encode, to_bytes, video_pixels
+from core.vlm.features import FeatureMeta, VisualFeatures, encode, to_buffer, video_pixels
 from core.vlm.types import VideoPart
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,11 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             i, f = item
             while streaming.is_set() and time.perf_counter() < started + STORE_HOLD_S:
                 time.sleep(0.01)
-            _yield_to_requests(memory)
+            if over.is_set():  # during the ingest its own encodes and prefill hold the model: parts go as they come
+                _yield_to_requests(memory)
             mark = time.perf_counter()
             try:
-                memory.store.put_bytes(keys[i], to_bytes(f))
+                memory.store.put_bytes(keys[i], to_buffer(f))
             except Exception as exc:  # noqa: BLE001 - no manifest then: the next ingest redoes the part
                 failures.append(f"part {i + 1}: {exc}")
             phases["store"] += time.perf_counter() - mark
@@ -171,6 +172,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
             except Exception as exc:  # noqa: BLE001 - the features are a saving, not the answer
                 log.warning("visual features of %s not stored: %s", cache_key, exc)
 
+    over = threading.Event()  # the ingest's own work is done: the model's lock is then held by requests
     fed = [0]  # parts handed to the prefix stream, in order
     decoded = threading.Event()  # the reader is done: no decoding beside the model's thread any more
     streaming = threading.Event()  # a prefix is prefilled during this ingest: the parts are stored after it
@@ -251,6 +253,7 @@ def ingest(memory: Any, cache_key: str, video: IngestInput, progress: Progress |
                 log.warning("the prefix of %s is not prefilled during the ingest: %s", cache_key, exc)
             stream = None
     finally:
+        over.set()
         streaming.clear()
         if stream is not None:  # cancelled, or the ingest failed: no partial prefix is kept
             stream.drop()

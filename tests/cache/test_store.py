@@ -156,3 +156,28 @@ def test_hashes_are_content_hashes(tmp_path: Path) -> None:
     b.write_bytes(data)
     assert hash_file(a) == hash_file(b) == hash_bytes(data)
     assert len(hash_file(a)) == 64
+
+
+def test_a_large_buffer_is_stored_as_its_envelope_without_being_joined(cache: ResultCache) -> None:
+    """A video part's features (a read-only buffer of ~85 MB) go to their value file from views of the buffer: the
+    file holds exactly the envelope that joined bytes would have made, read back as the same bytes, checked the
+    same way when damaged; a writable buffer is copied first (changing it after the put changes nothing)."""
+    from core.cache.base import _KIND_BYTES, _envelope
+    from core.cache.store import STREAM_MIN_BYTES
+
+    payload = os.urandom(STREAM_MIN_BYTES + 12345)
+    key = make_key("d" * 64, "features", {"part": 0})
+    cache.put_bytes(key, memoryview(payload).toreadonly())
+    assert _value_file(cache.directory).read_bytes() == _envelope(_KIND_BYTES, payload)
+    assert cache.get_bytes(key) == payload
+    mutable = bytearray(payload)
+    other = make_key("d" * 64, "features", {"part": 1})
+    cache.put_bytes(other, memoryview(mutable))
+    mutable[:4] = b"XXXX"
+    assert cache.get_bytes(other) == payload
+    cache.delete(other)
+    path = _value_file(cache.directory)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert cache.get_bytes(key) is None and any("checksum" in p for p in cache.stats().problems)

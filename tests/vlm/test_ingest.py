@@ -150,6 +150,35 @@ def test_a_killed_ingest_resumes_at_its_last_stored_part(tiny_model_dir: Path, t
         resumed.close()
 
 
+def test_parts_are_stored_while_the_ingests_own_encoding_holds_the_model(
+        tiny_model_dir: Path, tmp_path: Path, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer yields to requests only once the ingest is over: during it, the model's lock is held by the
+    ingest's own encodes, and a part must be stored while the next is encoded (or a killed ingest keeps nothing)."""
+    from core.vlm import ingest as ingest_module
+
+    e = _engine(tiny_model_dir, tmp_path / "results")
+    stored = threading.Event()
+    seen: list[bool] = []
+    try:
+        store = e.feature_memory.store
+        put = store.put_bytes
+        monkeypatch.setattr(store, "put_bytes", lambda key, blob: (put(key, blob), stored.set())[0])
+        real = ingest_module.encode
+        calls = [0]
+
+        def encode(model, pixels, meta):
+            calls[0] += 1
+            if calls[0] == 3:  # the third part's encode holds the model until the first part is stored
+                seen.append(stored.wait(5))
+            return real(model, pixels, meta)
+
+        monkeypatch.setattr(ingest_module, "encode", encode)
+        report = e.feature_memory.ingest("clip-own", MediaFrameSource(video, plan=PLAN).ingest_input(), keep=False)
+        assert report.encoded == 6 and seen == [True]
+    finally:
+        e.close()
+
+
 def test_a_cancelled_ingest_keeps_its_parts_and_a_damaged_part_is_encoded_again(
         tiny_model_dir: Path, tmp_path: Path, video: Path, engine: LocalEngine) -> None:
     folder = tmp_path / "results"
@@ -195,17 +224,17 @@ def test_closing_the_engine_waits_for_the_ingest_to_be_stored(tiny_model_dir: Pa
 
     folder = tmp_path / "results"
     e = _engine(tiny_model_dir, folder)
-    real = ingest_module.to_bytes
+    real = ingest_module.to_buffer
 
     def slow(features):  # type: ignore[no-untyped-def]
         time.sleep(0.2)
         return real(features)
 
-    ingest_module.to_bytes = slow
+    ingest_module.to_buffer = slow
     try:
         e.feature_memory.ingest("clip-close", MediaFrameSource(video, plan=PLAN).ingest_input())
     finally:
         e.close()
-        ingest_module.to_bytes = real
+        ingest_module.to_buffer = real
     stages = [x.stage for x in ResultCache(folder).entries()]
     assert stages.count(PART_STAGE) == 6 and STAGE in stages
