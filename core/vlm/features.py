@@ -108,10 +108,10 @@ _SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 def to_buffer(features: VisualFeatures) -> memoryview:
     """The features as safetensors bytes (their plan in the header; no pickle), in one read-only buffer.
 
-    Written here rather than by `safetensors.torch.save`, whose copies hold the interpreter's lock: about 0.27 s per
-    10-minute video part on the 2-core CI machine, during which the model's thread could launch no kernel (a
-    follow-up's first token waited for it). The tensors' bytes are copied by torch, which lets go of the lock
-    (`benchmarks/feature_store_gil.py`)."""
+    Written here rather than by `safetensors.torch.save`, whose copies hold the interpreter's lock (stretches of
+    tens to hundreds of ms per 10-minute video part on the 2-core CI machine), while the model's thread can launch
+    no kernel. The tensors' bytes are copied by torch, which lets go of the lock (`benchmarks/feature_store_gil.py`).
+    Any safetensors reader reads the result."""
     import torch
 
     tensors = {"pooler": features.pooler.detach().to("cpu")}

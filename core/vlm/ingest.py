@@ -2,9 +2,9 @@
 
 While the vision tower encodes one part (`FeatureMemory.chunk_groups` temporal groups), the next is preprocessed and
 the one after decoded (the reader's own thread); no whole-video frame list is held. Each part is stored as soon as
-it is encoded (a writer thread; while a question's prefix is prefilled, after it: `STORE_HOLD_S`; while the model
-serves a request, after it: `STORE_YIELD_S`), the manifest last, so an ingest that is killed or cancelled resumes at its last stored part. `FeatureMemory.ingest` calls
-`ingest` here.
+it is encoded (a writer thread; while a question's prefix is prefilled, after it: `STORE_HOLD_S`; once the ingest
+is over, not while the model serves a request: `STORE_YIELD_S`), the manifest last, so an ingest that is killed or
+cancelled resumes at its last stored part. `FeatureMemory.ingest` calls `ingest` here.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ ingest has run this long: serialising and writing ~1 GB beside the prefill slowe
 
 STORE_YIELD_S = 10.0
 """After the ingest, a part waits while the model runs a request (the first answer, a follow-up), at most this long
-each, unless someone waits for the store (`FeatureMemory.wait`, a process closing): storing a part beside a
-follow-up took its first token from 0.14 s to 0.38 s on the H200 (benchmarks/e2e.py run 13)."""
+each, unless someone waits for the store (`FeatureMemory.wait`, a process closing). On the H200 a follow-up with the
+parts being written beside it took 0.38 s to its first token, 0.20 s with the writer yielding (benchmarks/e2e.py
+runs 13 and 14)."""
 
 
 @dataclass
