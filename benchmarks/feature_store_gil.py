@@ -10,7 +10,11 @@ This stores parts of the 10-minute video's shape (3,840 visual tokens, hidden 2,
 - the current path: `core.vlm.features.to_buffer` (torch copies, which let go of the lock) and
   `ResultCache.put_bytes` streaming the envelope from views of the buffer.
 
-    python3 benchmarks/feature_store_gil.py [--parts 6] [--folder /tmp/gil-cache]
+With `--window VIDEO`, it also times what the next question does beside the writer: a 20-second window of VIDEO
+at 2 fps decoded and resized by `MediaFrameSource.window` (the dense look of "what happens at 0:30?"), alone, then
+while a writer thread stores parts by each path.
+
+    python3 benchmarks/feature_store_gil.py [--parts 6] [--folder /tmp/gil-cache] [--window video.mp4]
 """
 
 from __future__ import annotations
@@ -80,10 +84,53 @@ def current(cache: ResultCache, key, features: VisualFeatures) -> None:
     cache.put_bytes(key, to_buffer(features))
 
 
+def window_beside(video: Path, folder: Path, features: VisualFeatures, rounds: int = 3) -> None:
+    """Seconds of a window decode alone and beside a writer storing parts by each path."""
+    from core.analysis.sources import MediaFrameSource
+    from core.media.sampling import SamplingPlan
+
+    source = MediaFrameSource(video, plan=SamplingPlan())
+    like = source.overview()
+
+    def decode() -> float:
+        t0 = time.perf_counter()
+        clip = source.window(30.0, 50.0, 2.0, like=like)
+        assert len(clip.frames) >= 20
+        return time.perf_counter() - t0
+
+    decode()  # the file's pages in memory, the decoder's set-up paid once
+    results: dict[str, list[float]] = {"alone": [], "previous": [], "current": []}
+    cache = ResultCache(folder / "window", size_limit_bytes=64 * 1024**3)
+    for r in range(rounds):
+        results["alone"].append(decode())
+        for name, fn in (("previous", previous), ("current", current)):
+            stop = threading.Event()
+
+            def write(name: str = name, fn=fn) -> None:  # noqa: ANN001
+                i = 0
+                while not stop.is_set():
+                    fn(cache, make_key("f" * 64, f"window-{name}", {"round": r, "part": i}), features)
+                    i += 1
+
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            time.sleep(0.05)
+            results[name].append(decode())
+            stop.set()
+            writer.join()
+    cache.close()
+    alone = statistics.median(results["alone"])
+    print(f"\nwindow of 20 s at 2 fps ({video.name}), median of {rounds}:")
+    for name, values in results.items():
+        print(f"  {name:8s} {statistics.median(values):7.3f} s  ({statistics.median(values) / alone:.2f}x alone)  "
+              f"{', '.join(f'{v:.3f}' for v in values)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", type=int, default=6)
     ap.add_argument("--folder", type=Path, default=None)
+    ap.add_argument("--window", type=Path, default=None, help="a video to decode a window of beside the writer")
     args = ap.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="gil-cache-"))
     features = part()
@@ -106,6 +153,8 @@ def main() -> None:
                 print(f"{name:8s} part {i}: {seconds:.3f} s, longest hold {longest:.1f} ms, lost {lost:.3f} s",
                       flush=True)
         cache.close()
+        if args.window is not None:
+            window_beside(args.window, folder, features)
     finally:
         ticker.stop()
         if args.folder is None:
