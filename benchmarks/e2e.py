@@ -186,9 +186,11 @@ def vlscope_run(model: Path, cache_dir: Path, video: Path, follow_up: bool = Tru
     out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / GIB
     from core.vlm.types import user
 
-    short = runtime.engine.generate([user("Describe a harbour at dusk.")], GenerationParams(max_new_tokens=256,
-                                                                                            temperature=0.0))
-    out["decode_short_tps"] = short.metrics.decode_tokens_per_s
+    # twice: the first short request makes its cache bucket and captures its graph; the second is steady
+    for key in ("decode_short_first_tps", "decode_short_tps"):
+        short = runtime.engine.generate([user("Describe a harbour at dusk.")],
+                                        GenerationParams(max_new_tokens=256, temperature=0.0))
+        out[key] = short.metrics.decode_tokens_per_s
     info_now = runtime.engine.info()
     out["decoding"] = info_now.decoding
     runtime.close()
@@ -400,6 +402,7 @@ def main() -> int:
          "<= 1.5"),
         ("the first answer's own prefill (s)", (f.get("prefill_ms") or 0) / 1000, None, "", ""),
         ("decode after a short prompt (tokens/s)", f.get("decode_short_tps"), None, "299", ">= 400"),
+        ("  the same, its first request (tokens/s)", f.get("decode_short_first_tps"), None, "", ""),
         ("decode after the video prompt (tokens/s)", f.get("decode_long_tps"), None, "190", ">= 300"),
     ]
     print()

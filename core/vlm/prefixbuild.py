@@ -13,7 +13,8 @@ from core.vlm.base import InvalidRequest
 
 STREAM_CHUNK = 4096
 """Tokens per chunk of a prefix prefilled during an ingest where one pass would fit: the same shapes for every
-video, so the attention's plans are built once (`PrefixBuilder.warm`)."""
+video, so the attention's plans are built once (`PrefixBuilder.warm`). 8192 measured worse on the H200 (first answer
+9.55 s against 6.06 s; raw `benchmarks/results/2026-12-04-h200-e2e-stream-chunk-8192.txt`)."""
 
 
 def prefill(model: Any, inputs: dict[str, Any], features: Any, chunk_tokens: int = 0) -> tuple[Any, Any]:
