@@ -35,8 +35,13 @@ def _current_user() -> str | None:
     return current_user()
 
 
+def _envelope_head(kind: bytes, payload: Any) -> bytes:
+    """What precedes the payload in an envelope: the magic, the kind and the payload's sha256."""
+    return _MAGIC + kind + hashlib.sha256(payload).digest()
+
+
 def _envelope(kind: bytes, payload: bytes) -> bytes:
-    return _MAGIC + kind + hashlib.sha256(payload).digest() + payload
+    return _envelope_head(kind, payload) + payload
 
 
 class EnvelopeReader:
@@ -46,7 +51,7 @@ class EnvelopeReader:
 
     def __init__(self, kind: bytes, payload: Any) -> None:
         self._view = memoryview(payload).cast("B")
-        self._head = _MAGIC + kind + hashlib.sha256(self._view).digest()
+        self._head = _envelope_head(kind, self._view)
         self._at = -1  # -1: the head is next
 
     def __len__(self) -> int:

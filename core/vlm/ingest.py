@@ -289,9 +289,7 @@ def _start_stream(memory: Any, prefix_of: Callable[[FeatureMeta], list[Any]] | N
 def _yield_to_requests(memory: Any) -> float:
     """Wait while the model is busy (its lock held) and nobody waits for the store, at most `STORE_YIELD_S`; the
     seconds waited."""
-    lock, hurry = getattr(memory, "lock", None), getattr(memory, "hurry", None)
-    if lock is None or hurry is None:
-        return 0.0
+    lock, hurry = memory.lock, memory.hurry
     t0 = time.perf_counter()
     while lock.locked() and not hurry.is_set() and time.perf_counter() < t0 + STORE_YIELD_S:
         time.sleep(0.005)
