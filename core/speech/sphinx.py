@@ -83,6 +83,10 @@ class PocketSphinxEngine(SpeechEngine):
     def _utterance(self, samples: np.ndarray, offset: float) -> list[Word]:
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         dec = self._decoder
+        # a new stream resets the front end's noise estimate, which otherwise carries over from the sound decoded
+        # before: without it the same file's words changed with what this process had transcribed earlier
+        # ("nine in the morning" heard as "the id the morning" after another video)
+        dec.start_stream()
         dec.start_utt()
         dec.process_raw(pcm, no_search=False, full_utt=True)
         dec.end_utt()
