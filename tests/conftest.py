@@ -10,6 +10,27 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Two passes. The CPU pass (the default, and all that CI runs) sees no GPU even on a machine that has one: its tests
+# check CPU values (fp32 answers, the CPU's memory plan, tensors on the CPU), and on a GPU box they failed by the
+# dozen. The CUDA pass (VLSCOPE_TEST_CUDA=1, run by `bash vlscope.sh test` where a GPU is usable) sees the GPU and
+# runs only the tests marked `cuda`. Set before torch starts CUDA; child processes (dashboard, CLI) inherit it.
+CUDA_PASS = os.environ.get("VLSCOPE_TEST_CUDA") == "1"
+if not CUDA_PASS:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the CUDA pass only the `cuda` tests run; in the CPU pass they are skipped with the command that runs them."""
+    if CUDA_PASS:
+        keep = [item for item in items if item.get_closest_marker("cuda")]
+        config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("cuda")])
+        items[:] = keep
+        return
+    skip = pytest.mark.skip(reason="a CUDA test: runs in the CUDA pass (VLSCOPE_TEST_CUDA=1, on a machine with a GPU)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

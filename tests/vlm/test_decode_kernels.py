@@ -185,6 +185,7 @@ def _no_less_accurate(got, eager, exact, what: str) -> None:
     assert err_got <= 1.05 * err_eager + 1e-7, f"{what}: error {err_got:.3g} against eager bf16's {err_eager:.3g}"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_the_kernels_compiled_for_cuda_in_bf16(monkeypatch) -> None:
     """The kernels compiled for a real GPU, in bf16, with the 4B model's layout, against transformers' eager code

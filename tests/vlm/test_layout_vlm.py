@@ -51,6 +51,7 @@ def test_decode_kernels_and_compile_come_from_the_settings(tiny_model_dir: Path,
         load_settings(environ={"VLSCOPE_DECODE_KERNELS": "cuda"}, config_file=None)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_profile_fast_decode_times_each_phase_on_cuda(tiny_model_dir: Path, tmp_path: Path) -> None:
     engine = LocalEngine(Settings(model=str(tiny_model_dir), device="cuda", cache_dir=tmp_path,

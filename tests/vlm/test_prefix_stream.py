@@ -377,6 +377,7 @@ def test_the_cache_is_filled_in_place_only_for_full_attention_models() -> None:
     assert _filled_cache(linear, 10) is None  # Qwen3.5: the model makes its own cache
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_chunk_attention_on_the_gpu_matches_one_masked_call() -> None:
     """The CUDA kernels (cuDNN, else flash) with their log-sum-exp, bf16, the 4B's heads."""

@@ -338,6 +338,7 @@ def test_release_device_spills_every_gpu_entry_to_the_host_tier() -> None:
     assert store.release_device() == 0
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_on_cuda_a_spilled_prefix_goes_to_pinned_ram_and_comes_back_exact() -> None:
     from transformers import DynamicCache
