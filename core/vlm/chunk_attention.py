@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 NAME = "vlscope_chunked"
 _kernel: dict[str, str] = {}
-"""The CUDA call that worked first ("cudnn", "flash" or "math"): tried first after that, the others if it refuses."""
+"""Per order of kernels, the CUDA call that worked first ("cudnn", "flash" or "math"): tried first after that."""
 
 
 def _lse_math(q: Any, k: Any, v: Any, causal: bool, scale: float) -> tuple[Any, Any]:
@@ -40,17 +40,20 @@ def _lse_math(q: Any, k: Any, v: Any, causal: bool, scale: float) -> tuple[Any, 
     return torch.matmul(torch.softmax(s, dim=-1), v.float()).to(q.dtype), lse
 
 
-def attend_lse(q: Any, k: Any, v: Any, causal: bool, scale: float | None = None) -> tuple[Any, Any]:
+def attend_lse(q: Any, k: Any, v: Any, causal: bool, scale: float | None = None,
+               order: tuple[str, ...] = ("cudnn", "flash", "math")) -> tuple[Any, Any]:
     """(output (B, H, Lq, D) in q's dtype, log-sum-exp (B, H, Lq) in float32) of softmax attention; `k`, `v` have
-    as many heads as `q`. `causal` only for Lq == Lk."""
+    as many heads as `q`. `causal` only for Lq == Lk. On CUDA the kernels of `order` are tried in turn (the one that
+    worked first for this order, first)."""
     import torch
 
     scale = float(scale if scale is not None else q.shape[-1] ** -0.5)
     b, h, n = q.shape[0], q.shape[1], q.shape[2]
     if not q.is_cuda:
         return _lse_math(q, k, v, causal, scale)
-    known = _kernel.get("cuda")
-    for kind in ([known] if known else []) + [k for k in ("cudnn", "flash", "math") if k != known]:
+    memo = "cuda:" + ",".join(order)
+    known = _kernel.get(memo)
+    for kind in ([known] if known else []) + [k for k in order if k != known]:
         try:
             if kind == "cudnn":
                 out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
@@ -59,7 +62,7 @@ def attend_lse(q: Any, k: Any, v: Any, causal: bool, scale: float | None = None)
                 out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
             else:
                 out = _lse_math(q, k, v, causal, scale)
-            _kernel.setdefault("cuda", kind)
+            _kernel.setdefault(memo, kind)
             return out[0], out[1].float().reshape(b, h, n)
         except (RuntimeError, NotImplementedError) as exc:  # this call's shape, or the machine: the next kernel
             if type(exc).__name__ == "OutOfMemoryError":

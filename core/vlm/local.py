@@ -29,6 +29,7 @@ from core.vlm.prefix import PrefixReport, PrefixStore
 from core.vlm.prefixstream import stream_prefix
 from core.vlm.runner import PresencePenalty, Runner, fast_decode_wanted
 from core.vlm.scheduler import Request, RequestStatus, Scheduler
+from core.vlm.suffix_attention import warm as warm_suffix_attention
 from core.vlm.types import GenerationParams, GenerationResult, Message, Metrics, split_reasoning
 
 __all__ = [
@@ -117,6 +118,7 @@ class LocalEngine(Engine):
         runner.features = self._memory(runner, loaded.quantization)
         if runner.fast_enabled:
             runner.fast_decoder()  # set up now (under the load lock), so the first request and info() find it
+            warm_suffix_attention(getattr(runner.model.model, "language_model", None))  # a question's own kernels
         self._runner = runner
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s (%s, %s) in %.1fs", loaded.path, self._device, dtype_name(self._dtype), self._attn,
