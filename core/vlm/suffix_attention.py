@@ -30,6 +30,9 @@ from core.vlm.chunk_attention import _heads, attend_lse, merge
 NAME = "vlscope_suffix"
 SPLIT_KEYS = 1024
 """Kept keys per split, about: 50,000 kept positions become 48 splits side by side."""
+ENOUGH_ROWS = 2048
+"""Query rows (tokens x query heads per key head) that keep the GPU busy without splits: a long suffix is not split
+(its queries copied once per split would cost memory, not time)."""
 ORDER = ("flash", "cudnn", "math")
 """Kernels tried on CUDA, in this order: flash builds no plan per shape, so a new question length costs nothing."""
 _kept: contextvars.ContextVar[int] = contextvars.ContextVar("vlscope_suffix_kept", default=-1)
@@ -60,7 +63,7 @@ def _attend_kept(q: Any, k: Any, v: Any, groups: int, scale: float | None) -> tu
     _, h, n, d = q.shape
     hkv, kept = k.shape[1], k.shape[2]
     folded = q.reshape(1, hkv, groups * n, d)
-    splits = max(1, kept // SPLIT_KEYS)
+    splits = 1 if groups * n >= ENOUGH_ROWS else max(1, kept // SPLIT_KEYS)
     each = kept // splits
     main = splits * each
 

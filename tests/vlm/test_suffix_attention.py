@@ -24,10 +24,16 @@ def _masked_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kept: int) -
     return torch.nn.functional.scaled_dot_product_attention(q, rep(k), rep(v), attn_mask=mask)
 
 
-@pytest.mark.parametrize("kept,n,split", [(0, 5, 1024), (37, 1, 1024), (3000, 7, 1024), (3001, 9, 400), (701, 12, 64)],
-                         ids=["no prefix", "one token", "splits of 1,500", "splits and a rest", "ten splits"])
-def test_equals_masked_sdpa_over_the_static_cache(kept: int, n: int, split: int, monkeypatch) -> None:
+@pytest.mark.parametrize("kept,n,split,rows", [(0, 5, 1024, 2048), (37, 1, 1024, 2048), (3000, 7, 1024, 2048),
+                                              (3001, 9, 400, 2048), (701, 12, 64, 2048), (3001, 9, 400, 36)],
+                         ids=["no prefix", "one token", "splits of 1,500", "splits and a rest", "ten splits",
+                              "enough queries: no splits"])
+def test_equals_masked_sdpa_over_the_static_cache(kept: int, n: int, split: int, rows: int, monkeypatch) -> None:
     monkeypatch.setattr(S, "SPLIT_KEYS", split)
+    monkeypatch.setattr(S, "ENOUGH_ROWS", rows)
+    seen: list[int] = []
+    original = S.attend_lse
+    monkeypatch.setattr(S, "attend_lse", lambda q, *a: seen.append(q.shape[0]) or original(q, *a))
     g = torch.Generator().manual_seed(kept + n)
     cache = kept + n + 300  # a static cache is longer than what is in it: the rest must be ignored
     q = torch.randn(1, 8, n, 32, generator=g)
@@ -36,6 +42,9 @@ def test_equals_masked_sdpa_over_the_static_cache(kept: int, n: int, split: int,
     k[:, :, kept + n:], v[:, :, kept + n:] = 1e4, 1e4  # garbage past the question: read, the output would show it
     got = S.attend_after(q.transpose(1, 2).contiguous().transpose(1, 2), k, v, kept)  # q as the model hands it
     torch.testing.assert_close(got, _masked_sdpa(q, k, v, kept), rtol=1e-5, atol=1e-5)
+    # the calls' batch: the question's own keys (1), then the kept keys in splits side by side, then their rest
+    splits = 1 if 4 * n >= rows else max(1, kept // split)
+    assert seen == ([1] + ([splits] if kept else []) + ([1] if kept and kept % splits else []))
 
 
 def test_refuses_a_batch_or_a_cache_too_short() -> None:
