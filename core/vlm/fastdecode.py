@@ -316,9 +316,9 @@ class FastDecoder(DecodeLoops):
         kept_kv, kept_len, rope_deltas = prefix
         self._load_prefix(kept_kv, kept_len)
         lap("load_prefix")
-        input_ids, lm = inputs["input_ids"], getattr(getattr(self.model, "model", None), "language_model", None)
+        input_ids = inputs["input_ids"]
         positions = torch.arange(kept_len, input_ids.shape[1], device=input_ids.device)
-        with suffix_attention(lm, kept_len, int(input_ids.shape[0])):
+        with suffix_attention(self.model, kept_len, int(input_ids.shape[0])):
             return self._forward_tokens(input_ids[:, kept_len:], positions, rope_deltas), rope_deltas
 
     def _prefill_rows(self, rows: list[dict[str, Any]], width: int, pad_id: int) -> tuple[Any, Any]:

@@ -118,7 +118,7 @@ class LocalEngine(Engine):
         runner.features = self._memory(runner, loaded.quantization)
         if runner.fast_enabled:
             runner.fast_decoder()  # set up now (under the load lock), so the first request and info() find it
-            warm_suffix_attention(getattr(runner.model.model, "language_model", None))  # a question's own kernels
+            warm_suffix_attention(runner.model)  # the kernels a question's own words attend with, loaded now
         self._runner = runner
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s (%s, %s) in %.1fs", loaded.path, self._device, dtype_name(self._dtype), self._attn,

@@ -14,7 +14,7 @@ square). The parts are merged exactly by their log-sum-exp. On CUDA both calls a
 builds no plan per shape (cuDNN's attention where flash refuses); elsewhere the float32 softmax of
 `core.vlm.chunk_attention` (what the CPU tests use).
 
-`suffix_attention(language_model, kept)` turns it on while such a prefill runs (the caller holds the model's lock),
+`suffix_attention(model, kept)` turns it on while such a prefill runs (the caller holds the model's lock),
 for one prompt without padding, whose first `kept` positions are the kept prefix.
 """
 
@@ -93,12 +93,18 @@ def suffix_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
     return out.transpose(1, 2).contiguous(), None
 
 
+def _language_model(model: Any) -> Any:
+    """The language model of a Qwen3-VL-style `model` (`model.model.language_model`), None when it has none."""
+    return getattr(getattr(model, "model", None), "language_model", None)
+
+
 @contextlib.contextmanager
-def suffix_attention(language_model: Any, kept: int, batch: int = 1) -> Iterator[bool]:
-    """While it is open, `language_model` attends with `suffix_attention_forward` (yields True) for a prompt whose
-    first `kept` positions are in its cache; unchanged (yields False) for a batch of several rows or an attention
-    other than sdpa/eager. Hold the model's lock: any forward of the model meanwhile sees the switch."""
-    config = getattr(language_model, "config", None)
+def suffix_attention(model: Any, kept: int, batch: int = 1) -> Iterator[bool]:
+    """While it is open, `model`'s language model attends with `suffix_attention_forward` (yields True) for a prompt
+    whose first `kept` positions are in its cache; unchanged (yields False) for a batch of several rows, a model
+    without a language model, or an attention other than sdpa/eager. Hold the model's lock: any forward of the
+    model meanwhile sees the switch."""
+    config = getattr(_language_model(model), "config", None)
     before = getattr(config, "_attn_implementation", None)
     if config is None or batch != 1 or before not in ("sdpa", "eager"):
         yield False
@@ -115,13 +121,14 @@ def suffix_attention(language_model: Any, kept: int, batch: int = 1) -> Iterator
         _kept.reset(token)
 
 
-def warm(language_model: Any) -> bool:
-    """Run `attend_after` once on a few tokens of the language model's head shape, on its device and in its dtype,
+def warm(model: Any) -> bool:
+    """Run `attend_after` once on a few tokens of `model`'s language-model head shape, on its device and dtype,
     so that the first question of the process does not load the kernels (on the H200 the first call took 0.29 s,
     later ones 1 ms). CUDA only (True when it ran); never fails the caller."""
     import torch
 
     try:
+        language_model = _language_model(model)
         config = language_model.config
         weight = next(language_model.parameters())
         if not weight.is_cuda:

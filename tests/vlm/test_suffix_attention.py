@@ -99,12 +99,15 @@ def test_follow_ups_on_the_fast_path_attend_through_it_and_answer_as_a_recompute
 def test_only_for_one_row_of_an_sdpa_model(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForImageTextToText
 
-    lm = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).model.language_model
-    with S.suffix_attention(lm, 10) as on:
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    lm = model.model.language_model
+    with S.suffix_attention(model, 10) as on:
         assert on and lm.config._attn_implementation == S.NAME
     assert lm.config._attn_implementation == "sdpa"
-    with S.suffix_attention(lm, 10, batch=2) as on:
+    with S.suffix_attention(model, 10, batch=2) as on:
         assert not on and lm.config._attn_implementation == "sdpa"
+    with S.suffix_attention(object(), 10) as on:  # no language model: nothing to switch
+        assert not on
     with pytest.raises(RuntimeError, match="outside"):
         S.suffix_attention_forward(None, torch.zeros(1, 4, 2, 16), torch.zeros(1, 2, 4, 16), torch.zeros(1, 2, 4, 16),
                                    None)
@@ -133,8 +136,7 @@ def test_on_cuda_in_bf16_as_close_to_float32_as_the_masked_call_with_the_flash_k
 def test_warming_is_for_cuda_and_never_fails(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForImageTextToText
 
-    lm = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).model.language_model
-    assert S.warm(lm) is False  # the CPU has nothing to load
+    assert S.warm(AutoModelForImageTextToText.from_pretrained(tiny_model_dir)) is False  # nothing to load on a CPU
     assert S.warm(None) is False  # a model without a language model: nothing, no error
 
 
@@ -145,6 +147,6 @@ def test_on_cuda_warming_runs_the_kernels_once(tiny_model_dir: Path) -> None:
 
     from core.vlm import chunk_attention
 
-    lm = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).to("cuda").model
-    assert S.warm(lm.language_model) is True
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).to("cuda")
+    assert S.warm(model) is True
     assert chunk_attention._kernel.get("cuda:" + ",".join(S.ORDER)) == "flash"
